@@ -1,0 +1,27 @@
+# detkd: the two commands are `make demo` and `make test`; both bootstrap .venv when missing.
+PY := .venv/bin/python
+STAMP := .venv/.detkd-bootstrap-ok
+
+.PHONY: bootstrap test test-fast demo bench clean
+
+$(STAMP): requirements.txt setup.py scripts/bootstrap.sh
+	bash scripts/bootstrap.sh
+
+bootstrap: $(STAMP)
+
+# pytest exits 5 when it collected no test: that must fail, not pass
+test: $(STAMP)
+	$(PY) -m pytest tests -q -ra --durations=15 ; rc=$$? ; \
+	  if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -q -m "not slow"
+
+demo: $(STAMP)
+	$(PY) -m detkd.demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_fgd_masks.py
+
+clean:
+	rm -rf output .pytest_cache

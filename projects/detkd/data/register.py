@@ -1,0 +1,68 @@
+"""Dataset registration: detectron2's builtins, custom COCO-json / VOC folders, and the demo data.
+
+detectron2 registers its builtin names (``coco_2017_train``, ``voc_2007_trainval``, ...) under
+``$DETECTRON2_DATASETS`` (default ``./datasets``) when ``detectron2.data`` is imported; see
+``datasets/README.md`` for the layout. For your own data use :func:`register_coco_json` or
+:func:`register_voc_folder`. The embedded demo data is ``detkd_shapes_{train,val}`` (COCO form)
+and ``detkd_shapes_voc_{train,val}`` (VOC form), generated on first use.
+"""
+import os
+from typing import Sequence
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json, register_coco_instances
+from detectron2.data.datasets.pascal_voc import load_voc_instances
+
+from .shapes import SHAPE_CLASSES, ShapesSpec, ensure_shapes_dataset
+
+__all__ = ["register_coco_json", "register_voc_folder", "register_shapes_datasets", "shapes_root", "SHAPES_DATASETS"]
+
+SHAPES_DATASETS = ("detkd_shapes_train", "detkd_shapes_val", "detkd_shapes_voc_train", "detkd_shapes_voc_val")
+
+
+def register_coco_json(name: str, json_file: str, image_root: str):
+    """Register a COCO-format detection dataset (evaluated with COCOEvaluator)."""
+    register_coco_instances(name, {}, json_file, image_root)
+
+
+def register_voc_folder(name: str, dirname: str, split: str, class_names: Sequence[str], year: int = 2012):
+    """Register a VOC-layout folder (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/{split}.txt``),
+    evaluated with PascalVOCDetectionEvaluator (``year=2007`` uses the VOC2007 11-point metric)."""
+    class_names = list(class_names)
+    DatasetCatalog.register(name, lambda: load_voc_instances(dirname, split, class_names))
+    MetadataCatalog.get(name).set(thing_classes=class_names, dirname=dirname, year=year, split=split,
+                                  evaluator_type="pascal_voc")
+
+
+def shapes_root() -> str:
+    return os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "detkd_shapes")
+
+
+def register_shapes_datasets(root: str = None, spec: ShapesSpec = None):
+    """Generate (unless already there) and register the demo datasets under ``root``. Idempotent.
+
+    Generation happens here, not lazily, so evaluators that open the files find them and
+    several training processes never write the same files at once.
+    """
+    root = root or shapes_root()
+    if "detkd_shapes_train" in DatasetCatalog.list():
+        return
+    ensure_shapes_dataset(root, spec or ShapesSpec())
+    for split in ("train", "val"):
+        json_file = os.path.join(root, "annotations", f"instances_{split}.json")
+        image_root = os.path.join(root, "images", split)
+        DatasetCatalog.register(
+            f"detkd_shapes_{split}",
+            lambda j=json_file, r=image_root, n=f"detkd_shapes_{split}": load_coco_json(j, r, n),
+        )
+        MetadataCatalog.get(f"detkd_shapes_{split}").set(
+            json_file=json_file, image_root=image_root, evaluator_type="coco", thing_classes=list(SHAPE_CLASSES),
+        )
+        voc = os.path.join(root, "voc")
+        DatasetCatalog.register(
+            f"detkd_shapes_voc_{split}",
+            lambda s=split: load_voc_instances(voc, s, list(SHAPE_CLASSES)),
+        )
+        MetadataCatalog.get(f"detkd_shapes_voc_{split}").set(
+            thing_classes=list(SHAPE_CLASSES), dirname=voc, year=2012, split=split, evaluator_type="pascal_voc",
+        )

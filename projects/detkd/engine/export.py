@@ -1,0 +1,74 @@
+"""Export the student alone, loadable by stock detectron2.
+
+    python -m detkd.engine.export --config-file CONFIG --output DIR [MODEL.WEIGHTS ckpt.pth] [KEY VALUE ...]
+
+writes ``DIR/model_student.pth`` (the student's state dict, no teacher, no adaptation/align
+layers) and ``DIR/config_student.yaml`` (the config without detkd's keys), so that
+``build_model(cfg)`` + ``DetectionCheckpointer(model).load("model_student.pth")`` load it with no
+missing or unexpected keys. A student with the PAFPN backbone needs ``import detkd`` to build.
+"""
+import argparse
+import os
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
+
+__all__ = ["student_config", "export_student", "main"]
+
+
+def student_config(cfg: CfgNode) -> CfgNode:
+    """The student's config for stock detectron2: META_ARCHITECTURE of the student, no detkd keys."""
+    out = cfg.clone()
+    out.defrost()
+    out.MODEL.META_ARCHITECTURE = cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE
+    del out.MODEL["DISTILL"]
+    del out.SOLVER["GLOBAL_GRAD_CLIP_NORM"]
+    if "pafpn" not in cfg.MODEL.BACKBONE.NAME:
+        del out.MODEL["PAFPN"]
+    out.MODEL.WEIGHTS = ""
+    return out
+
+
+def export_student(model, cfg: CfgNode, output_dir: str) -> str:
+    """Write the student's weights and config; returns the checkpoint path."""
+    os.makedirs(output_dir, exist_ok=True)
+    student = model.student if hasattr(model, "student") else model
+    DetectionCheckpointer(student, save_dir=output_dir).save("model_student")
+    with open(os.path.join(output_dir, "config_student.yaml"), "w") as f:
+        f.write(student_config(cfg).dump())
+    return os.path.join(output_dir, "model_student.pth")
+
+
+def main(argv=None):
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from ..config import add_detkd_config
+
+    parser = argparse.ArgumentParser(description="Export a DistillRCNN's student for stock detectron2")
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
+    args = parser.parse_args(argv)
+    cfg = get_cfg()
+    add_detkd_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.DEVICE = "cpu" if not torch.cuda.is_available() else cfg.MODEL.DEVICE
+    # the teacher is not needed to export the student
+    cfg.MODEL.DISTILL.TEACHER.CONFIG_FILE = ""
+    cfg.MODEL.DISTILL.TEACHER.WEIGHTS = ""
+    for block in ("HINT", "SOFT_CE", "BOUNDED_REG", "FGD"):
+        cfg.MODEL.DISTILL[block].ENABLED = False
+    cfg.MODEL.DISTILL.INHERIT.ENABLED = False
+    model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    path = export_student(model, cfg, args.output)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

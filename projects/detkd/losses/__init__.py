@@ -1,0 +1,7 @@
+"""detkd's losses: one loss per file, each with its formula and paper section."""
+from .bounded_regression import bounded_regression_loss
+from .fgd import FGDLoss, GcBlock, channel_attention, spatial_attention
+from .hint import HintLoss
+from .masks import fgd_masks, gaussian_target_mask
+from .mssd import MSSDLoss
+from .soft_ce import binary_logits_to_two_class, class_weights, weighted_soft_cross_entropy

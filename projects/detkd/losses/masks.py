@@ -1,0 +1,168 @@
+"""Ground-truth boxes -> masks on a feature grid, for all images and boxes at once.
+
+Box-to-cell mapping (used by FGD and the MSSD Gaussian mask)
+----------------------------------------------------------
+Boxes are XYXY in input-image pixels (the resized, un-padded image the network sees). A
+feature map of stride ``s`` has cell ``(i, j)`` covering pixels ``[j*s, (j+1)*s) x [i*s, (i+1)*s)``
+of the *padded* input, whose top-left corner is the image's. A box covers the cells it
+intersects:
+
+    x0 = floor(x1 / s),  x1_cell = ceil(x2 / s) - 1   (inclusive), likewise for y,
+
+clamped to the cells that hold image content (``ceil(h / s)`` rows, ``ceil(w / s)`` columns),
+and a box always covers at least the cell of its top-left corner, so tiny and zero-size boxes
+are one cell. Padding cells are neither foreground nor background.
+
+FGD's official code instead divides by the un-padded image size and multiplies by the padded
+feature size, and includes the cell at ``ceil(x2)``; with padding that stretches boxes over
+the padded area and adds one cell on each far side. We keep the geometric mapping above, so a
+box lands on the same cells whatever the batch's padding.
+
+Everything here is vectorized: boxes of the batch are packed into ``(N, K, 4)`` with a
+validity mask and compared with the grid by broadcasting; no Python loop over boxes.
+"""
+from typing import List, Sequence, Tuple
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+__all__ = [
+    "infer_stride",
+    "pack_boxes",
+    "box_cell_ranges",
+    "box_coverage",
+    "valid_cells",
+    "fgd_masks",
+    "gaussian_target_mask",
+]
+
+
+def infer_stride(image_sizes: Sequence[Tuple[int, int]], feat_hw: Tuple[int, int]) -> float:
+    """Stride of a feature map, as the power of two nearest to (largest image side / grid side).
+
+    Exact for detectron2 backbones, whose strides are powers of two and whose inputs are padded to a
+    multiple of the coarsest stride.
+    """
+    max_h = max(int(h) for h, _ in image_sizes)
+    max_w = max(int(w) for _, w in image_sizes)
+    ratio = max(max_h / feat_hw[0], max_w / feat_hw[1])
+    return float(2 ** round(torch.log2(torch.tensor(float(ratio))).item()))
+
+
+def pack_boxes(gt_boxes: List[torch.Tensor], device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pack per-image boxes ``[K_i, 4]`` into ``(N, K, 4)`` plus a ``(N, K)`` validity mask."""
+    if device is None:
+        device = gt_boxes[0].device if len(gt_boxes) else "cpu"
+    for i, b in enumerate(gt_boxes):
+        if b.dim() != 2 or b.shape[-1] != 4:
+            raise ValueError(f"gt_boxes[{i}] must have shape [K, 4] (XYXY pixels), got {tuple(b.shape)}")
+    lengths = torch.as_tensor([int(b.shape[0]) for b in gt_boxes], device=device)
+    k = max(int(lengths.max()) if len(gt_boxes) else 0, 1)
+    packed = torch.zeros(len(gt_boxes), k, 4, device=device, dtype=torch.float32)
+    if len(gt_boxes):
+        padded = pad_sequence([b.to(device=device, dtype=torch.float32) for b in gt_boxes], batch_first=True)
+        packed[:, : padded.shape[1]] = padded
+    valid = torch.arange(k, device=device)[None, :] < lengths[:, None]
+    return packed, valid
+
+
+def valid_cells(image_sizes, feat_hw, stride, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Number of rows and columns of each image's content on the grid: two ``(N,)`` long tensors."""
+    sizes = torch.as_tensor([[int(h), int(w)] for h, w in image_sizes], device=device, dtype=torch.float64)
+    rows = torch.ceil(sizes[:, 0] / stride).long().clamp(1, feat_hw[0])
+    cols = torch.ceil(sizes[:, 1] / stride).long().clamp(1, feat_hw[1])
+    return rows, cols
+
+
+def box_cell_ranges(boxes: torch.Tensor, stride: float, rows: torch.Tensor, cols: torch.Tensor):
+    """Inclusive cell ranges ``(x0, y0, x1, y1)`` of packed boxes ``(N, K, 4)``; each ``(N, K)`` long.
+
+    ``rows``/``cols`` (``(N,)``) bound each image's content cells.
+    """
+    cells = boxes.double() / stride
+    max_x = (cols - 1)[:, None]
+    max_y = (rows - 1)[:, None]
+    x0 = torch.minimum(torch.floor(cells[..., 0]).long().clamp(min=0), max_x)
+    y0 = torch.minimum(torch.floor(cells[..., 1]).long().clamp(min=0), max_y)
+    x1 = torch.minimum(torch.ceil(cells[..., 2]).long() - 1, max_x)
+    y1 = torch.minimum(torch.ceil(cells[..., 3]).long() - 1, max_y)
+    x1 = torch.maximum(x1, x0)
+    y1 = torch.maximum(y1, y0)
+    return x0, y0, x1, y1
+
+
+def box_coverage(x0, y0, x1, y1, valid, feat_hw):
+    """``(N, K, H, W)`` bool: cell inside box k of image n (and the box is real)."""
+    h, w = feat_hw
+    ys = torch.arange(h, device=x0.device)
+    xs = torch.arange(w, device=x0.device)
+    in_rows = (ys[None, None, :] >= y0[..., None]) & (ys[None, None, :] <= y1[..., None])  # N,K,H
+    in_cols = (xs[None, None, :] >= x0[..., None]) & (xs[None, None, :] <= x1[..., None])  # N,K,W
+    return in_rows[..., :, None] & in_cols[..., None, :] & valid[..., None, None]
+
+
+def _content_mask(rows, cols, feat_hw):
+    h, w = feat_hw
+    ys = torch.arange(h, device=rows.device)
+    xs = torch.arange(w, device=rows.device)
+    return (ys[None, :, None] < rows[:, None, None]) & (xs[None, None, :] < cols[:, None, None])
+
+
+def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
+    """FGD's focal masks (Yang et al. CVPR 2022, Sec. 3.1, Eqs. 2-4) on one feature grid.
+
+    Returns ``(fg_scale, bg_scale)``, each ``(N, H, W)`` float:
+
+    * ``fg_scale = M * S`` on the foreground: ``1 / (H_r * W_r)`` where ``H_r x W_r`` is the box's
+      size in cells; where boxes overlap the smallest box wins (largest value).
+    * ``bg_scale = (1 - M) / N_bg`` on the image's content cells outside every box, where ``N_bg``
+      counts those cells; 0 on padding and 0 everywhere for a fully covered image.
+
+    An image with no boxes is all background.
+    """
+    h, w = int(feat_hw[0]), int(feat_hw[1])
+    device = gt_boxes[0].device if len(gt_boxes) else "cpu"
+    if stride is None:
+        stride = infer_stride(image_sizes, (h, w))
+    boxes, valid = pack_boxes(gt_boxes, device)
+    rows, cols = valid_cells(image_sizes, (h, w), stride, device)
+    x0, y0, x1, y1 = box_cell_ranges(boxes, stride, rows, cols)
+    inside = box_coverage(x0, y0, x1, y1, valid, (h, w))  # N,K,H,W
+    inv_area = 1.0 / ((x1 - x0 + 1) * (y1 - y0 + 1)).float()  # N,K
+    fg_scale = (inside.float() * inv_area[..., None, None]).amax(dim=1) if inside.shape[1] else \
+        torch.zeros(len(gt_boxes), h, w, device=device)
+    background = _content_mask(rows, cols, (h, w)) & (fg_scale == 0)
+    n_bg = background.flatten(1).sum(dim=1).clamp(min=1).float()
+    bg_scale = background.float() / n_bg[:, None, None]
+    return fg_scale, bg_scale
+
+
+def gaussian_target_mask(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
+    """MSSD's Gaussian target mask (Jia et al. 2024): ``(N, H, W)`` in [0, 1].
+
+    Each box is a 2-D Gaussian over its own cells, centred on the cell holding the box centre,
+    with standard deviation ``(box extent in cells) / 6`` per axis, so the peak is exactly 1 at the
+    centre cell and the box edge is about 3 sigma away. Cells outside every box are 0; where boxes
+    overlap the larger value wins.
+    """
+    h, w = int(feat_hw[0]), int(feat_hw[1])
+    device = gt_boxes[0].device if len(gt_boxes) else "cpu"
+    if stride is None:
+        stride = infer_stride(image_sizes, (h, w))
+    boxes, valid = pack_boxes(gt_boxes, device)
+    rows, cols = valid_cells(image_sizes, (h, w), stride, device)
+    x0, y0, x1, y1 = box_cell_ranges(boxes, stride, rows, cols)
+    inside = box_coverage(x0, y0, x1, y1, valid, (h, w))
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2.0 / stride
+    cx = torch.minimum(torch.maximum(torch.floor(centre[..., 0]).long(), x0), x1).float()
+    cy = torch.minimum(torch.maximum(torch.floor(centre[..., 1]).long(), y0), y1).float()
+    sigma_x = (x1 - x0 + 1).float() / 6.0
+    sigma_y = (y1 - y0 + 1).float() / 6.0
+    ys = torch.arange(h, device=device, dtype=torch.float32)
+    xs = torch.arange(w, device=device, dtype=torch.float32)
+    gx = torch.exp(-((xs[None, None, :] - cx[..., None]) ** 2) / (2 * sigma_x[..., None] ** 2))  # N,K,W
+    gy = torch.exp(-((ys[None, None, :] - cy[..., None]) ** 2) / (2 * sigma_y[..., None] ** 2))  # N,K,H
+    gauss = gy[..., :, None] * gx[..., None, :] * inside.float()
+    if gauss.shape[1] == 0:
+        return torch.zeros(len(gt_boxes), h, w, device=device)
+    return gauss.amax(dim=1)

@@ -1,0 +1,306 @@
+"""DistillRCNN: a student Faster R-CNN trained with a frozen teacher (or by itself, for MSSD).
+
+Training step::
+
+    images -> student backbone (+ bottom-up taps) -> RPN (anchors, sampling, losses, proposals)
+           -> ROI heads (sampled proposals, box head, losses)            = detector losses
+    images -> teacher (eval, no_grad, full resolution) -> backbone -> RPN head on the same anchors
+           -> box head on the student's sampled proposals                 (only what is needed)
+    DistillBatch -> each distiller -> named, weighted terms               = distillation losses
+
+In eval mode only the student runs and its predictions are returned, so every detectron2
+evaluator works unchanged.
+
+How the teacher is held: it is *not* a registered submodule. ``state_dict``, checkpoints, the
+optimizer and DDP therefore never see it: checkpoints hold the student and the distillers'
+own modules (adaptation, align, GcBlock, mask heads), a resumed run reloads the teacher from its
+own weights, and DDP syncs no teacher gradients. ``to()``/``cuda()`` still move it (``_apply``)
+and ``train()`` keeps it in eval mode.
+"""
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.structures import Boxes, ImageList, Instances
+
+from .batch import DistillBatch, SideOutputs
+from .distillers import Distiller, build_distillers
+from .heads import box_head_predictions, capture_output, feature_shapes, rpn_head_outputs, run_backbone, run_rpn
+from .teacher import freeze, teacher_from_config
+
+__all__ = ["DistillRCNN", "inherit_from_teacher"]
+
+logger = logging.getLogger(__name__)
+
+
+def inherit_from_teacher(student: nn.Module, teacher: nn.Module, prefixes: Sequence[str]) -> List[str]:
+    """Copy teacher parameters/buffers into the student where name (under ``prefixes``) and shape match.
+
+    Returns the copied names; raises if none matched (the switch would silently do nothing).
+    """
+    teacher_state = teacher.state_dict()
+    copied = []
+    with torch.no_grad():
+        for name, tensor in student.state_dict().items():
+            if not any(name.startswith(p) for p in prefixes):
+                continue
+            source = teacher_state.get(name)
+            if source is not None and source.shape == tensor.shape:
+                tensor.copy_(source)
+                copied.append(name)
+    if not copied:
+        raise ValueError(
+            f"MODEL.DISTILL.INHERIT is enabled but no student parameter under {list(prefixes)} matches "
+            "a teacher parameter in name and shape"
+        )
+    logger.info("Inherited %d tensors from the teacher: %s", len(copied), ", ".join(copied))
+    return copied
+
+
+def _rescale_instances(instances: Instances, scale: float, image_size) -> Instances:
+    out = Instances(image_size)
+    for k, v in instances.get_fields().items():
+        out.set(k, v)
+    out.gt_boxes = Boxes(instances.gt_boxes.tensor * scale)
+    return out
+
+
+@META_ARCH_REGISTRY.register()
+class DistillRCNN(nn.Module):
+    @configurable
+    def __init__(
+        self,
+        *,
+        student: GeneralizedRCNN,
+        teacher: Optional[nn.Module] = None,
+        distillers: Sequence[Distiller] = (),
+        student_input_scale: float = 1.0,
+        feature_resize: str = "teacher_to_student",
+        inherit_prefixes: Optional[Sequence[str]] = None,
+    ):
+        """
+        Args:
+            student: the detector being trained (a GeneralizedRCNN with RPN + StandardROIHeads).
+            teacher: a loaded detector; it is frozen here. ``None`` for self-distillation.
+            distillers: the enabled methods.
+            student_input_scale: the student sees the image scaled by this (Chen et al. 2017, 4.1).
+            feature_resize: "teacher_to_student" or "student_to_teacher", for maps of unequal size.
+            inherit_prefixes: if given, initialise these student parameters from the teacher.
+        """
+        super().__init__()
+        if not (0 < student_input_scale <= 1):
+            raise ValueError(f"MODEL.DISTILL.STUDENT_INPUT_SCALE must be in (0, 1], got {student_input_scale}")
+        if feature_resize not in ("teacher_to_student", "student_to_teacher"):
+            raise ValueError(f"MODEL.DISTILL.FEATURE_RESIZE must be 'teacher_to_student' or "
+                             f"'student_to_teacher', got {feature_resize!r}")
+        self.student = student
+        object.__setattr__(self, "teacher", freeze(teacher) if teacher is not None else None)
+        self.distillers = nn.ModuleList(distillers)
+        self.student_input_scale = float(student_input_scale)
+        self.feature_resize = feature_resize
+        self.teacher_needs = frozenset().union(*[d.teacher_needs for d in self.distillers])
+        self._check_compatible()
+        self._size_divisibility = self._common_size_divisibility()
+        self.inherited = inherit_from_teacher(student, teacher, inherit_prefixes) if inherit_prefixes else []
+
+    @classmethod
+    def from_config(cls, cfg):
+        d = cfg.MODEL.DISTILL
+        student = META_ARCH_REGISTRY.get(d.STUDENT_META_ARCHITECTURE)(cfg)
+        teacher = None
+        if d.TEACHER.CONFIG_FILE:
+            teacher = teacher_from_config(d.TEACHER.CONFIG_FILE, d.TEACHER.WEIGHTS, d.TEACHER.OPTS, cfg.MODEL.DEVICE)
+        elif d.TEACHER.WEIGHTS:
+            raise ValueError("MODEL.DISTILL.TEACHER.WEIGHTS is set but TEACHER.CONFIG_FILE is empty")
+        distillers = build_distillers(
+            cfg, feature_shapes(student), feature_shapes(teacher) if teacher is not None else None
+        )
+        if d.INHERIT.ENABLED and teacher is None:
+            raise ValueError("MODEL.DISTILL.INHERIT.ENABLED needs a teacher (MODEL.DISTILL.TEACHER.CONFIG_FILE)")
+        return dict(
+            student=student,
+            teacher=teacher,
+            distillers=distillers,
+            student_input_scale=d.STUDENT_INPUT_SCALE,
+            feature_resize=d.FEATURE_RESIZE,
+            inherit_prefixes=list(d.INHERIT.PREFIXES) if d.INHERIT.ENABLED else None,
+        )
+
+    # ----- module plumbing ------------------------------------------------------------------
+    @property
+    def device(self):
+        return self.student.device
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if self.teacher is not None:
+            self.teacher._apply(fn, *args, **kwargs)
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    # ----- checks done once, before training -------------------------------------------------
+    def _check_compatible(self):
+        if self.teacher_needs and self.teacher is None:
+            raise ValueError("a distiller needs a teacher but none is configured (MODEL.DISTILL.TEACHER)")
+        s, t = self.student, self.teacher
+        if t is not None and getattr(s, "input_format", None) != getattr(t, "input_format", None):
+            raise ValueError(f"student and teacher expect different INPUT.FORMAT ({s.input_format} vs "
+                             f"{t.input_format}); both must read the same images")
+        if "rpn" in self.teacher_needs:
+            if self.student_input_scale != 1.0:
+                raise ValueError(
+                    "RPN distillation needs the teacher's RPN on the student's anchors, but with "
+                    f"MODEL.DISTILL.STUDENT_INPUT_SCALE={self.student_input_scale} the feature maps differ "
+                    "in size; remove 'rpn' from SOFT_CE/BOUNDED_REG.TARGETS"
+                )
+            sa, ta = s.proposal_generator.anchor_generator, t.proposal_generator.anchor_generator
+            s_cells = [c.cpu() for c in sa.cell_anchors]
+            t_cells = [c.cpu() for c in ta.cell_anchors]
+            same = (list(sa.strides) == list(ta.strides) and len(s_cells) == len(t_cells)
+                    and all(a.shape == b.shape and torch.allclose(a, b) for a, b in zip(s_cells, t_cells))
+                    and len(s.proposal_generator.in_features) == len(t.proposal_generator.in_features))
+            if not same:
+                raise ValueError(
+                    "RPN distillation needs identical anchors in student and teacher "
+                    f"(strides {list(sa.strides)} vs {list(ta.strides)}, anchors per cell "
+                    f"{[c.shape[0] for c in s_cells]} vs {[c.shape[0] for c in t_cells]}, RPN in_features "
+                    f"{s.proposal_generator.in_features} vs {t.proposal_generator.in_features})"
+                )
+            if s.proposal_generator.box2box_transform.weights != t.proposal_generator.box2box_transform.weights:
+                raise ValueError("RPN distillation needs the same MODEL.RPN.BBOX_REG_WEIGHTS in student and teacher")
+        if "rcn" in self.teacher_needs:
+            for attr in ("box_pooler", "box_head", "box_predictor", "box_in_features"):
+                if not hasattr(t.roi_heads, attr):
+                    raise ValueError(f"RCN distillation needs a teacher with StandardROIHeads-like heads (no {attr})")
+            if s.roi_heads.num_classes != t.roi_heads.num_classes:
+                raise ValueError(
+                    f"RCN distillation compares class logits, but the student has {s.roi_heads.num_classes} "
+                    f"classes and the teacher {t.roi_heads.num_classes} (MODEL.ROI_HEADS.NUM_CLASSES)"
+                )
+            sw = s.roi_heads.box_predictor.box2box_transform.weights
+            tw = t.roi_heads.box_predictor.box2box_transform.weights
+            if sw != tw:
+                raise ValueError(f"RCN distillation needs the same MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS "
+                                 f"in student and teacher, got {sw} vs {tw}")
+
+    def _common_size_divisibility(self) -> int:
+        div = max(self.student.backbone.size_divisibility, 1)
+        if self.teacher is not None:
+            div = max(div, self.teacher.backbone.size_divisibility)
+        div = div / self.student_input_scale
+        if abs(div - round(div)) > 1e-6:
+            raise ValueError(f"MODEL.DISTILL.STUDENT_INPUT_SCALE={self.student_input_scale} must divide the "
+                             "backbone's size divisibility into a whole number (use 1/2, 1/4, ...)")
+        return int(round(div))
+
+    # ----- inputs ------------------------------------------------------------------------------
+    def _normalized(self, model, batched_inputs, divisibility) -> ImageList:
+        images = [x["image"].to(self.device) for x in batched_inputs]
+        images = [(x - model.pixel_mean) / model.pixel_std for x in images]
+        return ImageList.from_tensors(images, divisibility, padding_constraints=model.backbone.padding_constraints)
+
+    def _student_images(self, batched_inputs, divisibility) -> ImageList:
+        images = self._normalized(self.student, batched_inputs, divisibility)
+        scale = self.student_input_scale
+        if scale == 1.0:
+            return images
+        h, w = images.tensor.shape[-2:]
+        tensor = F.interpolate(images.tensor, size=(int(round(h * scale)), int(round(w * scale))),
+                               mode="bilinear", align_corners=False, antialias=True)
+        sizes = [(int(round(ih * scale)), int(round(iw * scale))) for ih, iw in images.image_sizes]
+        return ImageList(tensor, sizes)
+
+    # ----- forward ---------------------------------------------------------------------------
+    def forward(self, batched_inputs: List[Dict]):
+        if not self.training:
+            return self.inference(batched_inputs)
+        if any("instances" not in x for x in batched_inputs):
+            raise ValueError("DistillRCNN training needs 'instances' in every input dict")
+        student = self.student
+        s_images = self._student_images(batched_inputs, self._size_divisibility)
+        gt = [x["instances"].to(self.device) for x in batched_inputs]
+        if self.student_input_scale != 1.0:
+            gt = [_rescale_instances(g, self.student_input_scale, size) for g, size in zip(gt, s_images.image_sizes)]
+
+        s_feats = run_backbone(student.backbone, s_images.tensor)
+        proposals, losses, rpn = run_rpn(student.proposal_generator, s_images, s_feats, gt)
+        with capture_output(student.roi_heads.box_predictor) as rcn_out:
+            sampled, rcn_losses = student.roi_heads(s_images, s_feats, proposals, gt)
+        losses.update(rcn_losses)
+        if not self.distillers:
+            return losses
+
+        strides = {k: float(v.stride) for k, v in feature_shapes(student).items()}
+        batch = DistillBatch(
+            student=SideOutputs(s_feats, rpn["objectness"], rpn["deltas"], *rcn_out["output"]),
+            teacher=None,
+            gt_boxes=[g.gt_boxes.tensor for g in gt],
+            image_sizes=list(s_images.image_sizes),
+            strides=strides,
+            teacher_scale=1.0 / self.student_input_scale,
+            feature_resize=self.feature_resize,
+            rpn_anchors=rpn["anchors"],
+            rpn_gt_labels=rpn["gt_labels"],
+            rpn_gt_boxes=rpn["gt_boxes"],
+            rpn_box2box=student.proposal_generator.box2box_transform,
+            rcn_proposals=sampled,
+            rcn_box2box=student.roi_heads.box_predictor.box2box_transform,
+            num_classes=student.roi_heads.num_classes,
+        )
+        if self.teacher_needs:
+            batch.teacher = self._teacher_outputs(batched_inputs, batch)
+
+        for distiller in self.distillers:
+            for key, scale in distiller.hard_loss_scales().items():
+                losses[key] = losses[key] * scale
+            terms = distiller(batch)
+            clash = set(terms) & set(losses)
+            if clash:
+                raise RuntimeError(f"distillation terms {sorted(clash)} would overwrite existing losses")
+            losses.update(terms)
+        return losses
+
+    @torch.no_grad()
+    def _teacher_outputs(self, batched_inputs, batch: DistillBatch) -> SideOutputs:
+        teacher = self.teacher
+        if teacher.training:  # someone called teacher.train(); its BN must not update
+            teacher.eval()
+        images = self._normalized(teacher, batched_inputs, self._size_divisibility)
+        feats = run_backbone(teacher.backbone, images.tensor)
+        out = SideOutputs(features=feats)
+        if "rpn" in self.teacher_needs:
+            objectness, deltas = rpn_head_outputs(teacher.proposal_generator, feats)
+            out.rpn_objectness, out.rpn_deltas = torch.cat(objectness, 1), torch.cat(deltas, 1)
+            if out.rpn_objectness.shape != batch.student.rpn_objectness.shape:
+                raise ValueError(
+                    "RPN distillation: teacher and student produce different anchor sets "
+                    f"({tuple(out.rpn_objectness.shape)} vs {tuple(batch.student.rpn_objectness.shape)}); "
+                    "their feature maps or anchors differ"
+                )
+        if "rcn" in self.teacher_needs:
+            boxes = [Boxes(p.proposal_boxes.tensor * batch.teacher_scale) for p in batch.rcn_proposals]
+            out.rcn_scores, out.rcn_deltas = box_head_predictions(teacher.roi_heads, feats, boxes)
+        return out
+
+    def inference(self, batched_inputs, do_postprocess: bool = True):
+        """The student's predictions, as ``GeneralizedRCNN.inference`` returns them."""
+        if self.student_input_scale == 1.0:
+            return self.student.inference(batched_inputs, do_postprocess=do_postprocess)
+        div = int(round(self.student.backbone.size_divisibility / self.student_input_scale))
+        images = self._student_images(batched_inputs, div)
+        features = self.student.backbone(images.tensor)
+        proposals, _ = self.student.proposal_generator(images, features, None)
+        results, _ = self.student.roi_heads(images, features, proposals, None)
+        if not do_postprocess:
+            return results
+        return GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)

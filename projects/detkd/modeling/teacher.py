@@ -1,0 +1,132 @@
+"""Build, load, verify and freeze the teacher.
+
+A teacher is a complete detectron2 model (any meta-architecture whose pieces detkd reads:
+``backbone``, ``proposal_generator``, ``roi_heads``), described by its own yaml or LazyConfig
+``.py`` and loaded from its own checkpoint. Loading is strict: a missing file, any teacher
+parameter or buffer left un-loaded, or a shape mismatch is an error that names the keys. A
+randomly initialised teacher is never used silently.
+"""
+import logging
+import os
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = ["TeacherWeightsError", "build_teacher", "load_teacher_weights", "freeze", "teacher_from_config"]
+
+logger = logging.getLogger(__name__)
+
+
+class TeacherWeightsError(RuntimeError):
+    """The teacher's checkpoint is missing or does not fit the teacher's architecture."""
+
+
+def _short_list(items: Sequence, limit: int = 12) -> str:
+    items = list(items)
+    text = ", ".join(str(x) for x in items[:limit])
+    return text + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+class _StrictCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer that raises instead of logging incompatible keys."""
+
+    def _load_model(self, checkpoint):
+        incompatible = super()._load_model(checkpoint)
+        problems = []
+        if incompatible.missing_keys:
+            problems.append(
+                f"{len(incompatible.missing_keys)} teacher keys not in the checkpoint: "
+                + _short_list(incompatible.missing_keys)
+            )
+        if incompatible.incorrect_shapes:
+            problems.append(
+                "shape mismatches (key: checkpoint vs teacher): "
+                + _short_list(f"{k}: {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes)
+            )
+        if problems:
+            raise TeacherWeightsError(
+                "The teacher checkpoint does not fit the teacher config (is it for another architecture "
+                "or class count?): " + "; ".join(problems)
+            )
+        if incompatible.unexpected_keys:
+            logger.warning(
+                "Teacher checkpoint has %d keys the teacher does not use (ignored): %s",
+                len(incompatible.unexpected_keys),
+                _short_list(incompatible.unexpected_keys),
+            )
+        return incompatible
+
+
+def load_teacher_weights(teacher: nn.Module, weights: str) -> None:
+    """Load ``weights`` into ``teacher``; raise :class:`TeacherWeightsError` unless every key fits."""
+    if not weights:
+        raise TeacherWeightsError(
+            "MODEL.DISTILL.TEACHER.WEIGHTS is empty: a teacher needs trained weights "
+            "(a random teacher would silently teach noise)"
+        )
+    local = weights.split("?")[0]
+    if "://" not in local and not os.path.isfile(local):
+        raise TeacherWeightsError(f"Teacher weights file not found: {weights}")
+    _StrictCheckpointer(teacher).load(weights)
+    logger.info("Loaded teacher weights from %s", weights)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """No gradients and eval mode (BatchNorm statistics never update)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+def _build_from_yaml(config_file: str, opts: Sequence[str], device):
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from ..config import add_detkd_config
+
+    cfg = get_cfg()
+    add_detkd_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if device is not None:
+        cfg.MODEL.DEVICE = str(device)
+    if cfg.MODEL.META_ARCHITECTURE == "DistillRCNN":
+        raise ValueError(
+            f"Teacher config {config_file} uses META_ARCHITECTURE DistillRCNN; a teacher must be a "
+            "plain detector (e.g. GeneralizedRCNN)"
+        )
+    return build_model(cfg)
+
+
+def _build_from_lazy(config_file: str, opts: Sequence[str]):
+    from detectron2.config import LazyConfig, instantiate
+
+    cfg = LazyConfig.load(config_file)
+    cfg = LazyConfig.apply_overrides(cfg, list(opts))
+    return instantiate(cfg.model)
+
+
+def build_teacher(model: nn.Module, weights: str) -> nn.Module:
+    """Load ``weights`` into an already-built teacher ``model`` (strictly) and freeze it.
+
+    Usable from LazyConfig: ``teacher=L(build_teacher)(model=L(GeneralizedRCNN)(...), weights=...)``.
+    """
+    load_teacher_weights(model, weights)
+    return freeze(model)
+
+
+def teacher_from_config(config_file: str, weights: str, opts: Optional[List[str]] = None, device=None) -> nn.Module:
+    """Build the teacher from a yaml or LazyConfig ``.py``, load its weights strictly and freeze it."""
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"Teacher config not found: MODEL.DISTILL.TEACHER.CONFIG_FILE={config_file!r}")
+    opts = list(opts or [])
+    if config_file.endswith(".py"):
+        model = _build_from_lazy(config_file, opts)
+    else:
+        model = _build_from_yaml(config_file, opts, device)
+    if device is not None:
+        model.to(torch.device(device))
+    return build_teacher(model, weights)

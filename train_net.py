@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""Train and evaluate detkd distillers, detectron2-style.
+
+    python train_net.py --config-file configs/demo/distill_fgd.yaml [--num-gpus N] [KEY VALUE ...]
+    python train_net.py --config-file configs/lazy/demo_distill_fgd.py [key=value ...]
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+    python train_net.py --config-file ... --eval-teacher        # the teacher, same evaluator
+    python train_net.py --config-file ... --resume
+
+yaml configs go through ``DistillTrainer`` (a DefaultTrainer); LazyConfig ``.py`` files through
+the same loop detectron2's ``lazyconfig_train_net.py`` uses. Multi-process runs go through
+``detectron2.engine.launch`` (gloo on CPU).
+"""
+import logging
+
+import torch
+
+import detkd  # noqa: F401  registers DistillRCNN and the PAFPN backbone
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, get_cfg, instantiate
+from detectron2.engine import (
+    AMPTrainer,
+    SimpleTrainer,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+    hooks,
+    launch,
+)
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import inference_on_dataset, print_csv_format, verify_results
+from detectron2.utils import comm
+
+from detkd import add_detkd_config
+from detkd.data import SHAPES_DATASETS, register_shapes_datasets
+from detkd.engine import DistillTrainer, add_global_norm_clipping
+from detkd.modeling import teacher_from_config
+
+logger = logging.getLogger("detkd")
+
+
+def _uses_shapes(names) -> bool:
+    return any(n in SHAPES_DATASETS for n in names)
+
+
+# ----- yaml -------------------------------------------------------------------------------
+def setup_yaml(args):
+    cfg = get_cfg()
+    add_detkd_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def build_teacher_for_eval(cfg):
+    d = cfg.MODEL.DISTILL.TEACHER
+    if not d.CONFIG_FILE:
+        raise ValueError("--eval-teacher needs MODEL.DISTILL.TEACHER.CONFIG_FILE")
+    return teacher_from_config(d.CONFIG_FILE, d.WEIGHTS, d.OPTS, device=cfg.MODEL.DEVICE)
+
+
+def main_yaml(args):
+    cfg = setup_yaml(args)
+    if _uses_shapes(tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST)):
+        register_shapes_datasets()
+    if args.eval_teacher:
+        return DistillTrainer.test(cfg, build_teacher_for_eval(cfg))
+    if args.eval_only:
+        model = DistillTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        res = DistillTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = DistillTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+# ----- LazyConfig ------------------------------------------------------------------------------
+def lazy_test(cfg, model):
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    ret = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    print_csv_format(ret)
+    return ret
+
+
+def main_lazy(args):
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    if not torch.cuda.is_available():
+        cfg.train.device = "cpu"
+    default_setup(cfg, args)
+    names = []
+    for key in ("train", "test"):
+        if key in cfg.dataloader:
+            ds = cfg.dataloader[key].dataset
+            n = ds.get("names", None)
+            names += [n] if isinstance(n, str) else list(n or [])
+    if _uses_shapes(names):
+        register_shapes_datasets()
+
+    if args.eval_teacher:
+        t = cfg.teacher_eval
+        teacher = teacher_from_config(t.config_file, t.weights, t.get("opts", []), device=cfg.train.device)
+        return lazy_test(cfg, teacher)
+
+    model = instantiate(cfg.model)
+    model.to(cfg.train.device)
+    if args.eval_only:
+        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        return lazy_test(cfg, model)
+
+    cfg.optimizer.params.model = model
+    optim = instantiate(cfg.optimizer)
+    clip = cfg.train.get("global_grad_clip_norm", 0.0)
+    if clip:
+        optim = add_global_norm_clipping(optim, clip)
+    train_loader = instantiate(cfg.dataloader.train)
+    model = create_ddp_model(model, **cfg.train.ddp)
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
+    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    trainer.register_hooks([
+        hooks.IterationTimer(),
+        hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+        hooks.EvalHook(cfg.train.eval_period, lambda: lazy_test(cfg, model)),
+        hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
+        if comm.is_main_process() else None,
+    ])
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, cfg.train.max_iter)
+
+
+def main(args):
+    if args.config_file.endswith(".py"):
+        return main_lazy(args)
+    return main_yaml(args)
+
+
+def argument_parser():
+    parser = default_argument_parser()
+    parser.add_argument("--eval-teacher", action="store_true",
+                        help="evaluate the teacher (MODEL.DISTILL.TEACHER) with the same evaluator")
+    return parser
+
+
+def invoke(argv=None):
+    args = argument_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    if args.num_gpus > 1 and not torch.cuda.is_available():
+        # detectron2's launch picks gloo without a GPU; let each process use its own core
+        torch.set_num_threads(1)
+    # generate the demo data once, before any worker starts
+    if not args.config_file.endswith(".py"):
+        cfg = get_cfg()
+        add_detkd_config(cfg)
+        cfg.merge_from_file(args.config_file)
+        if _uses_shapes(tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST)):
+            register_shapes_datasets()
+    return launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke()
