@@ -78,7 +78,9 @@ def main_yaml(args):
         return res
     trainer = DistillTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    trainer.train()
+    # the final evaluation's results (DefaultTrainer returns them only with TEST.EXPECTED_RESULTS)
+    return getattr(trainer, "_last_eval_results", None)
 
 
 # ----- LazyConfig ------------------------------------------------------------------------------
@@ -106,9 +108,9 @@ def main_lazy(args):
         register_shapes_datasets()
 
     if args.eval_teacher:
-        t = cfg.teacher_eval
-        teacher = teacher_from_config(t.config_file, t.weights, t.get("opts", []), device=cfg.train.device)
-        return lazy_test(cfg, teacher)
+        if cfg.model.get("teacher") is None:
+            raise ValueError("--eval-teacher needs model.teacher in the LazyConfig")
+        return lazy_test(cfg, instantiate(cfg.model.teacher).to(cfg.train.device))
 
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
@@ -164,6 +166,8 @@ def invoke(argv=None):
         cfg.merge_from_file(args.config_file)
         if _uses_shapes(tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST)):
             register_shapes_datasets()
+    if args.num_gpus * args.num_machines == 1:
+        return main(args)  # what launch() would do, keeping the results for the caller
     return launch(
         main,
         args.num_gpus,

@@ -19,6 +19,8 @@ from PIL import Image, ImageDraw
 
 __all__ = ["SHAPE_CLASSES", "ShapesSpec", "ensure_shapes_dataset", "generate_split"]
 
+# bump when the files written change, so cached copies are regenerated
+_FORMAT_VERSION = 2
 SHAPE_CLASSES = ["square", "circle", "triangle", "cross", "diamond"]
 # fixed colour per class, so the task is learnable from colour and shape
 _CLASS_COLOURS = [(220, 40, 40), (40, 200, 40), (40, 80, 230), (230, 200, 30), (200, 40, 200)]
@@ -37,7 +39,7 @@ class ShapesSpec:
         self.seed = seed
 
     def key(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
+        return json.dumps({**self.__dict__, "format": _FORMAT_VERSION}, sort_keys=True)
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, cls: int, box, colour):
@@ -91,6 +93,8 @@ def _voc_xml(file_id: str, h: int, w: int, objects) -> ET.ElementTree:
     for cls, (x0, y0, x1, y1) in objects:
         obj = ET.SubElement(root, "object")
         ET.SubElement(obj, "name").text = SHAPE_CLASSES[cls]
+        ET.SubElement(obj, "pose").text = "Unspecified"
+        ET.SubElement(obj, "truncated").text = "0"
         ET.SubElement(obj, "difficult").text = "0"
         bb = ET.SubElement(obj, "bndbox")
         # VOC is 1-based with inclusive corners; detectron2's loader subtracts 1 from xmin/ymin

@@ -118,8 +118,11 @@ def build_teacher(model: nn.Module, weights: str) -> nn.Module:
     return freeze(model)
 
 
-def teacher_from_config(config_file: str, weights: str, opts: Optional[List[str]] = None, device=None) -> nn.Module:
-    """Build the teacher from a yaml or LazyConfig ``.py``, load its weights strictly and freeze it."""
+def teacher_from_config(config_file: str, weights: str, opts: Optional[List[str]] = None, device="cpu") -> nn.Module:
+    """Build the teacher from a yaml or LazyConfig ``.py``, load its weights strictly and freeze it.
+
+    ``device`` overrides the teacher config's own (DistillRCNN moves it with the student anyway).
+    """
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"Teacher config not found: MODEL.DISTILL.TEACHER.CONFIG_FILE={config_file!r}")
     opts = list(opts or [])

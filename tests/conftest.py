@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny embedded dataset and a tiny saved teacher, made once per session."""
+import os
+
+import pytest
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from detkd import add_detkd_config
+from detkd.data import ShapesSpec, register_shapes_datasets
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# small everything, so a training step takes a fraction of a second on 2 cores
+TINY = [
+    "INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 96, "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 96,
+    "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0, "MODEL.DEVICE", "cpu",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", 64, "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32, "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 64,
+]
+TEACHER_YAML = os.path.join(REPO, "configs/demo/teacher.yaml")
+
+
+def make_cfg(path, *opts):
+    cfg = get_cfg()
+    add_detkd_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, path))
+    cfg.merge_from_list(list(TINY) + list(opts))
+    return cfg
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shapes_data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("data") / "detkd_shapes")
+    register_shapes_datasets(root, ShapesSpec({"train": 24, "val": 8}, image_size=(64, 96)))
+    return root
+
+
+@pytest.fixture(scope="session")
+def teacher_weights(tmp_path_factory):
+    """A saved (untrained, but fully specified) demo teacher: what matters here is loading it."""
+    torch.manual_seed(0)
+    cfg = make_cfg("configs/demo/teacher.yaml")
+    model = build_model(cfg)
+    out = tmp_path_factory.mktemp("teacher")
+    DetectionCheckpointer(model, str(out)).save("model_final")
+    return str(out / "model_final.pth")
+
+
+@pytest.fixture
+def distill_cfg(teacher_weights):
+    def make(path, *opts):
+        return make_cfg(path, "MODEL.DISTILL.TEACHER.CONFIG_FILE", TEACHER_YAML,
+                        "MODEL.DISTILL.TEACHER.WEIGHTS", teacher_weights, *opts)
+    return make
+
+
+def train_batch(cfg, n=2):
+    from detectron2.data import build_detection_train_loader
+    return next(iter(build_detection_train_loader(cfg)))

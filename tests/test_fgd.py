@@ -1,0 +1,155 @@
+"""FGD: masks, attentions and every loss term against hand-computed values and a loop reference."""
+import math
+
+import pytest
+import torch
+
+from detkd.losses import FGDLoss, GcBlock, channel_attention, fgd_masks, spatial_attention
+from reference_masks import loop_fgd_masks
+
+
+def test_mask_cells_of_a_box_hand_checked():
+    # stride 4, 8x8 grid, image 32x32: box [4, 4, 12, 8] covers columns 1..2, row 1
+    fg, bg = fgd_masks([torch.tensor([[4.0, 4.0, 12.0, 8.0]])], [(32, 32)], (8, 8), stride=4)
+    expected = torch.zeros(8, 8)
+    expected[1, 1:3] = 0.5
+    assert torch.equal(fg[0], expected)
+    assert bg[0].sum().item() == pytest.approx(1.0)
+    assert bg[0, 0, 0].item() == pytest.approx(1 / 62) and bg[0, 1, 1].item() == 0
+
+
+def test_overlap_smallest_box_wins_and_border_boxes():
+    boxes = torch.tensor([
+        [0.0, 0.0, 16.0, 16.0],     # 4x4 cells -> 1/16
+        [4.0, 4.0, 8.0, 8.0],       # one cell (1,1) -> 1, inside the big box
+        [28.0, 28.0, 40.0, 40.0],   # crosses the image border: clamped to the last cell (7,7)
+        [-5.0, 20.0, 2.0, 24.0],    # starts left of the image: column 0, row 5
+    ])
+    fg, _ = fgd_masks([boxes], [(32, 32)], (8, 8), stride=4)
+    assert fg[0, 1, 1] == 1.0 and fg[0, 0, 0] == pytest.approx(1 / 16) and fg[0, 3, 3] == pytest.approx(1 / 16)
+    assert fg[0, 7, 7] == 1.0 and fg[0, 5, 0] == 1.0
+    assert fg[0, 4, 4] == 0
+
+
+def test_empty_image_is_all_background_and_padding_is_excluded():
+    # two images padded to one 8x8 grid; the second is 16 px wide: columns 4..7 are padding
+    boxes = [torch.zeros(0, 4), torch.tensor([[0.0, 0.0, 4.0, 4.0]])]
+    fg, bg = fgd_masks(boxes, [(32, 32), (32, 16)], (8, 8), stride=4)
+    assert fg[0].sum() == 0 and torch.allclose(bg[0], torch.full((8, 8), 1 / 64))
+    assert fg[1, 0, 0] == 1.0 and fg[1].sum() == 1.0
+    assert (bg[1, :, 4:] == 0).all()
+    assert bg[1, :, :4].sum().item() == pytest.approx(1.0) and bg[1, 0, 1].item() == pytest.approx(1 / 31)
+
+
+def test_tiny_and_degenerate_boxes_take_one_cell():
+    boxes = torch.tensor([[5.0, 5.0, 5.0, 5.0], [9.0, 1.0, 9.5, 1.2]])
+    fg, _ = fgd_masks([boxes], [(32, 32)], (8, 8), stride=4)
+    assert fg[0, 1, 1] == 1.0 and fg[0, 0, 2] == 1.0 and fg[0].sum() == 2.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_masks_equal_loop_reference_on_random_batches(seed):
+    g = torch.Generator().manual_seed(seed)
+    sizes = [(100, 150), (128, 96), (60, 200)]
+    boxes = []
+    for h, w in sizes:
+        k = int(torch.randint(0, 40, (1,), generator=g))
+        xy = torch.rand(k, 2, generator=g) * torch.tensor([w, h]) - 8
+        wh = torch.rand(k, 2, generator=g) * 60
+        boxes.append(torch.cat([xy, xy + wh], dim=1))
+    for stride in (4, 8, 16, 32):
+        hw = (math.ceil(128 / stride), math.ceil(224 / stride))
+        fg, bg = fgd_masks(boxes, sizes, hw, stride=stride)
+        rfg, rbg = loop_fgd_masks(boxes, sizes, hw, stride)
+        assert torch.allclose(fg, rfg, atol=1e-6) and torch.allclose(bg, rbg, atol=1e-6)
+
+
+def test_stride_is_inferred_with_padding():
+    fg_inferred, _ = fgd_masks([torch.tensor([[10.0, 10.0, 30.0, 20.0]])], [(100, 70)], (28, 20))
+    fg_given, _ = fgd_masks([torch.tensor([[10.0, 10.0, 30.0, 20.0]])], [(100, 70)], (28, 20), stride=4)
+    assert torch.equal(fg_inferred, fg_given)
+
+
+def test_attentions_hand_values():
+    feat = torch.zeros(1, 2, 1, 2)
+    feat[0, 0, 0, 0] = 1.0  # |F| channel-mean: [0.5, 0] over positions; spatial-mean: [0.5, 0] over channels
+    T = 0.5
+    sa = spatial_attention(feat, T)
+    e = math.exp(1.0)
+    assert torch.allclose(sa, torch.tensor([[[2 * e / (e + 1), 2 / (e + 1)]]]))
+    ca = channel_attention(feat, T)
+    assert torch.allclose(ca, torch.tensor([[2 * e / (e + 1), 2 / (e + 1)]]))
+    assert sa.sum().item() == pytest.approx(2.0) and ca.sum().item() == pytest.approx(2.0)
+
+
+def _reference_fgd_terms(loss: FGDLoss, s, t, boxes, sizes, stride):
+    """Each FGD term written out from the paper's equations."""
+    n, c, h, w = t.shape
+    fg, bg = loop_fgd_masks(boxes, sizes, (h, w), stride)
+    T = loss.temperature
+    a_s_t = h * w * torch.softmax(t.abs().mean(1).reshape(n, -1) / T, 1).reshape(n, h, w)
+    a_c_t = c * torch.softmax(t.abs().mean((2, 3)) / T, 1)
+    sa = loss.align(s) if loss.align is not None else s
+    a_s_s = h * w * torch.softmax(sa.abs().mean(1).reshape(n, -1) / T, 1).reshape(n, h, w)
+    a_c_s = c * torch.softmax(sa.abs().mean((2, 3)) / T, 1)
+    fg_sum = bg_sum = 0.0
+    for i in range(n):
+        for ch in range(c):
+            d2 = (t[i, ch] - sa[i, ch]) ** 2 * a_s_t[i] * a_c_t[i, ch]
+            fg_sum = fg_sum + (d2 * fg[i]).sum()
+            bg_sum = bg_sum + (d2 * bg[i]).sum()
+    att = (a_s_t - a_s_s).abs().sum() + (a_c_t - a_c_s).abs().sum()
+    glob = ((loss.gc_teacher(t) - loss.gc_student(sa)) ** 2).sum()
+    return {
+        "loss_fgd_fg": loss.alpha * fg_sum / n, "loss_fgd_bg": loss.beta * bg_sum / n,
+        "loss_fgd_attention": loss.gamma * att / n, "loss_fgd_global": loss.lambda_ * glob / n,
+    }
+
+
+@pytest.mark.parametrize("channels", [(4, 4), (3, 6)])
+def test_fgd_terms_match_the_equations(channels):
+    torch.manual_seed(0)
+    cs, ct = channels
+    loss = FGDLoss(cs, ct, alpha=2.0, beta=3.0, gamma=5.0, lambda_=7.0)
+    for gc in (loss.gc_student, loss.gc_teacher):  # make the global term non-trivial
+        torch.nn.init.normal_(gc.transform[-1].weight)
+    s = torch.randn(2, cs, 6, 8)
+    t = torch.randn(2, ct, 6, 8)
+    boxes = [torch.tensor([[0.0, 0.0, 10.0, 12.0], [8.0, 4.0, 20.0, 20.0]]), torch.zeros(0, 4)]
+    sizes = [(24, 32), (20, 28)]
+    ours = loss(s, t, boxes, sizes, stride=4)
+    ref = _reference_fgd_terms(loss, s, t, boxes, sizes, 4)
+    assert set(ours) == set(ref)
+    for k in ours:
+        assert ours[k].item() == pytest.approx(ref[k].item(), rel=1e-5), k
+
+
+def test_fgd_gradients_reach_student_align_and_gcblocks_not_teacher():
+    loss = FGDLoss(3, 6)
+    torch.nn.init.normal_(loss.gc_student.transform[-1].weight)
+    s = torch.randn(1, 3, 4, 4, requires_grad=True)
+    t = torch.randn(1, 6, 4, 4, requires_grad=True)
+    total = sum(loss(s, t, [torch.tensor([[0.0, 0.0, 8.0, 8.0]])], [(16, 16)], stride=4).values())
+    total.backward()
+    assert s.grad.abs().sum() > 0 and t.grad is None
+    assert loss.align.weight.grad.abs().sum() > 0
+    assert loss.gc_student.context_conv.weight.grad is not None
+
+
+def test_fgd_defaults_and_bad_weights():
+    loss = FGDLoss(4, 4)
+    assert (loss.temperature, loss.alpha, loss.beta, loss.gamma, loss.lambda_) == (0.5, 1e-3, 5e-4, 1e-3, 5e-6)
+    assert loss.align is None
+    with pytest.raises(ValueError, match="alpha"):
+        FGDLoss(4, 4, alpha=-1.0)
+    with pytest.raises(ValueError, match="gamma"):
+        FGDLoss(4, 4, gamma=float("nan"))
+
+
+def test_gcblock_starts_as_identity_and_has_paper_structure():
+    block = GcBlock(8)
+    x = torch.randn(2, 8, 3, 5)
+    assert torch.equal(block(x), x)
+    convs = [m for m in block.transform if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [4, 8]
+    assert isinstance(block.transform[1], torch.nn.LayerNorm)

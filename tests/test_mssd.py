@@ -1,0 +1,78 @@
+"""MSSD: Gaussian target mask by hand, PAFPN shapes, the self-distillation terms."""
+import math
+
+import pytest
+import torch
+
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
+from detkd.losses import MSSDLoss, gaussian_target_mask
+from conftest import make_cfg, train_batch
+
+
+def test_gaussian_peak_at_centre_and_zero_off_boxes():
+    # stride 4: box [8, 8, 32, 20] covers columns 2..7 (6 cells), rows 2..4 (3 cells);
+    # centre (20, 14) -> cell (col 5, row 3)
+    g = gaussian_target_mask([torch.tensor([[8.0, 8.0, 32.0, 20.0]])], [(40, 40)], (10, 10), stride=4)[0]
+    assert g[3, 5] == 1.0 and g.max() == 1.0
+    sx, sy = 6 / 6, 3 / 6
+    assert g[3, 2].item() == pytest.approx(math.exp(-9 / (2 * sx ** 2)), rel=1e-5)
+    assert g[2, 5].item() == pytest.approx(math.exp(-1 / (2 * sy ** 2)), rel=1e-5)
+    assert g[4, 6].item() == pytest.approx(math.exp(-1 / 2) * math.exp(-1 / (2 * sy ** 2)), rel=1e-5)
+    inside = torch.zeros(10, 10, dtype=torch.bool)
+    inside[2:5, 2:8] = True
+    assert (g[~inside] == 0).all() and (g[inside] > 0).all()
+
+
+def test_gaussian_overlaps_take_max_and_empty_image_is_zero():
+    boxes = [torch.tensor([[0.0, 0.0, 16.0, 16.0], [4.0, 4.0, 8.0, 8.0]]), torch.zeros(0, 4)]
+    g = gaussian_target_mask(boxes, [(16, 16), (16, 16)], (4, 4), stride=4)
+    assert g[0, 1, 1] == 1.0 and g[0, 2, 2] == 1.0  # small box's peak and big box's peak
+    assert g[1].abs().sum() == 0
+
+
+def test_pafpn_shapes_per_level():
+    cfg = make_cfg("configs/demo/distill_mssd.yaml")
+    model = build_model(cfg)
+    backbone = model.student.backbone
+    x = torch.randn(2, 3, 64, 96)
+    out = backbone(x)
+    for level, stride in zip(["p2", "p3", "p4", "p5", "p6"], [4, 8, 16, 32, 64]):
+        assert out[level].shape == (2, 64, math.ceil(64 / stride), math.ceil(96 / stride)), level
+        assert out[f"fpn_{level}"].shape == out[level].shape
+    assert torch.equal(out["p2"], out["fpn_p2"])  # the path starts from P2
+    assert not torch.equal(out["p3"], out["fpn_p3"])
+    shapes = backbone.output_shape()
+    assert shapes["p4"].stride == 16 and shapes["fpn_p4"].channels == 64
+
+
+def test_mssd_terms_weights_and_detached_teacher():
+    loss = MSSDLoss(4, ["p2", "p3"], weights=[2.0, 0.0], mask_weights=[1.0, 3.0])
+    fpn = {k: torch.randn(1, 4, 4, 4, requires_grad=True) for k in ("p2", "p3")}
+    pan = {k: torch.randn(1, 4, 4, 4, requires_grad=True) for k in ("p2", "p3")}
+    out = loss(fpn, pan, [torch.tensor([[0.0, 0.0, 8.0, 8.0]])], [(16, 16)], {"p2": 4.0, "p3": 4.0})
+    assert out["loss_mssd_sd_p2"].item() == pytest.approx(2.0 * ((pan["p2"] - fpn["p2"]) ** 2).mean().item(), rel=1e-6)
+    assert out["loss_mssd_sd_p3"].item() == 0.0
+    sum(out.values()).backward()
+    assert fpn["p2"].grad is None and pan["p2"].grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="one weight per level"):
+        MSSDLoss(4, ["p2", "p3"], weights=[1.0], mask_weights=[1.0, 1.0])
+
+
+def test_mssd_needs_a_pafpn_student():
+    cfg = make_cfg("configs/demo/distill_mssd.yaml", "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone")
+    with pytest.raises(ValueError, match="build_resnet_pafpn_backbone"):
+        build_model(cfg)
+
+
+def test_mssd_training_step_without_teacher_is_finite():
+    cfg = make_cfg("configs/demo/distill_mssd.yaml")
+    model = build_model(cfg).train()
+    assert model.teacher is None
+    with EventStorage():
+        losses = model(train_batch(cfg))
+    assert {"loss_mssd_sd_p5", "loss_mssd_mask_p2"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.distillers[0].loss.mask_heads["p2"].weight.grad.abs().sum() > 0
