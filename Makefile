@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PY) -m detkd.demo
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_fgd_masks.py
+	$(PY) benchmarks/bench_fgd.py
 
 clean:
 	rm -rf output .pytest_cache

@@ -94,9 +94,24 @@ def test_inherit_copies_matching_teacher_weights(distill_cfg):
         build_model(cfg)
 
 
-def test_lazyconfig_builds_the_same_model(teacher_weights):
-    cfg = LazyConfig.load(f"{REPO}/configs/lazy/demo_distill_fgd.py")
-    cfg.model.teacher.weights = teacher_weights
-    model = instantiate(cfg.model)
-    assert isinstance(model, DistillRCNN) and len(model.distillers) == 1
-    assert model.teacher is not None and not model.teacher.training
+@pytest.mark.parametrize("name,terms", [
+    ("demo_distill_fgd", {"loss_fgd_fg_p2", "loss_fgd_global_p6"}),
+    ("demo_distill_chen", {"loss_hint_res4", "loss_hint_p3", "loss_rpn_soft_ce", "loss_rcn_bounded_reg"}),
+    ("demo_distill_mssd", {"loss_mssd_sd_p3", "loss_mssd_mask_p5"}),
+])
+def test_lazyconfigs_build_and_train(teacher_weights, name, terms):
+    cfg = LazyConfig.load(f"{REPO}/configs/lazy/{name}.py")
+    if cfg.model.get("teacher") is not None:
+        cfg.model.teacher.weights = teacher_weights
+    model = instantiate(cfg.model).train()
+    assert isinstance(model, DistillRCNN)
+    assert model.teacher is None or not model.teacher.training
+    cfg.dataloader.train.total_batch_size = 2
+    cfg.dataloader.train.num_workers = 0
+    cfg.dataloader.train.mapper.augmentations[0].short_edge_length = (64,)
+    cfg.dataloader.train.mapper.augmentations[0].max_size = 96
+    data = next(iter(instantiate(cfg.dataloader.train)))
+    with EventStorage():
+        losses = model(data)
+    assert terms <= set(losses) and DETECTOR_LOSSES <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -29,18 +29,25 @@ from .masks import fgd_masks
 __all__ = ["GcBlock", "FGDLoss", "spatial_attention", "channel_attention"]
 
 
-def spatial_attention(feat: torch.Tensor, temperature: float) -> torch.Tensor:
+def spatial_attention(feat: torch.Tensor, temperature: float, magnitude=None) -> torch.Tensor:
     """``(N, H, W)``: ``H*W * softmax over positions of (mean_c |F| / T)``."""
     n, _, h, w = feat.shape
-    g = feat.abs().mean(dim=1).reshape(n, -1)
+    magnitude = feat.abs() if magnitude is None else magnitude
+    g = magnitude.mean(dim=1).reshape(n, -1)
     return (h * w * F.softmax(g / temperature, dim=1)).reshape(n, h, w)
 
 
-def channel_attention(feat: torch.Tensor, temperature: float) -> torch.Tensor:
+def channel_attention(feat: torch.Tensor, temperature: float, magnitude=None) -> torch.Tensor:
     """``(N, C)``: ``C * softmax over channels of (mean_hw |F| / T)``."""
     c = feat.shape[1]
-    g = feat.abs().mean(dim=(2, 3))
+    magnitude = feat.abs() if magnitude is None else magnitude
+    g = magnitude.mean(dim=(2, 3))
     return c * F.softmax(g / temperature, dim=1)
+
+
+def _attentions(feat: torch.Tensor, temperature: float):
+    magnitude = feat.abs()  # shared by both attentions
+    return spatial_attention(feat, temperature, magnitude), channel_attention(feat, temperature, magnitude)
 
 
 class GcBlock(nn.Module):
@@ -69,9 +76,18 @@ class GcBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        weights = F.softmax(self.context_conv(x).reshape(n, 1, h * w), dim=2)  # N,1,HW
-        context = torch.bmm(x.reshape(n, c, h * w), weights.transpose(1, 2))  # N,C,1
-        return x + self.transform(context.reshape(n, c, 1, 1))
+        # the 1x1 convolutions act on vectors (the context) or reduce channels: written as matrix
+        # products, which is the same arithmetic with less overhead than conv kernels on CPU
+        flat = x.reshape(n, c, h * w)
+        conv = self.context_conv
+        logits = torch.matmul(conv.weight.reshape(1, 1, c), flat) + conv.bias.reshape(1, 1, 1)  # N,1,HW
+        weights = F.softmax(logits, dim=2)
+        context = torch.bmm(flat, weights.transpose(1, 2)).reshape(n, c)  # N,C
+        first, norm, _, last = self.transform
+        hidden = F.linear(context, first.weight.flatten(1), first.bias)
+        hidden = F.layer_norm(hidden, norm.normalized_shape[:1], norm.weight.flatten(), norm.bias.flatten())
+        out = F.linear(F.relu(hidden), last.weight.flatten(1), last.bias)
+        return x + out.reshape(n, c, 1, 1)
 
 
 class FGDLoss(nn.Module):
@@ -131,13 +147,11 @@ class FGDLoss(nn.Module):
         teacher_feat = teacher_feat.detach()
         fg_scale, bg_scale = fgd_masks(gt_boxes, image_sizes, teacher_feat.shape[-2:], stride)
 
-        t_spatial = spatial_attention(teacher_feat, self.temperature)
-        t_channel = channel_attention(teacher_feat, self.temperature)
-        s_spatial = spatial_attention(student_feat, self.temperature)
-        s_channel = channel_attention(student_feat, self.temperature)
+        t_spatial, t_channel = _attentions(teacher_feat, self.temperature)
+        s_spatial, s_channel = _attentions(student_feat, self.temperature)
 
-        sq_diff = (teacher_feat - student_feat) ** 2
-        weighted = (sq_diff * t_channel[:, :, None, None]).sum(dim=1) * t_spatial  # N,H,W
+        # sum_c A^C_t[c] (T - S)^2, then A^S_t per position: N,H,W
+        weighted = torch.einsum("nchw,nc->nhw", (teacher_feat - student_feat) ** 2, t_channel) * t_spatial
         loss_fg = (weighted * fg_scale).sum() / n
         loss_bg = (weighted * bg_scale).sum() / n
         loss_att = ((t_spatial - s_spatial).abs().sum() + (t_channel - s_channel).abs().sum()) / n

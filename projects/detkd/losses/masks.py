@@ -19,7 +19,11 @@ the padded area and adds one cell on each far side. We keep the geometric mappin
 box lands on the same cells whatever the batch's padding.
 
 Everything here is vectorized: boxes of the batch are packed into ``(N, K, 4)`` with a
-validity mask and compared with the grid by broadcasting; no Python loop over boxes.
+validity mask and cut into row segments with one ragged arange. The FGD scale mask (a max of
+constants over rectangles) then uses a backwards sparse table over columns
+(:func:`segment_max`); the Gaussian mask, whose value changes per cell, enumerates the covered
+cells (:func:`box_cells`) and takes the per-cell max with one ``scatter_reduce``. No Python loop
+over boxes; work grows with box rows or covered cells, not with boxes x grid.
 """
 from typing import List, Sequence, Tuple
 
@@ -30,7 +34,9 @@ __all__ = [
     "infer_stride",
     "pack_boxes",
     "box_cell_ranges",
-    "box_coverage",
+    "box_row_segments",
+    "segment_max",
+    "box_cells",
     "valid_cells",
     "fgd_masks",
     "gaussian_target_mask",
@@ -91,14 +97,68 @@ def box_cell_ranges(boxes: torch.Tensor, stride: float, rows: torch.Tensor, cols
     return x0, y0, x1, y1
 
 
-def box_coverage(x0, y0, x1, y1, valid, feat_hw):
-    """``(N, K, H, W)`` bool: cell inside box k of image n (and the box is real)."""
+def box_row_segments(x0, y0, x1, y1, valid, rows_per_image):
+    """Every row of every real box as a segment, enumerated with one ragged arange (no loop).
+
+    Returns ``(seg_box, grid_row, seg_row)``: the flat box index, the row in the stacked
+    ``(N * H)`` grid, and the row within the image, each ``(S,)`` with ``S`` the sum of box heights.
+    """
+    heights = ((y1 - y0 + 1) * valid).flatten()
+    device = heights.device
+    seg_box = torch.repeat_interleave(torch.arange(heights.numel(), device=device), heights)
+    seg_first = torch.cumsum(heights, 0) - heights
+    seg_row = y0.flatten()[seg_box] + torch.arange(seg_box.numel(), device=device) - seg_first[seg_box]
+    image = torch.div(seg_box, x0.shape[1], rounding_mode="floor")
+    return seg_box, image * rows_per_image + seg_row, seg_row
+
+
+def segment_max(grid_rows, start, stop, values, n_rows: int, width: int) -> torch.Tensor:
+    """``(n_rows, width)``: per cell, the max of the values of the segments ``[start, stop]`` on it.
+
+    A sparse table run backwards: a segment of length ``L`` writes its value into the two blocks
+    of length ``2^floor(log2 L)`` that cover it exactly, then each level is pushed down into the
+    two halves of the level below. Cost: two scatters over the segments plus ``log2(max L)``
+    dense passes, independent of how many boxes overlap a cell.
+    """
+    length = stop - start + 1
+    level = torch.floor(torch.log2(length.double())).long()
+    n_levels = int(level.max()) + 1 if level.numel() else 1
+    table = torch.zeros(n_levels, n_rows, width, dtype=values.dtype, device=values.device)
+    base = (level * n_rows + grid_rows) * width
+    flat = table.view(-1)
+    flat.scatter_reduce_(0, base + start, values, reduce="amax", include_self=True)
+    flat.scatter_reduce_(0, base + stop + 1 - (1 << level), values, reduce="amax", include_self=True)
+    for lvl in range(n_levels - 1, 0, -1):  # over log2 levels, not boxes
+        half = 1 << (lvl - 1)
+        below, above = table[lvl - 1], table[lvl]
+        torch.maximum(below, above, out=below)
+        torch.maximum(below[:, half:], above[:, : width - half], out=below[:, half:])
+    return table[0]
+
+
+def box_cells(x0, y0, x1, y1, valid, feat_hw, per_cell_values):
+    """Flat cell index into ``(N, H, W)`` and value of every cell covered by every real box.
+
+    Row segments (:func:`box_row_segments`), then the cells of every segment with a second ragged
+    arange; work proportional to the covered cells. ``per_cell_values(box, row, col)`` gives the
+    values.
+    """
     h, w = feat_hw
-    ys = torch.arange(h, device=x0.device)
-    xs = torch.arange(w, device=x0.device)
-    in_rows = (ys[None, None, :] >= y0[..., None]) & (ys[None, None, :] <= y1[..., None])  # N,K,H
-    in_cols = (xs[None, None, :] >= x0[..., None]) & (xs[None, None, :] <= x1[..., None])  # N,K,W
-    return in_rows[..., :, None] & in_cols[..., None, :] & valid[..., None, None]
+    seg_box, grid_row, seg_row = box_row_segments(x0, y0, x1, y1, valid, h)
+    seg_width = ((x1 - x0 + 1) * valid).flatten()[seg_box]
+    device = seg_box.device
+    seg_offset = grid_row * w + x0.flatten()[seg_box] - (torch.cumsum(seg_width, 0) - seg_width)
+    cell_seg = torch.repeat_interleave(torch.arange(seg_box.numel(), device=device), seg_width)
+    flat = seg_offset[cell_seg] + torch.arange(cell_seg.numel(), device=device)
+    return flat, per_cell_values(seg_box[cell_seg], seg_row[cell_seg], flat % w)
+
+
+def _scatter_max(flat, values, n, feat_hw):
+    """``(N, H, W)`` holding, per cell, the largest of the values enumerated on it (0 elsewhere)."""
+    h, w = feat_hw
+    out = torch.zeros(n * h * w, device=values.device, dtype=values.dtype)
+    out.scatter_reduce_(0, flat, values, reduce="amax", include_self=True)
+    return out.reshape(n, h, w)
 
 
 def _content_mask(rows, cols, feat_hw):
@@ -127,10 +187,10 @@ def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
     boxes, valid = pack_boxes(gt_boxes, device)
     rows, cols = valid_cells(image_sizes, (h, w), stride, device)
     x0, y0, x1, y1 = box_cell_ranges(boxes, stride, rows, cols)
-    inside = box_coverage(x0, y0, x1, y1, valid, (h, w))  # N,K,H,W
-    inv_area = 1.0 / ((x1 - x0 + 1) * (y1 - y0 + 1)).float()  # N,K
-    fg_scale = (inside.float() * inv_area[..., None, None]).amax(dim=1) if inside.shape[1] else \
-        torch.zeros(len(gt_boxes), h, w, device=device)
+    inv_area = 1.0 / ((x1 - x0 + 1) * (y1 - y0 + 1)).float().flatten()
+    seg_box, grid_row, _ = box_row_segments(x0, y0, x1, y1, valid, h)
+    fg_scale = segment_max(grid_row, x0.flatten()[seg_box], x1.flatten()[seg_box], inv_area[seg_box],
+                           len(gt_boxes) * h, w).reshape(len(gt_boxes), h, w)
     background = _content_mask(rows, cols, (h, w)) & (fg_scale == 0)
     n_bg = background.flatten(1).sum(dim=1).clamp(min=1).float()
     bg_scale = background.float() / n_bg[:, None, None]
@@ -152,17 +212,16 @@ def gaussian_target_mask(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, str
     boxes, valid = pack_boxes(gt_boxes, device)
     rows, cols = valid_cells(image_sizes, (h, w), stride, device)
     x0, y0, x1, y1 = box_cell_ranges(boxes, stride, rows, cols)
-    inside = box_coverage(x0, y0, x1, y1, valid, (h, w))
     centre = (boxes[..., :2] + boxes[..., 2:]) / 2.0 / stride
-    cx = torch.minimum(torch.maximum(torch.floor(centre[..., 0]).long(), x0), x1).float()
-    cy = torch.minimum(torch.maximum(torch.floor(centre[..., 1]).long(), y0), y1).float()
-    sigma_x = (x1 - x0 + 1).float() / 6.0
-    sigma_y = (y1 - y0 + 1).float() / 6.0
-    ys = torch.arange(h, device=device, dtype=torch.float32)
-    xs = torch.arange(w, device=device, dtype=torch.float32)
-    gx = torch.exp(-((xs[None, None, :] - cx[..., None]) ** 2) / (2 * sigma_x[..., None] ** 2))  # N,K,W
-    gy = torch.exp(-((ys[None, None, :] - cy[..., None]) ** 2) / (2 * sigma_y[..., None] ** 2))  # N,K,H
-    gauss = gy[..., :, None] * gx[..., None, :] * inside.float()
-    if gauss.shape[1] == 0:
-        return torch.zeros(len(gt_boxes), h, w, device=device)
-    return gauss.amax(dim=1)
+    cx = torch.minimum(torch.maximum(torch.floor(centre[..., 0]).long(), x0), x1).flatten().float()
+    cy = torch.minimum(torch.maximum(torch.floor(centre[..., 1]).long(), y0), y1).flatten().float()
+    sigma_x = (x1 - x0 + 1).flatten().float() / 6.0
+    sigma_y = (y1 - y0 + 1).flatten().float() / 6.0
+
+    def gaussian(box, rows, cols):
+        dy2 = (rows.float() - cy[box]) ** 2 / (2 * sigma_y[box] ** 2)
+        dx2 = (cols.float() - cx[box]) ** 2 / (2 * sigma_x[box] ** 2)
+        return torch.exp(-(dx2 + dy2))
+
+    flat, values = box_cells(x0, y0, x1, y1, valid, (h, w), gaussian)
+    return _scatter_max(flat, values, len(gt_boxes), (h, w))
