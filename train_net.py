@@ -12,6 +12,7 @@ the same loop detectron2's ``lazyconfig_train_net.py`` uses. Multi-process runs 
 ``detectron2.engine.launch`` (gloo on CPU).
 """
 import logging
+import os
 
 import torch
 
@@ -27,13 +28,13 @@ from detectron2.engine import (
     hooks,
     launch,
 )
-from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format, verify_results
 from detectron2.utils import comm
 
 from detkd import add_detkd_config
 from detkd.data import SHAPES_DATASETS, register_shapes_datasets
 from detkd.engine import DistillTrainer, add_global_norm_clipping
+from detkd.engine.trainer import wrap_ddp
 from detkd.modeling import teacher_from_config
 
 logger = logging.getLogger("detkd")
@@ -124,7 +125,7 @@ def main_lazy(args):
     if clip:
         optim = add_global_norm_clipping(optim, clip)
     train_loader = instantiate(cfg.dataloader.train)
-    model = create_ddp_model(model, **cfg.train.ddp)
+    model = wrap_ddp(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks([
@@ -141,6 +142,9 @@ def main_lazy(args):
 
 
 def main(args):
+    if comm.get_world_size() > 1 and not torch.cuda.is_available():
+        # CPU processes share the cores: one thread each by default
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
     if args.config_file.endswith(".py"):
         return main_lazy(args)
     return main_yaml(args)
@@ -156,9 +160,6 @@ def argument_parser():
 def invoke(argv=None):
     args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
-    if args.num_gpus > 1 and not torch.cuda.is_available():
-        # detectron2's launch picks gloo without a GPU; let each process use its own core
-        torch.set_num_threads(1)
     # generate the demo data once, before any worker starts
     if not args.config_file.endswith(".py"):
         cfg = get_cfg()

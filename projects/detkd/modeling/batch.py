@@ -114,10 +114,10 @@ class DistillBatch:
         gt_classes = torch.cat([p.gt_classes for p in self.rcn_proposals])
         fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
         boxes = torch.cat([p.proposal_boxes.tensor for p in self.rcn_proposals])[fg]
-        if fg.any():
-            gt = torch.cat([p.gt_boxes.tensor for p in self.rcn_proposals])[fg]
-        else:
-            gt = boxes
+        # detectron2 sets gt_boxes only on images that have GT; their proposals are all background
+        gt = torch.cat([
+            (p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in self.rcn_proposals
+        ])[fg]
         target = self.rcn_box2box.get_deltas(boxes, gt)
         return (
             _deltas_for_class(self.student.rcn_deltas[fg], gt_classes[fg]),
@@ -129,7 +129,7 @@ class DistillBatch:
 def _deltas_for_class(deltas: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     if deltas.shape[1] == 4:  # class-agnostic
         return deltas
-    per_class = deltas.reshape(deltas.shape[0], -1, 4)
+    per_class = deltas.reshape(deltas.shape[0], deltas.shape[1] // 4, 4)
     return per_class[torch.arange(deltas.shape[0], device=deltas.device), classes]
 
 

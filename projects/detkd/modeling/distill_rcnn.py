@@ -29,7 +29,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList, Instances
 
 from .batch import DistillBatch, SideOutputs
-from .distillers import Distiller, build_distillers
+from .distillers import Distiller, build_distillers, put_scalar
 from .heads import box_head_predictions, capture_output, feature_shapes, rpn_head_outputs, run_backbone, run_rpn
 from .teacher import freeze, teacher_from_config
 
@@ -60,6 +60,16 @@ def inherit_from_teacher(student: nn.Module, teacher: nn.Module, prefixes: Seque
         )
     logger.info("Inherited %d tensors from the teacher: %s", len(copied), ", ".join(copied))
     return copied
+
+
+def _drop_empty_boxes(instances: Instances) -> Instances:
+    """Remove zero-width/height GT boxes, as detectron2's DatasetMapper does (filter_empty_instances):
+    their regression targets are log(0). Logged as ``distill/empty_gt_dropped``."""
+    keep = instances.gt_boxes.nonempty()
+    if bool(keep.all()):
+        return instances
+    put_scalar("distill/empty_gt_dropped", float((~keep).sum()))
+    return instances[keep]
 
 
 def _rescale_instances(instances: Instances, scale: float, image_size) -> Instances:
@@ -105,6 +115,8 @@ class DistillRCNN(nn.Module):
         self.feature_resize = feature_resize
         self.teacher_needs = frozenset().union(*[d.teacher_needs for d in self.distillers])
         self._check_compatible()
+        for distiller in self.distillers:
+            distiller.check_shapes(feature_shapes(student), feature_shapes(teacher) if teacher is not None else None)
         self._size_divisibility = self._common_size_divisibility()
         self.inherited = inherit_from_teacher(student, teacher, inherit_prefixes) if inherit_prefixes else []
 
@@ -228,7 +240,7 @@ class DistillRCNN(nn.Module):
             raise ValueError("DistillRCNN training needs 'instances' in every input dict")
         student = self.student
         s_images = self._student_images(batched_inputs, self._size_divisibility)
-        gt = [x["instances"].to(self.device) for x in batched_inputs]
+        gt = [_drop_empty_boxes(x["instances"].to(self.device)) for x in batched_inputs]
         if self.student_input_scale != 1.0:
             gt = [_rescale_instances(g, self.student_input_scale, size) for g, size in zip(gt, s_images.image_sizes)]
 

@@ -64,6 +64,9 @@ class Distiller(nn.Module):
     def hard_loss_scales(self) -> Dict[str, float]:
         return {}
 
+    def check_shapes(self, student_shapes, teacher_shapes) -> None:
+        """Raise a clear error, before training, if the models' features do not fit this distiller."""
+
     def forward(self, batch: DistillBatch) -> Dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 
@@ -100,6 +103,14 @@ class HintDistiller(Distiller):
             teacher_channels=[_shape(teacher_shapes, f, "teacher", "HINT").channels for f in c.TEACHER_FEATURES],
             weight=c.WEIGHT, kernel_size=c.ADAPTATION_KERNEL, norm=c.NORM,
         )
+
+    def check_shapes(self, student_shapes, teacher_shapes):
+        for s_name, t_name in self.pairs:
+            conv = self.hints[s_name].adaptation
+            _check_channels("HINT", "student", s_name, _shape(student_shapes, s_name, "student", "HINT").channels,
+                            conv.in_channels, "adaptation layer input")
+            _check_channels("HINT", "teacher", t_name, _shape(teacher_shapes, t_name, "teacher", "HINT").channels,
+                            conv.out_channels, "adaptation layer output")
 
     def forward(self, batch):
         losses = {}
@@ -205,6 +216,14 @@ class FGDDistiller(Distiller):
             temperature=c.TEMPERATURE, alpha=c.ALPHA, beta=c.BETA, gamma=c.GAMMA, lambda_=c.LAMBDA,
         )
 
+    def check_shapes(self, student_shapes, teacher_shapes):
+        for f in self.in_features:
+            level = self.levels[f]
+            _check_channels("FGD", "student", f, _shape(student_shapes, f, "student", "FGD").channels,
+                            level.student_channels, "align layer input")
+            _check_channels("FGD", "teacher", f, _shape(teacher_shapes, f, "teacher", "FGD").channels,
+                            level.teacher_channels, "align layer output")
+
     def forward(self, batch):
         losses = {}
         for f in self.in_features:
@@ -244,12 +263,32 @@ class MSSDDistiller(Distiller):
         return dict(in_features=list(c.IN_FEATURES), channels=channels.pop(),
                     weights=list(c.WEIGHTS), mask_weights=list(c.MASK_WEIGHTS))
 
+    def check_shapes(self, student_shapes, teacher_shapes):
+        for f in self.in_features:
+            if f"fpn_{f}" not in student_shapes:
+                raise ValueError(
+                    "MODEL.DISTILL.MSSD needs a student backbone with a bottom-up path (e.g. "
+                    "MODEL.BACKBONE.NAME: build_resnet_pafpn_backbone) that exposes the top-down map "
+                    f"fpn_{f}; the student has {sorted(student_shapes)}"
+                )
+            _check_channels("MSSD", "student", f, student_shapes[f].channels,
+                            self.loss.mask_heads[f].in_channels, "mask head input")
+
     def forward(self, batch):
         feats = batch.student.features
         top_down = {f: feats[f"fpn_{f}"] for f in self.in_features}
         outputs = {f: feats[f] for f in self.in_features}
         return self.loss(top_down, outputs, batch.gt_boxes, batch.image_sizes,
                          {f: batch.strides[f] for f in self.in_features})
+
+
+def _check_channels(method, side, name, actual, expected, what):
+    if actual != expected:
+        raise ValueError(
+            f"MODEL.DISTILL.{method}: the {side} feature {name!r} has {actual} channels but the {what} "
+            f"expects {expected}; set the channel counts to the models' (an adaptation/align layer "
+            "maps student channels to teacher channels)"
+        )
 
 
 def _shape(shapes, name, side, method):
