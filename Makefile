@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PY) -m detkd.demo
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_fgd.py
+	$(PY) benchmarks/bench_distill.py --write BENCHMARKS.md
 
 clean:
 	rm -rf output .pytest_cache

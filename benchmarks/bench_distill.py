@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""Cost of distillation, measured in one run: training-step time and peak memory.
+
+For the demo configs (batch 8), each measured in a fresh process so peak RSS is its own:
+* ``student``: one training step of the student alone;
+* ``teacher_fwd``: the teacher's no-grad forward (what distillation adds at least);
+* each distiller: one DistillRCNN training step.
+Targets (issue "Evidence"): distill step - student step <= 1.25 x teacher forward; peak memory of
+distilled training above the bare process <= 1.2 x (student training + teacher inference, each above
+the bare process). The FGD report of bench_fgd.py is appended.
+
+    .venv/bin/python benchmarks/bench_distill.py [--steps 6] [--write BENCHMARKS.md]
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = {"fgd": "distill_fgd.yaml", "chen": "distill_chen.yaml", "mssd": "distill_mssd.yaml",
+           "all": "distill_all.yaml"}
+
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def measure(kind: str, teacher_weights: str, steps: int):
+    """Run in a child process: returns median step seconds and peak RSS (MB)."""
+    import torch
+
+    from detectron2.config import get_cfg
+    from detectron2.data import build_detection_train_loader
+    from detectron2.modeling import build_model
+    from detectron2.solver import build_optimizer
+    from detectron2.utils.events import EventStorage
+
+    from detkd import add_detkd_config
+    from detkd.data import register_shapes_datasets
+
+    register_shapes_datasets()
+
+    def cfg_of(name):
+        cfg = get_cfg()
+        add_detkd_config(cfg)
+        cfg.merge_from_file(os.path.join(ROOT, "configs/demo", name))
+        cfg.MODEL.DEVICE = "cpu"
+        cfg.DATALOADER.NUM_WORKERS = 0
+        if cfg.MODEL.DISTILL.TEACHER.CONFIG_FILE:
+            cfg.MODEL.DISTILL.TEACHER.WEIGHTS = teacher_weights
+        return cfg
+
+    cfg = cfg_of("student.yaml" if kind in ("student", "bare") else
+                 "teacher.yaml" if kind == "teacher_fwd" else METHODS[kind])
+    data = next(iter(build_detection_train_loader(cfg)))
+    if kind == "bare":
+        return {"step_s": 0.0, "peak_mb": _peak_rss_mb()}
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    if kind == "teacher_fwd":
+        from detectron2.checkpoint import DetectionCheckpointer
+
+        DetectionCheckpointer(model).load(teacher_weights)
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                images = model.preprocess_image(data)
+                features = model.backbone(images.tensor)
+                model.proposal_generator(images, features, None)
+    else:
+        model.train()
+        optimizer = build_optimizer(cfg, model)
+
+        def step():
+            with EventStorage():
+                losses = model(data)
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"step_s": statistics.median(times), "peak_mb": _peak_rss_mb()}
+
+
+def _child(kind, teacher_weights, steps):
+    out = subprocess.run([sys.executable, __file__, "--child", kind, "--teacher", teacher_weights,
+                          "--steps", str(steps)], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _teacher_weights():
+    cached = os.path.join(ROOT, "output/demo/teacher/model_final.pth")
+    if os.path.isfile(cached):
+        return cached
+    # the cost does not depend on the weights' values: save an untrained teacher
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from detkd import add_detkd_config
+
+    cfg = get_cfg()
+    add_detkd_config(cfg)
+    cfg.merge_from_file(os.path.join(ROOT, "configs/demo/teacher.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    folder = tempfile.mkdtemp()
+    DetectionCheckpointer(build_model(cfg), folder).save("teacher")
+    return os.path.join(folder, "teacher.pth")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--write", default="")
+    parser.add_argument("--child", default="")
+    parser.add_argument("--teacher", default="")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.teacher, args.steps)))
+        return
+
+    weights = _teacher_weights()
+    res = {k: _child(k, weights, args.steps) for k in ["bare", "student", "teacher_fwd", *METHODS]}
+    bare = res["bare"]["peak_mb"]
+    student, teacher = res["student"], res["teacher_fwd"]
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"demo configs, batch 8, median of {args.steps} steps after 2 warm-up steps.",
+        "",
+        f"student step {student['step_s'] * 1e3:.0f} ms, peak {student['peak_mb']:.0f} MB; "
+        f"teacher no-grad forward {teacher['step_s'] * 1e3:.0f} ms, peak {teacher['peak_mb']:.0f} MB; "
+        f"bare process (imports + one batch) {bare:.0f} MB.",
+        "",
+        "| method | step ms | (step - student) / teacher fwd | target | peak MB | over bare / (student + teacher over bare) | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k in METHODS:
+        r = res[k]
+        time_ratio = (r["step_s"] - student["step_s"]) / teacher["step_s"]
+        mem_ratio = (r["peak_mb"] - bare) / ((student["peak_mb"] - bare) + (teacher["peak_mb"] - bare))
+        lines.append(f"| {k} | {r['step_s'] * 1e3:.0f} | {time_ratio:.2f} | {'ok' if time_ratio <= 1.25 else 'MISSED'} (<= 1.25)"
+                     f" | {r['peak_mb']:.0f} | {mem_ratio:.2f} | {'ok' if mem_ratio <= 1.2 else 'MISSED'} (<= 1.2) |")
+    text = "\n".join(lines)
+    print(text)
+    fgd = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/bench_fgd.py")], capture_output=True,
+                         text=True, cwd=ROOT)
+    fgd_text = "\n".join(line for line in fgd.stdout.splitlines() if not line.startswith("#"))
+    print(fgd_text)
+    if args.write:
+        with open(args.write, "w") as f:
+            f.write("# detkd benchmarks\n\n"
+                    f"Measured {time.strftime('%Y-%m-%d')} with `{' '.join(['python'] + sys.argv)}` "
+                    "and `python benchmarks/bench_fgd.py` (both in `make bench`).\n\n"
+                    "## Distillation cost\n\n" + text + "\n\n## FGD\n\n" + fgd_text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""``make demo``: distil on the embedded shapes data and print what each method buys.
+
+    python -m detkd.demo [--seeds 3] [--output output/demo] [--methods baseline,chen_lowres,...] [--quick]
+
+1. trains the teacher once (cached in ``output/demo/teacher``; reused while its config is unchanged);
+2. trains every student method for every seed, logging AP on the validation split during training;
+3. evaluates each with COCOEvaluator and PascalVOCDetectionEvaluator;
+4. prints one table (mean +- std over seeds, per-seed AP below) and writes ``results.md``,
+   ``results.json``, ``results.png`` (bar plot) and ``ap_curves.png`` (AP against iteration).
+
+Progress and ETA come from detectron2's writers for each run, and from this script for the whole.
+Students never see the validation split during training except through these evaluations, which
+are read only for reporting (no schedule or weight was tuned on them by this script).
+"""
+import argparse
+import hashlib
+import json
+import logging
+import os
+import statistics
+import time
+from typing import Dict, List
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.utils.logger import setup_logger
+
+from .config import add_detkd_config
+from .data import register_shapes_datasets
+
+__all__ = ["METHODS", "run_demo", "main"]
+
+logger = logging.getLogger("detkd.demo")
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs", "demo")
+
+# name -> (config file in configs/demo, extra options, description)
+METHODS = {
+    "baseline": ("student.yaml", [], "ResNet-18/FPN-64 student, no teacher"),
+    "fgd": ("distill_fgd.yaml", [], "FGD (Yang et al. 2022) on p2-p6"),
+    "chen": ("distill_chen.yaml", [], "Chen et al. 2017: hints + soft CE + bounded regression"),
+    "mssd": ("distill_mssd.yaml", [], "MSSD self-distillation (PAFPN student, no teacher)"),
+    "all": ("distill_all.yaml", [], "Chen + FGD + MSSD"),
+    "lowres_baseline": ("lowres_student.yaml", [], "teacher architecture at half resolution, no teacher"),
+    "lowres_inherit": ("lowres_inherit.yaml", [], "half resolution, inherits the teacher, no distillation loss"),
+    "lowres_chen_inherit": ("lowres_distill_chen.yaml", [],
+                            "half resolution, inherits the teacher, Chen hints + RCN soft CE + bounded reg"),
+}
+DEFAULT_METHODS = ["baseline", "fgd", "chen", "mssd", "all", "lowres_baseline", "lowres_chen_inherit"]
+TEST_SETS = ("detkd_shapes_val", "detkd_shapes_voc_val")
+
+
+def _cfg(config_file: str, opts: List) -> "CfgNode":  # noqa: F821
+    cfg = get_cfg()
+    add_detkd_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list([str(o) if not isinstance(o, (list, tuple)) else o for o in opts])
+    if not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def _steps(max_iter: int):
+    """LR drops at 75 % and 92 % of the schedule (distinct, inside it)."""
+    return tuple(sorted({s for s in (int(max_iter * 0.75), int(max_iter * 0.92)) if 0 < s < max_iter}))
+
+
+def _fingerprint(cfg) -> str:
+    return hashlib.sha1(cfg.dump().encode()).hexdigest()[:12]
+
+
+def _train(cfg) -> Dict:
+    """Train with DistillTrainer; return final results, AP curve, wall seconds, params, ms/image."""
+    from .engine import DistillTrainer
+
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    trainer = DistillTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    model = trainer.model
+    student = getattr(model, "student", model)
+    results = getattr(trainer, "_last_eval_results", {})
+    curve = []
+    metrics = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
+    if os.path.isfile(metrics):
+        with open(metrics) as f:
+            for line in f:
+                row = json.loads(line)
+                key = f"{TEST_SETS[0]}/bbox/AP" if len(cfg.DATASETS.TEST) > 1 else "bbox/AP"
+                if key in row:
+                    curve.append((row["iteration"], row[key]))
+    return dict(results=results, curve=curve, train_seconds=seconds,
+                params=sum(p.numel() for p in student.parameters()), ms_per_image=_inference_ms(model, cfg))
+
+
+def _inference_ms(model, cfg, n_images: int = 40) -> float:
+    from detectron2.data import build_detection_test_loader
+
+    model.eval()
+    loader = build_detection_test_loader(cfg, TEST_SETS[0])
+    times = []
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if i >= n_images + 5:
+                break
+            t0 = time.perf_counter()
+            model(batch)
+            if i >= 5:  # warm-up
+                times.append(time.perf_counter() - t0)
+    model.train()
+    return 1e3 * statistics.median(times) if times else float("nan")
+
+
+def _row(run: Dict) -> Dict:
+    coco = run["results"].get(TEST_SETS[0], run["results"]).get("bbox", {})
+    voc = run["results"].get(TEST_SETS[1], {}).get("bbox", {})
+    return {
+        "AP": coco.get("AP", float("nan")), "AP50": coco.get("AP50", float("nan")),
+        "AP75": coco.get("AP75", float("nan")), "APs": coco.get("APs", float("nan")),
+        "APm": coco.get("APm", float("nan")), "APl": coco.get("APl", float("nan")),
+        "VOC_AP50": voc.get("AP50", float("nan")), "train_s": run["train_seconds"],
+        "params_M": run["params"] / 1e6, "ms_per_image": run["ms_per_image"],
+    }
+
+
+COLUMNS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "VOC_AP50", "train_s", "params_M", "ms_per_image"]
+
+
+def _mean_std(values: List[float]):
+    values = [v for v in values if v == v]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def format_table(rows: Dict[str, List[Dict]]) -> str:
+    head = "| method | seeds | " + " | ".join(COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for name, runs in rows.items():
+        cells = []
+        for c in COLUMNS:
+            m, s = _mean_std([r[c] for r in runs])
+            fmt = "{:.2f}" if c not in ("train_s",) else "{:.0f}"
+            cells.append(fmt.format(m) + (f" ± {fmt.format(s)}" if len(runs) > 1 and c in ("AP", "AP50", "VOC_AP50") else ""))
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Per-seed AP: " + "; ".join(
+        f"{name}: " + ", ".join(f"{r['AP']:.2f}" for r in runs) for name, runs in rows.items()))
+    return "\n".join(lines)
+
+
+def _plots(rows: Dict[str, List[Dict]], curves: Dict[str, List], output: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    means = [_mean_std([r["AP"] for r in rows[n]]) for n in names]
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
+    ax.bar(names, [m for m, _ in means], yerr=[s for _, s in means], capsize=4, color="#4878a8")
+    ax.set_ylabel("COCO AP (val)")
+    ax.set_title("detkd demo: AP per method (mean ± std over seeds)")
+    plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
+    fig.tight_layout()
+    fig.savefig(os.path.join(output, "results.png"), dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, per_seed in curves.items():
+        for k, curve in enumerate(per_seed):
+            if curve:
+                xs, ys = zip(*curve)
+                ax.plot(xs, ys, marker="o", label=name if k == 0 else None,
+                        color=f"C{list(curves).index(name)}", alpha=0.8)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("COCO AP (val)")
+    ax.legend(fontsize=8)
+    ax.set_title("AP against iteration (one line per seed)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(output, "ap_curves.png"), dpi=110)
+    plt.close(fig)
+
+
+def run_demo(output: str, methods: List[str], seeds: int, teacher_iters: int, student_iters: int,
+             eval_points: int = 4, extra_opts: List = ()) -> Dict:
+    register_shapes_datasets()
+    os.makedirs(output, exist_ok=True)
+    start = time.perf_counter()
+
+    # ---- the teacher, cached --------------------------------------------------------------
+    teacher_dir = os.path.join(output, "teacher")
+    t_cfg = _cfg(os.path.join(CONFIG_DIR, "teacher.yaml"), [
+        "SOLVER.MAX_ITER", teacher_iters, "SOLVER.STEPS", _steps(teacher_iters),
+        "OUTPUT_DIR", teacher_dir, "DATASETS.TEST", TEST_SETS, "SEED", 0, *extra_opts])
+    weights = os.path.join(teacher_dir, "model_final.pth")
+    stamp = os.path.join(teacher_dir, "CONFIG_FINGERPRINT")
+    fp = _fingerprint(t_cfg)
+    cached = os.path.isfile(weights) and os.path.isfile(stamp) and open(stamp).read() == fp
+    if cached:
+        print(f"[demo] teacher: cached ({weights})", flush=True)
+        from .engine import DistillTrainer
+        from detectron2.modeling import build_model
+
+        model = build_model(t_cfg)
+        DetectionCheckpointer(model).load(weights)
+        teacher_run = dict(results=DistillTrainer.test(t_cfg, model), curve=[], train_seconds=float("nan"),
+                           params=sum(p.numel() for p in model.parameters()), ms_per_image=_inference_ms(model, t_cfg))
+    else:
+        print(f"[demo] teacher: training {teacher_iters} iterations", flush=True)
+        teacher_run = _train(t_cfg)
+        with open(stamp, "w") as f:
+            f.write(fp)
+
+    rows = {"teacher": [_row(teacher_run)]}
+    curves = {}
+    total = len(methods) * seeds
+    done = 0
+    run_start = time.perf_counter()
+    for name in methods:
+        config, opts, _ = METHODS[name]
+        rows[name], curves[name] = [], []
+        for seed in range(seeds):
+            out = os.path.join(output, name, f"seed{seed}")
+            cfg = _cfg(os.path.join(CONFIG_DIR, config), [
+                "SEED", seed, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", student_iters,
+                "SOLVER.STEPS", _steps(student_iters),
+                "TEST.EVAL_PERIOD", max(student_iters // eval_points, 1), "DATASETS.TEST", TEST_SETS,
+                *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if _cfg(os.path.join(CONFIG_DIR, config), []).MODEL.DISTILL.TEACHER.CONFIG_FILE else []),
+                *opts, *extra_opts])
+            eta = ""
+            if done:
+                per_run = (time.perf_counter() - run_start) / done
+                eta = f", ETA {per_run * (total - done) / 60:.1f} min"
+            print(f"[demo] run {done + 1}/{total}: {name} seed {seed}{eta}", flush=True)
+            run = _train(cfg)
+            rows[name].append(_row(run))
+            curves[name].append(run["curve"])
+            done += 1
+
+    table = format_table(rows)
+    elapsed = time.perf_counter() - start
+    header = (f"# detkd demo results\n\nEmbedded shapes data; teacher {teacher_iters} iterations, students "
+              f"{student_iters} iterations, {seeds} seed(s); {torch.get_num_threads()} threads, "
+              f"{elapsed / 60:.1f} min in all (teacher {'cached' if cached else 'trained'}).\n"
+              "AP columns: COCOEvaluator on detkd_shapes_val; VOC_AP50: PascalVOCDetectionEvaluator on "
+              "detkd_shapes_voc_val; ms_per_image: batch-1 inference, median.\n\n")
+    methods_doc = "\n".join(f"- **{n}**: {METHODS[n][2]} (`configs/demo/{METHODS[n][0]}`)" for n in methods)
+    text = header + table + "\n\n" + methods_doc + "\n"
+    with open(os.path.join(output, "results.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(output, "results.json"), "w") as f:
+        json.dump({"rows": rows, "curves": curves}, f, indent=1)
+    _plots(rows, curves, output)
+    print("\n" + table, flush=True)
+    print(f"\n[demo] wrote {output}/results.md, results.png, ap_curves.png", flush=True)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="detkd demo on the embedded shapes data")
+    parser.add_argument("--output", default="output/demo")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--teacher-iters", type=int, default=1200)
+    parser.add_argument("--student-iters", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="a few iterations of everything (a smoke test)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="extra KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+    setup_logger(name="detectron2")
+    setup_logger(name="detkd")
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
+    if args.quick:
+        args.teacher_iters, args.student_iters, args.seeds = 4, 4, 1
+    run_demo(args.output, methods, args.seeds, args.teacher_iters, args.student_iters, extra_opts=args.opts)
+
+
+if __name__ == "__main__":
+    main()

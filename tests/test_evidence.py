@@ -1,0 +1,34 @@
+"""The demo pipeline, the visualize command and the benchmarks' helpers, on tiny schedules."""
+import os
+
+import pytest
+
+from detkd import demo
+from detkd.visualize import visualize
+from conftest import TEACHER_YAML, TINY
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_pipeline_writes_table_and_plots(tmp_path):
+    rows = demo.run_demo(str(tmp_path), ["baseline", "chen"], seeds=2, teacher_iters=2, student_iters=2,
+                         eval_points=1, extra_opts=TINY)
+    assert set(rows) == {"teacher", "baseline", "chen"} and len(rows["chen"]) == 2
+    for r in rows["chen"]:
+        assert set(demo.COLUMNS) <= set(r) and r["params_M"] > 0 and r["ms_per_image"] > 0
+    text = (tmp_path / "results.md").read_text()
+    assert "| chen | 2 |" in text and "VOC_AP50" in text and "Per-seed AP" in text
+    assert (tmp_path / "results.png").stat().st_size > 1000 and (tmp_path / "ap_curves.png").stat().st_size > 1000
+    # the teacher is cached: a second run does not train it again
+    mtime = os.path.getmtime(tmp_path / "teacher" / "model_final.pth")
+    demo.run_demo(str(tmp_path), ["baseline"], seeds=1, teacher_iters=2, student_iters=2, eval_points=1,
+                  extra_opts=TINY)
+    assert os.path.getmtime(tmp_path / "teacher" / "model_final.pth") == mtime
+
+
+def test_visualize_writes_every_picture(tmp_path, distill_cfg):
+    cfg = distill_cfg("configs/demo/distill_all.yaml")
+    files = visualize(cfg, str(tmp_path), "detkd_shapes_val", 0)
+    assert files == ["attention.png", "detections.png", "fgd_masks.png", "mssd_gaussian.png"]
+    for f in files:
+        assert (tmp_path / f).stat().st_size > 2000
