@@ -18,7 +18,7 @@ import torch
 
 import detkd  # noqa: F401  registers DistillRCNN and the PAFPN backbone
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import LazyConfig, get_cfg, instantiate
+from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
     SimpleTrainer,
@@ -31,7 +31,7 @@ from detectron2.engine import (
 from detectron2.evaluation import inference_on_dataset, print_csv_format, verify_results
 from detectron2.utils import comm
 
-from detkd import add_detkd_config
+from detkd import load_config
 from detkd.data import SHAPES_DATASETS, register_shapes_datasets
 from detkd.engine import DistillTrainer, add_global_norm_clipping
 from detkd.engine.trainer import wrap_ddp
@@ -46,12 +46,7 @@ def _uses_shapes(names) -> bool:
 
 # ----- yaml -------------------------------------------------------------------------------
 def setup_yaml(args):
-    cfg = get_cfg()
-    add_detkd_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -162,9 +157,7 @@ def invoke(argv=None):
     print("Command Line Args:", args)
     # generate the demo data once, before any worker starts
     if not args.config_file.endswith(".py"):
-        cfg = get_cfg()
-        add_detkd_config(cfg)
-        cfg.merge_from_file(args.config_file)
+        cfg = load_config(args.config_file)
         if _uses_shapes(tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST)):
             register_shapes_datasets()
     if args.num_gpus * args.num_machines == 1:

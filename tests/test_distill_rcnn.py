@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import SimpleTrainer
 from detectron2.modeling import GeneralizedRCNN, build_model

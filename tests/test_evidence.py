@@ -5,7 +5,7 @@ import pytest
 
 from detkd import demo
 from detkd.visualize import visualize
-from conftest import TEACHER_YAML, TINY
+from conftest import TINY
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ def test_low_resolution_training_step(distill_cfg, resize):
     model = build_model(cfg).train()
     data = train_batch(cfg)
     with capture_output(model.student.backbone) as s_out, capture_output(model.teacher.backbone) as t_out, \
-            capture_output(model.teacher.roi_heads.box_pooler) as pooled, EventStorage():
+            EventStorage():
         losses = model(data)
     s_p2, t_p2 = s_out["output"]["p2"], t_out["output"]["p2"]
     # the teacher's padded input is twice the student's, so every map is exactly twice as large
@@ -38,19 +38,15 @@ def test_low_resolution_training_step(distill_cfg, resize):
 def test_teacher_box_head_sees_the_student_proposals_at_full_resolution(distill_cfg):
     cfg = distill_cfg("configs/demo/distill_chen_lowres.yaml")
     model = build_model(cfg).train()
-    with capture_output(model.student.roi_heads.box_pooler) as s_pool, \
-            capture_output(model.teacher.roi_heads.box_pooler) as t_pool, EventStorage():
-        model(train_batch(cfg))
-    # ROIPooler output rows follow the boxes; compare the boxes through a hook on the inputs
     seen = {}
     h1 = model.student.roi_heads.box_pooler.register_forward_pre_hook(lambda m, a: seen.__setitem__("s", a[1]))
     h2 = model.teacher.roi_heads.box_pooler.register_forward_pre_hook(lambda m, a: seen.__setitem__("t", a[1]))
     with EventStorage():
         model(train_batch(cfg))
     h1.remove(), h2.remove()
+    assert len(seen["s"]) == len(seen["t"]) == 2
     for s_boxes, t_boxes in zip(seen["s"], seen["t"]):
-        assert torch.allclose(t_boxes.tensor, 2 * s_boxes.tensor)
-    assert s_pool["output"].shape[0] == t_pool["output"].shape[0]
+        assert len(s_boxes) > 0 and torch.allclose(t_boxes.tensor, 2 * s_boxes.tensor)
 
 
 def test_low_resolution_student_predicts_in_original_coordinates(distill_cfg):

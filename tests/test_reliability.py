@@ -1,5 +1,4 @@
 """Legal but hard inputs give finite losses; wrong configurations fail before training, by name."""
-import math
 
 import pytest
 import torch

@@ -80,3 +80,13 @@ def test_teacher_is_frozen_and_student_learns(distill_cfg):
     assert any(".bottom_up." in k for k in changed) and any("roi_heads" in k for k in changed)
     # the distillers' own modules receive gradients too
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.distillers.parameters())
+
+
+def test_lazyconfig_teacher_loads_the_same_checkpoint_strictly(teacher_weights):
+    from conftest import REPO
+    teacher = teacher_from_config(f"{REPO}/configs/lazy/demo_teacher.py", teacher_weights)
+    yaml_state = torch.load(teacher_weights)["model"]
+    state = teacher.state_dict()
+    assert set(state) == set(yaml_state)
+    assert all(torch.equal(state[k], yaml_state[k]) for k in state)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())

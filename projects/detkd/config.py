@@ -92,3 +92,19 @@ def add_detkd_config(cfg):
     _C.MODEL.PAFPN = CN()
     _C.MODEL.PAFPN.NORM = ""
     return cfg
+
+
+def load_config(config_file: str, opts=()) -> CN:
+    """A detectron2 config with detkd's keys, merged from ``config_file`` and ``KEY VALUE`` ``opts``.
+
+    Falls back to ``MODEL.DEVICE = "cpu"`` when CUDA is not available.
+    """
+    import torch
+    from detectron2.config import get_cfg
+
+    cfg = add_detkd_config(get_cfg())
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg

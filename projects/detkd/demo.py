@@ -24,10 +24,9 @@ from typing import Dict, List
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
-from .config import add_detkd_config
+from .config import load_config
 from .data import register_shapes_datasets
 
 __all__ = ["METHODS", "run_demo", "main"]
@@ -52,14 +51,8 @@ DEFAULT_METHODS = ["baseline", "fgd", "chen", "mssd", "all", "lowres_baseline", 
 TEST_SETS = ("detkd_shapes_val", "detkd_shapes_voc_val")
 
 
-def _cfg(config_file: str, opts: List) -> "CfgNode":  # noqa: F821
-    cfg = get_cfg()
-    add_detkd_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list([str(o) if not isinstance(o, (list, tuple)) else o for o in opts])
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    return cfg
+def _cfg(config_file: str, opts: List):
+    return load_config(config_file, [str(o) if not isinstance(o, (list, tuple)) else o for o in opts])
 
 
 def _steps(max_iter: int):

@@ -17,12 +17,11 @@ import numpy as np
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.visualizer import Visualizer
 
-from .config import add_detkd_config
+from .config import load_config
 from .data import SHAPES_DATASETS, register_shapes_datasets
 from .losses import fgd_masks, gaussian_target_mask, spatial_attention
 from .modeling.distillers import MSSDDistiller
@@ -121,12 +120,7 @@ def main(argv=None):
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
-    cfg = get_cfg()
-    add_detkd_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = load_config(args.config_file, args.opts)
     if args.dataset in SHAPES_DATASETS:
         register_shapes_datasets()
     for f in visualize(cfg, args.output, args.dataset, args.index):

@@ -10,7 +10,7 @@ import os
 from typing import Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json, register_coco_instances
+from detectron2.data.datasets import register_coco_instances
 from detectron2.data.datasets.pascal_voc import load_voc_instances
 
 from .shapes import SHAPE_CLASSES, ShapesSpec, ensure_shapes_dataset
@@ -49,20 +49,7 @@ def register_shapes_datasets(root: str = None, spec: ShapesSpec = None):
         return
     ensure_shapes_dataset(root, spec or ShapesSpec())
     for split in ("train", "val"):
-        json_file = os.path.join(root, "annotations", f"instances_{split}.json")
-        image_root = os.path.join(root, "images", split)
-        DatasetCatalog.register(
-            f"detkd_shapes_{split}",
-            lambda j=json_file, r=image_root, n=f"detkd_shapes_{split}": load_coco_json(j, r, n),
-        )
-        MetadataCatalog.get(f"detkd_shapes_{split}").set(
-            json_file=json_file, image_root=image_root, evaluator_type="coco", thing_classes=list(SHAPE_CLASSES),
-        )
-        voc = os.path.join(root, "voc")
-        DatasetCatalog.register(
-            f"detkd_shapes_voc_{split}",
-            lambda s=split: load_voc_instances(voc, s, list(SHAPE_CLASSES)),
-        )
-        MetadataCatalog.get(f"detkd_shapes_voc_{split}").set(
-            thing_classes=list(SHAPE_CLASSES), dirname=voc, year=2012, split=split, evaluator_type="pascal_voc",
-        )
+        register_coco_json(f"detkd_shapes_{split}", os.path.join(root, "annotations", f"instances_{split}.json"),
+                           os.path.join(root, "images", split))
+        MetadataCatalog.get(f"detkd_shapes_{split}").set(thing_classes=list(SHAPE_CLASSES))
+        register_voc_folder(f"detkd_shapes_voc_{split}", os.path.join(root, "voc"), split, SHAPE_CLASSES)

@@ -10,8 +10,6 @@ missing or unexpected keys. A student with the PAFPN backbone needs ``import det
 import argparse
 import os
 
-import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 
@@ -42,21 +40,16 @@ def export_student(model, cfg: CfgNode, output_dir: str) -> str:
 
 
 def main(argv=None):
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    from ..config import add_detkd_config
+    from ..config import load_config
 
     parser = argparse.ArgumentParser(description="Export a DistillRCNN's student for stock detectron2")
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
-    cfg = get_cfg()
-    add_detkd_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.DEVICE = "cpu" if not torch.cuda.is_available() else cfg.MODEL.DEVICE
+    cfg = load_config(args.config_file, args.opts)
     # the teacher is not needed to export the student
     cfg.MODEL.DISTILL.TEACHER.CONFIG_FILE = ""
     cfg.MODEL.DISTILL.TEACHER.WEIGHTS = ""

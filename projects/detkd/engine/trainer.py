@@ -12,7 +12,7 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
+from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 
 from .clipping import add_global_norm_clipping
 

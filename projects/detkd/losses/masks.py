@@ -25,7 +25,7 @@ constants over rectangles) then uses a backwards sparse table over columns
 cells (:func:`box_cells`) and takes the per-cell max with one ``scatter_reduce``. No Python loop
 over boxes; work grows with box rows or covered cells, not with boxes x grid.
 """
-from typing import List, Sequence, Tuple
+from typing import List, NamedTuple, Sequence, Tuple
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -161,6 +161,31 @@ def _scatter_max(flat, values, n, feat_hw):
     return out.reshape(n, h, w)
 
 
+class _Grid(NamedTuple):
+    h: int
+    w: int
+    stride: float
+    boxes: torch.Tensor
+    valid: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    x0: torch.Tensor
+    y0: torch.Tensor
+    x1: torch.Tensor
+    y1: torch.Tensor
+
+
+def _on_grid(gt_boxes, image_sizes, feat_hw, stride) -> _Grid:
+    """Pack the boxes and map them to inclusive cell ranges of one feature grid."""
+    h, w = int(feat_hw[0]), int(feat_hw[1])
+    device = gt_boxes[0].device if len(gt_boxes) else "cpu"
+    if stride is None:
+        stride = infer_stride(image_sizes, (h, w))
+    boxes, valid = pack_boxes(gt_boxes, device)
+    rows, cols = valid_cells(image_sizes, (h, w), stride, device)
+    return _Grid(h, w, stride, boxes, valid, rows, cols, *box_cell_ranges(boxes, stride, rows, cols))
+
+
 def _content_mask(rows, cols, feat_hw):
     h, w = feat_hw
     ys = torch.arange(h, device=rows.device)
@@ -180,18 +205,13 @@ def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
 
     An image with no boxes is all background.
     """
-    h, w = int(feat_hw[0]), int(feat_hw[1])
-    device = gt_boxes[0].device if len(gt_boxes) else "cpu"
-    if stride is None:
-        stride = infer_stride(image_sizes, (h, w))
-    boxes, valid = pack_boxes(gt_boxes, device)
-    rows, cols = valid_cells(image_sizes, (h, w), stride, device)
-    x0, y0, x1, y1 = box_cell_ranges(boxes, stride, rows, cols)
+    g = _on_grid(gt_boxes, image_sizes, feat_hw, stride)
+    h, w, x0, y0, x1, y1 = g.h, g.w, g.x0, g.y0, g.x1, g.y1
     inv_area = 1.0 / ((x1 - x0 + 1) * (y1 - y0 + 1)).float().flatten()
-    seg_box, grid_row, _ = box_row_segments(x0, y0, x1, y1, valid, h)
+    seg_box, grid_row, _ = box_row_segments(x0, y0, x1, y1, g.valid, h)
     fg_scale = segment_max(grid_row, x0.flatten()[seg_box], x1.flatten()[seg_box], inv_area[seg_box],
                            len(gt_boxes) * h, w).reshape(len(gt_boxes), h, w)
-    background = _content_mask(rows, cols, (h, w)) & (fg_scale == 0)
+    background = _content_mask(g.rows, g.cols, (h, w)) & (fg_scale == 0)
     n_bg = background.flatten(1).sum(dim=1).clamp(min=1).float()
     bg_scale = background.float() / n_bg[:, None, None]
     return fg_scale, bg_scale
@@ -205,14 +225,9 @@ def gaussian_target_mask(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, str
     centre cell and the box edge is about 3 sigma away. Cells outside every box are 0; where boxes
     overlap the larger value wins.
     """
-    h, w = int(feat_hw[0]), int(feat_hw[1])
-    device = gt_boxes[0].device if len(gt_boxes) else "cpu"
-    if stride is None:
-        stride = infer_stride(image_sizes, (h, w))
-    boxes, valid = pack_boxes(gt_boxes, device)
-    rows, cols = valid_cells(image_sizes, (h, w), stride, device)
-    x0, y0, x1, y1 = box_cell_ranges(boxes, stride, rows, cols)
-    centre = (boxes[..., :2] + boxes[..., 2:]) / 2.0 / stride
+    g = _on_grid(gt_boxes, image_sizes, feat_hw, stride)
+    h, w, x0, y0, x1, y1 = g.h, g.w, g.x0, g.y0, g.x1, g.y1
+    centre = (g.boxes[..., :2] + g.boxes[..., 2:]) / 2.0 / g.stride
     cx = torch.minimum(torch.maximum(torch.floor(centre[..., 0]).long(), x0), x1).flatten().float()
     cy = torch.minimum(torch.maximum(torch.floor(centre[..., 1]).long(), y0), y1).flatten().float()
     sigma_x = (x1 - x0 + 1).flatten().float() / 6.0
@@ -223,5 +238,5 @@ def gaussian_target_mask(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, str
         dx2 = (cols.float() - cx[box]) ** 2 / (2 * sigma_x[box] ** 2)
         return torch.exp(-(dx2 + dy2))
 
-    flat, values = box_cells(x0, y0, x1, y1, valid, (h, w), gaussian)
+    flat, values = box_cells(x0, y0, x1, y1, g.valid, (h, w), gaussian)
     return _scatter_max(flat, values, len(gt_boxes), (h, w))

@@ -107,10 +107,8 @@ class HintDistiller(Distiller):
     def check_shapes(self, student_shapes, teacher_shapes):
         for s_name, t_name in self.pairs:
             conv = self.hints[s_name].adaptation
-            _check_channels("HINT", "student", s_name, _shape(student_shapes, s_name, "student", "HINT").channels,
-                            conv.in_channels, "adaptation layer input")
-            _check_channels("HINT", "teacher", t_name, _shape(teacher_shapes, t_name, "teacher", "HINT").channels,
-                            conv.out_channels, "adaptation layer output")
+            _check_pair("HINT", (s_name, t_name), (student_shapes, teacher_shapes),
+                        (conv.in_channels, conv.out_channels), "adaptation layer")
 
     def forward(self, batch):
         losses = {}
@@ -219,10 +217,8 @@ class FGDDistiller(Distiller):
     def check_shapes(self, student_shapes, teacher_shapes):
         for f in self.in_features:
             level = self.levels[f]
-            _check_channels("FGD", "student", f, _shape(student_shapes, f, "student", "FGD").channels,
-                            level.student_channels, "align layer input")
-            _check_channels("FGD", "teacher", f, _shape(teacher_shapes, f, "teacher", "FGD").channels,
-                            level.teacher_channels, "align layer output")
+            _check_pair("FGD", (f, f), (student_shapes, teacher_shapes),
+                        (level.student_channels, level.teacher_channels), "align layer")
 
     def forward(self, batch):
         losses = {}
@@ -289,6 +285,14 @@ def _check_channels(method, side, name, actual, expected, what):
             f"expects {expected}; set the channel counts to the models' (an adaptation/align layer "
             "maps student channels to teacher channels)"
         )
+
+
+def _check_pair(method, names, shapes, channels, layer):
+    """Both sides of a distilled pair exist and have the channels the layer between them expects."""
+    for side, name, side_shapes, expected, end in zip(("student", "teacher"), names, shapes, channels,
+                                                       ("input", "output")):
+        _check_channels(method, side, name, _shape(side_shapes, name, side, method).channels, expected,
+                        f"{layer} {end}")
 
 
 def _shape(shapes, name, side, method):
