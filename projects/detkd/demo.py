@@ -47,7 +47,13 @@ METHODS = {
     "lowres_chen_inherit": ("lowres_distill_chen.yaml", [],
                             "half resolution, inherits the teacher, Chen hints + RCN soft CE + bounded reg"),
 }
-DEFAULT_METHODS = ["baseline", "fgd", "chen", "mssd", "all", "lowres_baseline", "lowres_chen_inherit"]
+# the comparison the demo is built around (run with --seeds), then a survey of the small-student
+# methods (run with --survey-seeds)
+GAIN_METHODS = ["lowres_baseline", "lowres_inherit", "lowres_chen_inherit"]
+SURVEY_METHODS = ["baseline", "fgd", "chen", "mssd", "all"]
+# which baseline each method is compared with
+BASELINE_OF = {"lowres_inherit": "lowres_baseline", "lowres_chen_inherit": "lowres_baseline",
+               "fgd": "baseline", "chen": "baseline", "mssd": "baseline", "all": "baseline"}
 TEST_SETS = ("detkd_shapes_val", "detkd_shapes_voc_val")
 
 
@@ -56,16 +62,20 @@ def _cfg(config_file: str, opts: List):
 
 
 def _steps(max_iter: int):
-    """LR drops at 75 % and 92 % of the schedule (distinct, inside it)."""
-    return tuple(sorted({s for s in (int(max_iter * 0.75), int(max_iter * 0.92)) if 0 < s < max_iter}))
+    """LR drops at 75 % and 93.75 % of the schedule (distinct, inside it)."""
+    return tuple(sorted({s for s in (int(max_iter * 0.75), int(max_iter * 0.9375)) if 0 < s < max_iter}))
 
 
 def _fingerprint(cfg) -> str:
-    return hashlib.sha1(cfg.dump().encode()).hexdigest()[:12]
+    """Hash of what determines trained weights (not output paths or evaluation settings)."""
+    parts = {k: cfg[k] for k in ("MODEL", "INPUT", "SOLVER", "DATALOADER", "SEED")}
+    parts["TRAIN"] = list(cfg.DATASETS.TRAIN)
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _train(cfg) -> Dict:
-    """Train with DistillTrainer; return final results, AP curve, wall seconds, params, ms/image."""
+    """Train with DistillTrainer (AP on the COCO-form val split logged during training), then
+    evaluate on the VOC-form split too; return results, AP curve, wall seconds, params, ms/image."""
     from .engine import DistillTrainer
 
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
@@ -76,16 +86,19 @@ def _train(cfg) -> Dict:
     seconds = time.perf_counter() - start
     model = trainer.model
     student = getattr(model, "student", model)
-    results = getattr(trainer, "_last_eval_results", {})
+    results = {TEST_SETS[0]: getattr(trainer, "_last_eval_results", {})}
+    voc_cfg = cfg.clone()
+    voc_cfg.defrost()
+    voc_cfg.DATASETS.TEST = (TEST_SETS[1],)
+    results[TEST_SETS[1]] = DistillTrainer.test(voc_cfg, model)
     curve = []
     metrics = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
     if os.path.isfile(metrics):
         with open(metrics) as f:
             for line in f:
                 row = json.loads(line)
-                key = f"{TEST_SETS[0]}/bbox/AP" if len(cfg.DATASETS.TEST) > 1 else "bbox/AP"
-                if key in row:
-                    curve.append((row["iteration"], row[key]))
+                if "bbox/AP" in row:
+                    curve.append((row["iteration"], row["bbox/AP"]))
     return dict(results=results, curve=curve, train_seconds=seconds,
                 params=sum(p.numel() for p in student.parameters()), ms_per_image=_inference_ms(model, cfg))
 
@@ -146,6 +159,24 @@ def format_table(rows: Dict[str, List[Dict]]) -> str:
     return "\n".join(lines)
 
 
+def summarize(rows: Dict[str, List[Dict]]) -> str:
+    """Each distilled method against its baseline: gain in AP and share of the teacher-baseline gap."""
+    teacher = rows["teacher"][0]["AP"]
+    lines = ["| method | vs | gain AP (mean) | spread (std of method, baseline) | gap closed | gain > spread |",
+             "|---|---|---|---|---|---|"]
+    for name, runs in rows.items():
+        base = BASELINE_OF.get(name)
+        if base not in rows:
+            continue
+        m, s = _mean_std([r["AP"] for r in runs])
+        bm, bs = _mean_std([r["AP"] for r in rows[base]])
+        gap = teacher - bm
+        closed = (m - bm) / gap if gap > 0 else float("nan")
+        lines.append(f"| {name} | {base} | {m - bm:+.2f} | {s:.2f}, {bs:.2f} | {100 * closed:.0f} % | "
+                     f"{'yes' if (m - bm) > max(s, bs) else 'no'} |")
+    return "\n".join(lines)
+
+
 def _plots(rows: Dict[str, List[Dict]], curves: Dict[str, List], output: str):
     import matplotlib
     matplotlib.use("Agg")
@@ -178,8 +209,10 @@ def _plots(rows: Dict[str, List[Dict]], curves: Dict[str, List], output: str):
     plt.close(fig)
 
 
-def run_demo(output: str, methods: List[str], seeds: int, teacher_iters: int, student_iters: int,
-             eval_points: int = 4, extra_opts: List = ()) -> Dict:
+def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student_iters: int,
+             eval_points: int = 3, extra_opts: List = ()) -> Dict:
+    """``seeds``: one count for every method, or a dict method -> count."""
+    seeds_of = seeds if isinstance(seeds, dict) else {m: seeds for m in methods}
     register_shapes_datasets()
     os.makedirs(output, exist_ok=True)
     start = time.perf_counter()
@@ -188,7 +221,7 @@ def run_demo(output: str, methods: List[str], seeds: int, teacher_iters: int, st
     teacher_dir = os.path.join(output, "teacher")
     t_cfg = _cfg(os.path.join(CONFIG_DIR, "teacher.yaml"), [
         "SOLVER.MAX_ITER", teacher_iters, "SOLVER.STEPS", _steps(teacher_iters),
-        "OUTPUT_DIR", teacher_dir, "DATASETS.TEST", TEST_SETS, "SEED", 0, *extra_opts])
+        "OUTPUT_DIR", teacher_dir, "DATASETS.TEST", TEST_SETS[:1], "TEST.EVAL_PERIOD", 0, *extra_opts])
     weights = os.path.join(teacher_dir, "model_final.pth")
     stamp = os.path.join(teacher_dir, "CONFIG_FINGERPRINT")
     fp = _fingerprint(t_cfg)
@@ -200,7 +233,9 @@ def run_demo(output: str, methods: List[str], seeds: int, teacher_iters: int, st
 
         model = build_model(t_cfg)
         DetectionCheckpointer(model).load(weights)
-        teacher_run = dict(results=DistillTrainer.test(t_cfg, model), curve=[], train_seconds=float("nan"),
+        both = t_cfg.clone()
+        both.DATASETS.TEST = TEST_SETS
+        teacher_run = dict(results=DistillTrainer.test(both, model), curve=[], train_seconds=float("nan"),
                            params=sum(p.numel() for p in model.parameters()), ms_per_image=_inference_ms(model, t_cfg))
     else:
         print(f"[demo] teacher: training {teacher_iters} iterations", flush=True)
@@ -210,18 +245,18 @@ def run_demo(output: str, methods: List[str], seeds: int, teacher_iters: int, st
 
     rows = {"teacher": [_row(teacher_run)]}
     curves = {}
-    total = len(methods) * seeds
+    total = sum(seeds_of[m] for m in methods)
     done = 0
     run_start = time.perf_counter()
     for name in methods:
         config, opts, _ = METHODS[name]
         rows[name], curves[name] = [], []
-        for seed in range(seeds):
+        for seed in range(seeds_of[name]):
             out = os.path.join(output, name, f"seed{seed}")
             cfg = _cfg(os.path.join(CONFIG_DIR, config), [
                 "SEED", seed, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", student_iters,
                 "SOLVER.STEPS", _steps(student_iters),
-                "TEST.EVAL_PERIOD", max(student_iters // eval_points, 1), "DATASETS.TEST", TEST_SETS,
+                "TEST.EVAL_PERIOD", max(student_iters // eval_points, 1), "DATASETS.TEST", TEST_SETS[:1],
                 *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if _cfg(os.path.join(CONFIG_DIR, config), []).MODEL.DISTILL.TEACHER.CONFIG_FILE else []),
                 *opts, *extra_opts])
             eta = ""
@@ -234,10 +269,10 @@ def run_demo(output: str, methods: List[str], seeds: int, teacher_iters: int, st
             curves[name].append(run["curve"])
             done += 1
 
-    table = format_table(rows)
+    table = format_table(rows) + "\n\n" + summarize(rows)
     elapsed = time.perf_counter() - start
     header = (f"# detkd demo results\n\nEmbedded shapes data; teacher {teacher_iters} iterations, students "
-              f"{student_iters} iterations, {seeds} seed(s); {torch.get_num_threads()} threads, "
+              f"{student_iters} iterations; {torch.get_num_threads()} threads, "
               f"{elapsed / 60:.1f} min in all (teacher {'cached' if cached else 'trained'}).\n"
               "AP columns: COCOEvaluator on detkd_shapes_val; VOC_AP50: PascalVOCDetectionEvaluator on "
               "detkd_shapes_voc_val; ms_per_image: batch-1 inference, median.\n\n")
@@ -256,10 +291,11 @@ def run_demo(output: str, methods: List[str], seeds: int, teacher_iters: int, st
 def main(argv=None):
     parser = argparse.ArgumentParser(description="detkd demo on the embedded shapes data")
     parser.add_argument("--output", default="output/demo")
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--teacher-iters", type=int, default=1200)
-    parser.add_argument("--student-iters", type=int, default=300)
+    parser.add_argument("--methods", default=",".join(GAIN_METHODS + SURVEY_METHODS))
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the low-resolution comparison")
+    parser.add_argument("--survey-seeds", type=int, default=1, help="seeds of the small-student methods")
+    parser.add_argument("--teacher-iters", type=int, default=800)
+    parser.add_argument("--student-iters", type=int, default=150)
     parser.add_argument("--quick", action="store_true", help="a few iterations of everything (a smoke test)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="extra KEY VALUE config overrides")
     args = parser.parse_args(argv)
@@ -270,8 +306,9 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {sorted(METHODS)}")
     if args.quick:
-        args.teacher_iters, args.student_iters, args.seeds = 4, 4, 1
-    run_demo(args.output, methods, args.seeds, args.teacher_iters, args.student_iters, extra_opts=args.opts)
+        args.teacher_iters, args.student_iters, args.seeds, args.survey_seeds = 4, 4, 1, 1
+    seeds = {m: (args.seeds if m in GAIN_METHODS else args.survey_seeds) for m in methods}
+    run_demo(args.output, methods, seeds, args.teacher_iters, args.student_iters, extra_opts=args.opts)
 
 
 if __name__ == "__main__":

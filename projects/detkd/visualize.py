@@ -90,7 +90,7 @@ def visualize(cfg, output: str, dataset: str, index: int):
     mssd = [d for d in model.distillers if isinstance(d, MSSDDistiller)]
     if mssd:
         heads = mssd[0].loss.mask_heads
-        rows.append([heads[f](s_feats[f])[0, 0].numpy() if f in heads else np.zeros_like(t)
+        rows.append([torch.sigmoid(heads[f](s_feats[f]))[0, 0].numpy() if f in heads else np.zeros_like(t)
                      for f, t in zip(levels, targets)])
         titles.append([f"{f} predicted mask" for f in levels])
     _grid(rows, titles, os.path.join(output, "mssd_gaussian.png"), "MSSD Gaussian mask (Jia et al. 2024)")

@@ -6,11 +6,15 @@ teaches the deeper bottom-up PAN output ``N_l``; the teacher side is detached:
 
     L_sd = sum_l w_l * mean((N_l - stopgrad(P_l))^2)
 
-Gaussian mask loss: a light adaptation layer (1x1 conv ``C -> 1``) maps each output map ``N_l``
-to a one-channel map trained with MSE against the Gaussian encoding of the GT boxes on that grid
+Gaussian mask loss: a light adaptation layer (1x1 conv ``C -> 1`` and a sigmoid, since the
+target lies in [0, 1]) maps each output map ``N_l`` to a one-channel map trained with MSE against
+the Gaussian encoding of the GT boxes on that grid
 (:func:`detkd.losses.masks.gaussian_target_mask`, background 0):
 
-    L_mask = sum_l v_l * mean((adapt_l(N_l) - G_l)^2)
+    L_mask = sum_l v_l * mean((sigmoid(adapt_l(N_l)) - G_l)^2)
+
+The sigmoid keeps the mask loss and its gradient bounded whatever the scale of the features: with
+a plain linear head, un-normalized FPN features made it diverge on the demo.
 
 Neither changes the detector at inference: the adaptation layers are dropped at export.
 """
@@ -54,6 +58,6 @@ class MSSDLoss(nn.Module):
             out = student_feats[name]
             losses[f"loss_mssd_sd_{name}"] = w * F.mse_loss(out, teacher_feats[name].detach())
             target = gaussian_target_mask(gt_boxes, image_sizes, out.shape[-2:], strides.get(name))
-            pred = self.mask_heads[name](out)[:, 0]
+            pred = torch.sigmoid(self.mask_heads[name](out)[:, 0])
             losses[f"loss_mssd_mask_{name}"] = v * F.mse_loss(pred, target)
         return losses
