@@ -76,6 +76,12 @@ def test_bounded_regression_switches_on_and_off():
     assert torch.allclose(student.grad, 2 * student.detach() / 3)
 
 
+def test_bounded_regression_uses_the_given_normalizer():
+    s = torch.tensor([[1.0, 0, 0, 0], [0.0, 2.0, 0, 0]])
+    loss, _ = bounded_regression_loss(s, torch.zeros(2, 4), torch.zeros(2, 4), normalizer=10)
+    assert loss.item() == pytest.approx((1.0 + 4.0) / 10)  # summed, divided by all sampled rows
+
+
 def test_bounded_regression_no_foreground_is_zero():
     s = torch.zeros(0, 4, requires_grad=True)
     loss, active = bounded_regression_loss(s, torch.zeros(0, 4), torch.zeros(0, 4))

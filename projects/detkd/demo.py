@@ -4,7 +4,8 @@
 
 1. trains the teacher once (cached in ``output/demo/teacher``; reused while its config is unchanged);
 2. trains every student method for every seed, logging AP on the validation split during training;
-3. evaluates each with COCOEvaluator and PascalVOCDetectionEvaluator;
+3. evaluates each with COCOEvaluator and PascalVOCDetectionEvaluator; a run whose training config
+   (and teacher) is unchanged is read back from its ``run.json`` instead of trained again;
 4. prints one table (mean +- std over seeds, per-seed AP below) and writes ``results.md``,
    ``results.json``, ``results.png`` (bar plot) and ``ap_curves.png`` (AP against iteration).
 
@@ -248,6 +249,7 @@ def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student
     total = sum(seeds_of[m] for m in methods)
     done = 0
     run_start = time.perf_counter()
+    trained = 0
     for name in methods:
         config, opts, _ = METHODS[name]
         rows[name], curves[name] = [], []
@@ -260,11 +262,24 @@ def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student
                 *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if _cfg(os.path.join(CONFIG_DIR, config), []).MODEL.DISTILL.TEACHER.CONFIG_FILE else []),
                 *opts, *extra_opts])
             eta = ""
-            if done:
-                per_run = (time.perf_counter() - run_start) / done
+            if trained:
+                per_run = (time.perf_counter() - run_start) / trained
                 eta = f", ETA {per_run * (total - done) / 60:.1f} min"
-            print(f"[demo] run {done + 1}/{total}: {name} seed {seed}{eta}", flush=True)
-            run = _train(cfg)
+            key = _fingerprint(cfg) + "-" + fp  # this run's training config and the teacher's
+            cache = os.path.join(out, "run.json")
+            run = None
+            if os.path.isfile(cache):
+                with open(cache) as f:
+                    saved = json.load(f)
+                run = saved["run"] if saved.get("key") == key else None
+            if run is not None:
+                print(f"[demo] run {done + 1}/{total}: {name} seed {seed}: cached ({cache})", flush=True)
+            else:
+                print(f"[demo] run {done + 1}/{total}: {name} seed {seed}{eta}", flush=True)
+                run = _train(cfg)
+                trained += 1
+                with open(cache, "w") as f:
+                    json.dump({"key": key, "run": run}, f)
             rows[name].append(_row(run))
             curves[name].append(run["curve"])
             done += 1

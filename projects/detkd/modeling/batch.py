@@ -56,6 +56,8 @@ class DistillBatch:
     rpn_gt_labels: Optional[torch.Tensor] = None
     rpn_gt_boxes: Optional[torch.Tensor] = None
     rpn_box2box: Optional[Box2BoxTransform] = None
+    # what detectron2 divides the RPN box loss by: RPN.BATCH_SIZE_PER_IMAGE x images
+    rpn_loss_normalizer: float = 1.0
     # RCN sampling of the student: proposals with gt_classes / gt_boxes
     rcn_proposals: Optional[List[Instances]] = None
     rcn_box2box: Optional[Box2BoxTransform] = None
@@ -101,16 +103,18 @@ class DistillBatch:
         return s, t, lambda w: class_weights(s.shape[1], bg_index, w, device=s.device)
 
     def regression_triplets(self, stage: str):
-        """``(student_deltas, teacher_deltas, target_deltas)``, each ``(F, 4)``, on foreground samples.
+        """``(student_deltas, teacher_deltas, target_deltas, normalizer)`` on foreground samples.
 
-        Class-specific RCN deltas are taken at the sample's GT class.
+        Deltas are ``(F, 4)``; class-specific RCN deltas are taken at the sample's GT class.
+        ``normalizer`` is what detectron2 divides that stage's box loss by (RPN: anchors per image x
+        images; RCN: every sampled proposal).
         """
         _check_stage(stage)
         if stage == "rpn":
             fg = self.rpn_gt_labels == 1
             anchors = self.rpn_anchors.unsqueeze(0).expand_as(self.rpn_gt_boxes)[fg]
             target = self.rpn_box2box.get_deltas(anchors, self.rpn_gt_boxes[fg])
-            return self.student.rpn_deltas[fg], self.teacher.rpn_deltas[fg], target
+            return self.student.rpn_deltas[fg], self.teacher.rpn_deltas[fg], target, self.rpn_loss_normalizer
         gt_classes = torch.cat([p.gt_classes for p in self.rcn_proposals])
         fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
         boxes = torch.cat([p.proposal_boxes.tensor for p in self.rcn_proposals])[fg]
@@ -123,6 +127,7 @@ class DistillBatch:
             _deltas_for_class(self.student.rcn_deltas[fg], gt_classes[fg]),
             _deltas_for_class(self.teacher.rcn_deltas[fg], gt_classes[fg]),
             target,
+            float(gt_classes.numel()),
         )
 
 

@@ -265,6 +265,7 @@ class DistillRCNN(nn.Module):
             rpn_gt_labels=rpn["gt_labels"],
             rpn_gt_boxes=rpn["gt_boxes"],
             rpn_box2box=student.proposal_generator.box2box_transform,
+            rpn_loss_normalizer=float(student.proposal_generator.batch_size_per_image * len(gt)),
             rcn_proposals=sampled,
             rcn_box2box=student.roi_heads.box_predictor.box2box_transform,
             num_classes=student.roi_heads.num_classes,

@@ -179,8 +179,8 @@ class BoundedRegressionDistiller(Distiller):
     def forward(self, batch):
         losses = {}
         for stage in self.targets:
-            s, t, y = batch.regression_triplets(stage)
-            loss, active = bounded_regression_loss(s, t, y, self.margin)
+            s, t, y, normalizer = batch.regression_triplets(stage)
+            loss, active = bounded_regression_loss(s, t, y, self.margin, normalizer)
             losses[f"loss_{stage}_bounded_reg"] = self.nu * loss
             put_scalar(f"distill/{stage}_bound_active", active)
         return losses
