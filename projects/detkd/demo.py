@@ -131,6 +131,7 @@ def _row(run: Dict) -> Dict:
         "APm": coco.get("APm", float("nan")), "APl": coco.get("APl", float("nan")),
         "VOC_AP50": voc.get("AP50", float("nan")), "train_s": run["train_seconds"],
         "params_M": run["params"] / 1e6, "ms_per_image": run["ms_per_image"],
+        "diverged": bool(run.get("diverged", False)),
     }
 
 
@@ -153,7 +154,9 @@ def format_table(rows: Dict[str, List[Dict]]) -> str:
             m, s = _mean_std([r[c] for r in runs])
             fmt = "{:.2f}" if c not in ("train_s",) else "{:.0f}"
             cells.append(fmt.format(m) + (f" ± {fmt.format(s)}" if len(runs) > 1 and c in ("AP", "AP50", "VOC_AP50") else ""))
-        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+        diverged = sum(r.get("diverged", False) for r in runs)
+        label = f"{name} ({diverged} diverged)" if diverged else name
+        lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Per-seed AP: " + "; ".join(
         f"{name}: " + ", ".join(f"{r['AP']:.2f}" for r in runs) for name, runs in rows.items()))
@@ -276,7 +279,12 @@ def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student
                 print(f"[demo] run {done + 1}/{total}: {name} seed {seed}: cached ({cache})", flush=True)
             else:
                 print(f"[demo] run {done + 1}/{total}: {name} seed {seed}{eta}", flush=True)
-                run = _train(cfg)
+                try:
+                    run = _train(cfg)
+                except FloatingPointError as e:  # a diverged run is a result, reported as such
+                    print(f"[demo] {name} seed {seed} diverged: {e}", flush=True)
+                    run = dict(results={}, curve=[], train_seconds=float("nan"), params=0,
+                               ms_per_image=float("nan"), diverged=True)
                 trained += 1
                 with open(cache, "w") as f:
                     json.dump({"key": key, "run": run}, f)
