@@ -176,8 +176,11 @@ def summarize(rows: Dict[str, List[Dict]]) -> str:
         bm, bs = _mean_std([r["AP"] for r in rows[base]])
         gap = teacher - bm
         closed = (m - bm) / gap if gap > 0 else float("nan")
-        lines.append(f"| {name} | {base} | {m - bm:+.2f} | {s:.2f}, {bs:.2f} | {100 * closed:.0f} % | "
-                     f"{'yes' if (m - bm) > max(s, bs) else 'no'} |")
+        if min(len(runs), len(rows[base])) < 2:
+            verdict = "n/a (one seed: no spread)"
+        else:
+            verdict = "yes" if (m - bm) > max(s, bs) else "no"
+        lines.append(f"| {name} | {base} | {m - bm:+.2f} | {s:.2f}, {bs:.2f} | {100 * closed:.0f} % | {verdict} |")
     return "\n".join(lines)
 
 
