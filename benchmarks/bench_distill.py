@@ -52,6 +52,7 @@ def measure(kind: str, teacher_weights: str, steps: int):
         cfg.merge_from_file(os.path.join(ROOT, "configs/demo", name))
         cfg.MODEL.DEVICE = "cpu"
         cfg.DATALOADER.NUM_WORKERS = 0
+        cfg.SOLVER.BASE_LR = 1e-4  # repeated steps on one batch without warm-up: keep them finite
         if cfg.MODEL.DISTILL.TEACHER.CONFIG_FILE:
             cfg.MODEL.DISTILL.TEACHER.WEIGHTS = teacher_weights
         return cfg
