@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -86,14 +85,10 @@ def measure(kind: str, teacher_weights: str, steps: int):
             sum(losses.values()).backward()
             optimizer.step()
 
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return {"step_s": statistics.median(times), "peak_mb": _peak_rss_mb()}
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_fgd import timed
+
+    return {"step_s": timed(step, steps, warmup=2), "peak_mb": _peak_rss_mb()}
 
 
 def _child(kind, teacher_weights, steps):

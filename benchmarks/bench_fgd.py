@@ -25,8 +25,10 @@ from reference_masks import loop_fgd_masks  # noqa: E402
 from detkd.losses import fgd_masks  # noqa: E402
 
 
-def timed(fn, repeats):
-    fn()  # warm-up
+def timed(fn, repeats, warmup=1):
+    """Median seconds of ``repeats`` calls of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

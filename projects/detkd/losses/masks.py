@@ -57,16 +57,17 @@ def infer_stride(image_sizes: Sequence[Tuple[int, int]], feat_hw: Tuple[int, int
 
 def pack_boxes(gt_boxes: List[torch.Tensor], device=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Pack per-image boxes ``[K_i, 4]`` into ``(N, K, 4)`` plus a ``(N, K)`` validity mask."""
+    per_image = list(gt_boxes)  # one [K_i, 4] tensor per image; nothing below loops over boxes
     if device is None:
-        device = gt_boxes[0].device if len(gt_boxes) else "cpu"
-    for i, b in enumerate(gt_boxes):
-        if b.dim() != 2 or b.shape[-1] != 4:
-            raise ValueError(f"gt_boxes[{i}] must have shape [K, 4] (XYXY pixels), got {tuple(b.shape)}")
-    lengths = torch.as_tensor([int(b.shape[0]) for b in gt_boxes], device=device)
-    k = max(int(lengths.max()) if len(gt_boxes) else 0, 1)
-    packed = torch.zeros(len(gt_boxes), k, 4, device=device, dtype=torch.float32)
-    if len(gt_boxes):
-        padded = pad_sequence([b.to(device=device, dtype=torch.float32) for b in gt_boxes], batch_first=True)
+        device = per_image[0].device if per_image else "cpu"
+    for i, image_boxes in enumerate(per_image):
+        if image_boxes.dim() != 2 or image_boxes.shape[-1] != 4:
+            raise ValueError(f"gt_boxes[{i}] must have shape [K, 4] (XYXY pixels), got {tuple(image_boxes.shape)}")
+    lengths = torch.as_tensor([int(t.shape[0]) for t in per_image], device=device)
+    k = max(int(lengths.max()) if per_image else 0, 1)
+    packed = torch.zeros(len(per_image), k, 4, device=device, dtype=torch.float32)
+    if per_image:
+        padded = pad_sequence([t.to(device=device, dtype=torch.float32) for t in per_image], batch_first=True)
         packed[:, : padded.shape[1]] = padded
     valid = torch.arange(k, device=device)[None, :] < lengths[:, None]
     return packed, valid

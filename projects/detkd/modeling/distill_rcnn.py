@@ -115,8 +115,12 @@ class DistillRCNN(nn.Module):
         self.feature_resize = feature_resize
         self.teacher_needs = frozenset().union(*[d.teacher_needs for d in self.distillers])
         self._check_compatible()
+        student_shapes = feature_shapes(student)
+        teacher_shapes = feature_shapes(teacher) if teacher is not None else None
         for distiller in self.distillers:
-            distiller.check_shapes(feature_shapes(student), feature_shapes(teacher) if teacher is not None else None)
+            distiller.check_shapes(student_shapes, teacher_shapes)
+        # stride of every student feature, in student input pixels (fixed by the architecture)
+        self._student_strides = {k: float(v.stride) for k, v in student_shapes.items()}
         self._size_divisibility = self._common_size_divisibility()
         self.inherited = inherit_from_teacher(student, teacher, inherit_prefixes) if inherit_prefixes else []
 
@@ -252,13 +256,12 @@ class DistillRCNN(nn.Module):
         if not self.distillers:
             return losses
 
-        strides = {k: float(v.stride) for k, v in feature_shapes(student).items()}
         batch = DistillBatch(
             student=SideOutputs(s_feats, rpn["objectness"], rpn["deltas"], *rcn_out["output"]),
             teacher=None,
             gt_boxes=[g.gt_boxes.tensor for g in gt],
             image_sizes=list(s_images.image_sizes),
-            strides=strides,
+            strides=self._student_strides,
             teacher_scale=1.0 / self.student_input_scale,
             feature_resize=self.feature_resize,
             rpn_anchors=rpn["anchors"],
