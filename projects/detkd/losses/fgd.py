@@ -31,18 +31,19 @@ __all__ = ["GcBlock", "FGDLoss", "spatial_attention", "channel_attention"]
 
 def spatial_attention(feat: torch.Tensor, temperature: float, magnitude=None) -> torch.Tensor:
     """``(N, H, W)``: ``H*W * softmax over positions of (mean_c |F| / T)``."""
-    n, _, h, w = feat.shape
+    n, c, h, w = feat.shape
     magnitude = feat.abs() if magnitude is None else magnitude
-    g = magnitude.mean(dim=1).reshape(n, -1)
-    return (h * w * F.softmax(g / temperature, dim=1)).reshape(n, h, w)
+    # the mean's 1/C folded into the (N, HW) logits: a sum's backward is a plain broadcast
+    g = magnitude.sum(dim=1).reshape(n, -1) * (1.0 / (c * temperature))
+    return (h * w * F.softmax(g, dim=1)).reshape(n, h, w)
 
 
 def channel_attention(feat: torch.Tensor, temperature: float, magnitude=None) -> torch.Tensor:
     """``(N, C)``: ``C * softmax over channels of (mean_hw |F| / T)``."""
-    c = feat.shape[1]
+    c, h, w = feat.shape[1:]
     magnitude = feat.abs() if magnitude is None else magnitude
-    g = magnitude.mean(dim=(2, 3))
-    return c * F.softmax(g / temperature, dim=1)
+    g = magnitude.sum(dim=(2, 3)) * (1.0 / (h * w * temperature))
+    return c * F.softmax(g, dim=1)
 
 
 def _attentions(feat: torch.Tensor, temperature: float):
@@ -74,20 +75,23 @@ class GcBlock(nn.Module):
         nn.init.zeros_(self.transform[-1].weight)
         nn.init.zeros_(self.transform[-1].bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C)``: the transformed global context that :meth:`forward` adds to every position."""
         n, c, h, w = x.shape
         # the 1x1 convolutions act on vectors (the context) or reduce channels: written as matrix
         # products, which is the same arithmetic with less overhead than conv kernels on CPU
         flat = x.reshape(n, c, h * w)
         conv = self.context_conv
-        logits = torch.matmul(conv.weight.reshape(1, 1, c), flat) + conv.bias.reshape(1, 1, 1)  # N,1,HW
-        weights = F.softmax(logits, dim=2)
+        logits = torch.bmm(conv.weight.reshape(1, 1, c).expand(n, 1, c), flat) + conv.bias.reshape(1, 1, 1)
+        weights = F.softmax(logits, dim=2)  # N,1,HW
         context = torch.bmm(flat, weights.transpose(1, 2)).reshape(n, c)  # N,C
         first, norm, _, last = self.transform
         hidden = F.linear(context, first.weight.flatten(1), first.bias)
         hidden = F.layer_norm(hidden, norm.normalized_shape[:1], norm.weight.flatten(), norm.bias.flatten())
-        out = F.linear(F.relu(hidden), last.weight.flatten(1), last.bias)
-        return x + out.reshape(n, c, 1, 1)
+        return F.linear(F.relu(hidden), last.weight.flatten(1), last.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.context(x).reshape(*x.shape[:2], 1, 1)
 
 
 class FGDLoss(nn.Module):
@@ -136,8 +140,11 @@ class FGDLoss(nn.Module):
                 f"FGDLoss: student feature has {student_feat.shape[1]} channels, "
                 f"module was built for {self.student_channels}"
             )
-        if self.align is not None:
-            student_feat = self.align(student_feat)
+        if self.align is not None:  # a 1x1 conv, applied as one batched matrix product
+            n, c, h, w = student_feat.shape
+            weight = self.align.weight.reshape(1, self.teacher_channels, c).expand(n, -1, -1)
+            student_feat = torch.baddbmm(self.align.bias.reshape(1, -1, 1), weight, student_feat.reshape(n, c, h * w))
+            student_feat = student_feat.reshape(n, self.teacher_channels, h, w)
         if student_feat.shape != teacher_feat.shape:
             raise ValueError(
                 f"FGDLoss: student {tuple(student_feat.shape)} and teacher {tuple(teacher_feat.shape)} "
@@ -150,12 +157,19 @@ class FGDLoss(nn.Module):
         t_spatial, t_channel = _attentions(teacher_feat, self.temperature)
         s_spatial, s_channel = _attentions(student_feat, self.temperature)
 
-        # sum_c A^C_t[c] (T - S)^2, then A^S_t per position: N,H,W
-        weighted = torch.einsum("nchw,nc->nhw", (teacher_feat - student_feat) ** 2, t_channel) * t_spatial
+        c, hw = teacher_feat.shape[1], teacher_feat.shape[2] * teacher_feat.shape[3]
+        diff = student_feat - teacher_feat  # S - T: its gradient w.r.t. S needs no negation
+        sq_diff = diff * diff
+        # sum_c A^C_t[c] (T - S)^2 as a batched (1 x C) @ (C x HW) product, then A^S_t per position
+        weighted = torch.bmm(t_channel.unsqueeze(1), sq_diff.reshape(n, c, hw)).reshape_as(t_spatial) * t_spatial
         loss_fg = (weighted * fg_scale).sum() / n
         loss_bg = (weighted * bg_scale).sum() / n
         loss_att = ((t_spatial - s_spatial).abs().sum() + (t_channel - s_channel).abs().sum()) / n
-        loss_global = ((self.gc_teacher(teacher_feat) - self.gc_student(student_feat)) ** 2).sum() / n
+        # GcBlock adds one C-vector per image: R(S) - R(T) = D + delta with D = S - T and
+        # delta = context_s - context_t, so sum (D + delta)^2 = sum D^2 + 2 sum_nc delta * sum_hw D
+        # + HW * sum delta^2, computed from D's sums without building R(T) and R(S)
+        delta = self.gc_student.context(student_feat) - self.gc_teacher.context(teacher_feat)
+        loss_global = (sq_diff.sum() + 2 * (delta * diff.sum(dim=(2, 3))).sum() + hw * (delta * delta).sum()) / n
         return {
             "loss_fgd_fg": self.alpha * loss_fg,
             "loss_fgd_bg": self.beta * loss_bg,
