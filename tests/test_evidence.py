@@ -11,8 +11,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_pipeline_writes_table_and_plots(tmp_path):
+    # two runs at a time in worker processes (the default of `make demo`)
     rows = demo.run_demo(str(tmp_path), ["baseline", "chen"], seeds=2, teacher_iters=2, student_iters=2,
-                         eval_points=1, extra_opts=TINY)
+                         eval_points=1, extra_opts=TINY, jobs=2)
     assert set(rows) == {"teacher", "baseline", "chen"} and len(rows["chen"]) == 2
     for r in rows["chen"]:
         assert set(demo.COLUMNS) <= set(r) and r["params_M"] > 0 and r["ms_per_image"] > 0
@@ -21,9 +22,13 @@ def test_demo_pipeline_writes_table_and_plots(tmp_path):
     assert (tmp_path / "results.png").stat().st_size > 1000 and (tmp_path / "ap_curves.png").stat().st_size > 1000
     # the teacher is cached: a second run does not train it again
     mtime = os.path.getmtime(tmp_path / "teacher" / "model_final.pth")
-    demo.run_demo(str(tmp_path), ["baseline"], seeds=1, teacher_iters=2, student_iters=2, eval_points=1,
-                  extra_opts=TINY)
+    # and finished runs are read back: a new method trains in this process (jobs=1), the others not at all
+    cached_run = tmp_path / "chen" / "seed1" / "run.json"
+    run_mtime = os.path.getmtime(cached_run)
+    rows = demo.run_demo(str(tmp_path), ["baseline", "chen", "fgd"], seeds=2, teacher_iters=2, student_iters=2,
+                         eval_points=1, extra_opts=TINY)
     assert os.path.getmtime(tmp_path / "teacher" / "model_final.pth") == mtime
+    assert os.path.getmtime(cached_run) == run_mtime and len(rows["fgd"]) == 2
 
 
 def test_visualize_writes_every_picture(tmp_path, distill_cfg):

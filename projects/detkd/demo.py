@@ -1,9 +1,12 @@
 """``make demo``: distil on the embedded shapes data and print what each method buys.
 
-    python -m detkd.demo [--seeds 3] [--output output/demo] [--methods baseline,chen_lowres,...] [--quick]
+    python -m detkd.demo [--seeds 3] [--jobs 2] [--output output/demo] [--methods baseline,fgd,...] [--quick]
 
 1. trains the teacher once (cached in ``output/demo/teacher``; reused while its config is unchanged);
-2. trains every student method for every seed, logging AP on the validation split during training;
+2. trains every student method for every seed, logging AP on the validation split during training,
+   ``--jobs`` runs at a time (default 2, one process and ``cpu_count // jobs`` threads each: on 2 cores
+   two single-threaded runs finish ~1.5x sooner than one two-threaded run after another, because
+   much of a small model's step is serial: ROIAlign's backward, per-box bookkeeping, the optimizer);
 3. evaluates each with COCOEvaluator and PascalVOCDetectionEvaluator; a run whose training config
    (and teacher) is unchanged is read back from its ``run.json`` instead of trained again;
 4. prints one table (mean +- std over seeds, per-seed AP below) and writes ``results.md``,
@@ -17,6 +20,7 @@ import argparse
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import statistics
 import time
@@ -101,10 +105,12 @@ def _train(cfg) -> Dict:
                 if "bbox/AP" in row:
                     curve.append((row["iteration"], row["bbox/AP"]))
     return dict(results=results, curve=curve, train_seconds=seconds,
-                params=sum(p.numel() for p in student.parameters()), ms_per_image=_inference_ms(model, cfg))
+                params=sum(p.numel() for p in student.parameters()))
 
 
-def _inference_ms(model, cfg, n_images: int = 40) -> float:
+def _inference_ms(model, cfg, n_images: int = 20) -> float:
+    """Median batch-1 inference milliseconds on the val split, in this process (run when no
+    training runs beside it, so every method is timed alike)."""
     from detectron2.data import build_detection_test_loader
 
     model.eval()
@@ -216,10 +222,45 @@ def _plots(rows: Dict[str, List[Dict]], curves: Dict[str, List], output: str):
     plt.close(fig)
 
 
+def _init_worker(threads: int):
+    """Set up a spawned worker process: its thread count, the demo datasets, detectron2's logger."""
+    torch.set_num_threads(threads)
+    register_shapes_datasets()
+
+
+def _train_run(name: str, seed: int, cfg) -> Dict:
+    """Train and evaluate one student run (in this process or a worker); a diverged run is a
+    result, reported as such."""
+    if multiprocessing.parent_process() is not None:  # a worker of run_demo(jobs > 1)
+        # one console handler per run, named after it, so two runs' progress lines can be told apart
+        logging.getLogger("detectron2").handlers.clear()
+        setup_logger(name="detectron2", abbrev_name=f"{name}/s{seed}")
+    try:
+        return _train(cfg)
+    except FloatingPointError as e:
+        print(f"[demo] {name} seed {seed} diverged: {e}", flush=True)
+        return dict(results={}, curve=[], train_seconds=float("nan"), params=0, ms_per_image=float("nan"),
+                    diverged=True)
+
+
+def _saved_model_ms(cfg) -> float:
+    """Inference ms/image of the model a finished run saved in ``cfg.OUTPUT_DIR``."""
+    from detectron2.modeling import build_model
+
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+    return _inference_ms(model, cfg)
+
+
 def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student_iters: int,
-             eval_points: int = 3, extra_opts: List = ()) -> Dict:
-    """``seeds``: one count for every method, or a dict method -> count."""
+             eval_points: int = 3, extra_opts: List = (), jobs: int = 1) -> Dict:
+    """``seeds``: one count for every method, or a dict method -> count. ``jobs`` student runs
+    train at once, each in its own process with ``cpu_count // jobs`` threads (``jobs=1``: in this
+    process, with torch's default threads)."""
+    if jobs < 1:
+        raise ValueError(f"run_demo: jobs must be >= 1, got {jobs}")
     seeds_of = seeds if isinstance(seeds, dict) else {m: seeds for m in methods}
+    threads = torch.get_num_threads() if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
     register_shapes_datasets()
     os.makedirs(output, exist_ok=True)
     start = time.perf_counter()
@@ -243,65 +284,91 @@ def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student
         both = t_cfg.clone()
         both.DATASETS.TEST = TEST_SETS
         teacher_run = dict(results=DistillTrainer.test(both, model), curve=[], train_seconds=float("nan"),
-                           params=sum(p.numel() for p in model.parameters()), ms_per_image=_inference_ms(model, t_cfg))
+                           params=sum(p.numel() for p in model.parameters()),
+                           ms_per_image=_inference_ms(model, t_cfg))
     else:
         print(f"[demo] teacher: training {teacher_iters} iterations", flush=True)
         teacher_run = _train(t_cfg)
+        teacher_run["ms_per_image"] = _saved_model_ms(t_cfg)
         with open(stamp, "w") as f:
             f.write(fp)
 
     rows = {"teacher": [_row(teacher_run)]}
     curves = {}
-    total = sum(seeds_of[m] for m in methods)
-    done = 0
-    run_start = time.perf_counter()
-    trained = 0
+
+    # ---- the students: cached runs read back, the rest trained `jobs` at a time ---------------
+    runs, pending, jobs_of = {}, [], {}
     for name in methods:
         config, opts, _ = METHODS[name]
-        rows[name], curves[name] = [], []
+        uses_teacher = bool(_cfg(os.path.join(CONFIG_DIR, config), []).MODEL.DISTILL.TEACHER.CONFIG_FILE)
         for seed in range(seeds_of[name]):
             out = os.path.join(output, name, f"seed{seed}")
             cfg = _cfg(os.path.join(CONFIG_DIR, config), [
                 "SEED", seed, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", student_iters,
                 "SOLVER.STEPS", _steps(student_iters),
                 "TEST.EVAL_PERIOD", max(student_iters // eval_points, 1), "DATASETS.TEST", TEST_SETS[:1],
-                *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if _cfg(os.path.join(CONFIG_DIR, config), []).MODEL.DISTILL.TEACHER.CONFIG_FILE else []),
-                *opts, *extra_opts])
-            eta = ""
-            if trained:
-                per_run = (time.perf_counter() - run_start) / trained
-                eta = f", ETA {per_run * (total - done) / 60:.1f} min"
+                *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if uses_teacher else []), *opts, *extra_opts])
             key = _fingerprint(cfg) + "-" + fp  # this run's training config and the teacher's
             cache = os.path.join(out, "run.json")
-            run = None
+            saved = None
             if os.path.isfile(cache):
                 with open(cache) as f:
                     saved = json.load(f)
-                run = saved["run"] if saved.get("key") == key else None
-            if run is not None:
-                print(f"[demo] run {done + 1}/{total}: {name} seed {seed}: cached ({cache})", flush=True)
+            jobs_of[name, seed] = (name, seed, cfg, key, cache)
+            if saved is not None and saved.get("key") == key:
+                print(f"[demo] {name} seed {seed}: cached ({cache})", flush=True)
+                runs[name, seed] = saved["run"]
             else:
-                print(f"[demo] run {done + 1}/{total}: {name} seed {seed}{eta}", flush=True)
-                try:
-                    run = _train(cfg)
-                except FloatingPointError as e:  # a diverged run is a result, reported as such
-                    print(f"[demo] {name} seed {seed} diverged: {e}", flush=True)
-                    run = dict(results={}, curve=[], train_seconds=float("nan"), params=0,
-                               ms_per_image=float("nan"), diverged=True)
-                trained += 1
-                with open(cache, "w") as f:
-                    json.dump({"key": key, "run": run}, f)
-            rows[name].append(_row(run))
-            curves[name].append(run["curve"])
-            done += 1
+                pending.append(jobs_of[name, seed])
+
+    def save(job, run):
+        with open(job[4], "w") as f:
+            json.dump({"key": job[3], "run": run}, f)
+
+    def finished(job, run, count, run_start):
+        name, seed = job[:2]
+        runs[name, seed] = run
+        save(job, run)
+        left = len(pending) - count
+        eta = (time.perf_counter() - run_start) / count * left / 60
+        print(f"[demo] {name} seed {seed} done ({count}/{len(pending)} trained), ETA {eta:.1f} min", flush=True)
+
+    run_start = time.perf_counter()
+    print(f"[demo] {len(pending)} runs to train, {jobs} at a time with {threads} thread(s) each", flush=True)
+    if jobs == 1:
+        for count, job in enumerate(pending, 1):
+            print(f"[demo] training {job[0]} seed {job[1]}", flush=True)
+            finished(job, _train_run(job[0], job[1], job[2]), count, run_start)
+    else:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawned, not forked: a fork of a process whose OpenMP pool is running can hang
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            futures = {pool.submit(_train_run, *job[:3]): job for job in pending}
+            for count, future in enumerate(as_completed(futures), 1):
+                finished(futures[future], future.result(), count, run_start)
+
+    # inference speed, timed here with no training beside it (the runs above may share the CPU)
+    for job in jobs_of.values():
+        run = runs[job[0], job[1]]
+        if not run.get("diverged") and not run.get("ms_timed_alone"):
+            run.update(ms_per_image=_saved_model_ms(job[2]), ms_timed_alone=True)
+            save(job, run)
+
+    for name in methods:
+        rows[name] = [_row(runs[name, seed]) for seed in range(seeds_of[name])]
+        curves[name] = [runs[name, seed]["curve"] for seed in range(seeds_of[name])]
 
     table = format_table(rows) + "\n\n" + summarize(rows)
     elapsed = time.perf_counter() - start
     header = (f"# detkd demo results\n\nEmbedded shapes data; teacher {teacher_iters} iterations, students "
-              f"{student_iters} iterations; {torch.get_num_threads()} threads, "
+              f"{student_iters} iterations; {jobs} run(s) at a time with {threads} thread(s) each "
+              f"(train_s is measured so), "
               f"{elapsed / 60:.1f} min in all (teacher {'cached' if cached else 'trained'}).\n"
               "AP columns: COCOEvaluator on detkd_shapes_val; VOC_AP50: PascalVOCDetectionEvaluator on "
-              "detkd_shapes_voc_val; ms_per_image: batch-1 inference, median.\n\n")
+              "detkd_shapes_voc_val; ms_per_image: batch-1 inference, median, "
+              f"timed after training with {torch.get_num_threads()} thread(s) and nothing beside it.\n\n")
     methods_doc = "\n".join(f"- **{n}**: {METHODS[n][2]} (`configs/demo/{METHODS[n][0]}`)" for n in methods)
     text = header + table + "\n\n" + methods_doc + "\n"
     with open(os.path.join(output, "results.md"), "w") as f:
@@ -322,6 +389,8 @@ def main(argv=None):
     parser.add_argument("--survey-seeds", type=int, default=1, help="seeds of the small-student methods")
     parser.add_argument("--teacher-iters", type=int, default=800)
     parser.add_argument("--student-iters", type=int, default=150)
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="student runs trained at once, one process each (1: sequential, in this process)")
     parser.add_argument("--quick", action="store_true", help="a few iterations of everything (a smoke test)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="extra KEY VALUE config overrides")
     args = parser.parse_args(argv)
@@ -334,7 +403,8 @@ def main(argv=None):
     if args.quick:
         args.teacher_iters, args.student_iters, args.seeds, args.survey_seeds = 4, 4, 1, 1
     seeds = {m: (args.seeds if m in GAIN_METHODS else args.survey_seeds) for m in methods}
-    run_demo(args.output, methods, seeds, args.teacher_iters, args.student_iters, extra_opts=args.opts)
+    run_demo(args.output, methods, seeds, args.teacher_iters, args.student_iters, extra_opts=args.opts,
+             jobs=args.jobs)
 
 
 if __name__ == "__main__":
