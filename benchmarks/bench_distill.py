@@ -51,8 +51,9 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def measure(kind: str, teacher_weights: str, steps: int):
-    """Run in a child process: returns median step seconds and peak RSS (MB)."""
+def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu"):
+    """Run in a child process: returns median step seconds and peak memory (MB): the process's max
+    RSS on CPU, ``torch.cuda.max_memory_allocated`` on a GPU."""
     import torch
 
     from detectron2.config import get_cfg
@@ -70,7 +71,7 @@ def measure(kind: str, teacher_weights: str, steps: int):
         cfg = get_cfg()
         add_detkd_config(cfg)
         cfg.merge_from_file(os.path.join(ROOT, "configs/demo", name))
-        cfg.MODEL.DEVICE = "cpu"
+        cfg.MODEL.DEVICE = device
         cfg.DATALOADER.NUM_WORKERS = 0
         cfg.SOLVER.BASE_LR = 1e-4  # repeated steps on one batch without warm-up: keep them finite
         if cfg.MODEL.DISTILL.TEACHER.CONFIG_FILE:
@@ -80,8 +81,13 @@ def measure(kind: str, teacher_weights: str, steps: int):
     cfg = cfg_of("student.yaml" if kind in ("student", "bare") else
                  "teacher.yaml" if kind.startswith("teacher") else METHODS[kind])
     data = next(iter(build_detection_train_loader(cfg)))
+    on_gpu = device.startswith("cuda")
+
+    def peak_mb():
+        return torch.cuda.max_memory_allocated() / 2**20 if on_gpu else _peak_rss_mb()
+
     if kind == "bare":
-        return {"step_s": 0.0, "peak_mb": _peak_rss_mb()}
+        return {"step_s": 0.0, "peak_mb": peak_mb()}
     torch.manual_seed(0)
     model = build_model(cfg)
     if kind.startswith("teacher"):
@@ -112,12 +118,17 @@ def measure(kind: str, teacher_weights: str, steps: int):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench_fgd import timed
 
-    return {"step_s": timed(step, steps, warmup=2), "peak_mb": _peak_rss_mb()}
+    def synced_step():
+        step()
+        if on_gpu:  # kernels are asynchronous: time them to the end
+            torch.cuda.synchronize()
+
+    return {"step_s": timed(synced_step, steps, warmup=2), "peak_mb": peak_mb()}
 
 
-def _child(kind, teacher_weights, steps):
+def _child(kind, teacher_weights, steps, device):
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--teacher", teacher_weights,
-                          "--steps", str(steps)], capture_output=True, text=True, cwd=ROOT)
+                          "--steps", str(steps), "--device", device], capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -147,25 +158,30 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="", help="cpu or cuda (default: cuda where a GPU exists)")
     parser.add_argument("--write", default="")
     parser.add_argument("--child", default="")
     parser.add_argument("--teacher", default="")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.teacher, args.steps)))
+        print(json.dumps(measure(args.child, args.teacher, args.steps, args.device or "cpu")))
         return
 
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     weights = _teacher_weights()
     # rounds interleave the kinds, so a slow phase of a shared machine touches all of them alike;
     # each kind's figure is the median over rounds of its per-round median step
     kinds = ["bare", "student", "teacher_fwd", "teacher_backbone_rpn", *METHODS]
-    rounds = [{k: _child(k, weights, args.steps) for k in kinds} for _ in range(args.rounds)]
+    rounds = [{k: _child(k, weights, args.steps, device) for k in kinds} for _ in range(args.rounds)]
     res = {k: {"step_s": statistics.median(r[k]["step_s"] for r in rounds),
                "peak_mb": statistics.median(r[k]["peak_mb"] for r in rounds)} for k in kinds}
     bare = res["bare"]["peak_mb"]
     student, teacher = res["student"], res["teacher_fwd"]
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, device "
+        f"{device} (peak memory: {'CUDA max allocated' if device.startswith('cuda') else 'max RSS'}); "
         f"demo configs, batch 8; per kind, the median over {args.rounds} interleaved rounds (fresh processes) "
         f"of the median of {args.steps} steps after 2 warm-up steps.",
         "",
