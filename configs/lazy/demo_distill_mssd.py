@@ -12,7 +12,7 @@ model = L(DistillRCNN)(
     teacher=None,
     distillers=[
         L(MSSDDistiller)(in_features=["p2", "p3", "p4", "p5"], channels=64,
-                         weights=[1.0, 1.0, 1.0, 1.0], mask_weights=[1.0, 1.0, 1.0, 1.0]),
+                         weights=[0.1, 0.1, 0.1, 0.1], mask_weights=[1.0, 1.0, 1.0, 1.0]),
     ],
 )
 train.output_dir = "output/demo/lazy_distill_mssd"

@@ -33,6 +33,7 @@ from detectron2.utils.logger import setup_logger
 
 from .config import load_config
 from .data import register_shapes_datasets
+from .data.register import registered_shapes_root
 
 __all__ = ["METHODS", "run_demo", "main"]
 
@@ -222,10 +223,10 @@ def _plots(rows: Dict[str, List[Dict]], curves: Dict[str, List], output: str):
     plt.close(fig)
 
 
-def _init_worker(threads: int):
-    """Set up a spawned worker process: its thread count, the demo datasets, detectron2's logger."""
+def _init_worker(threads: int, data_root: str):
+    """Set up a spawned worker process: its thread count and the datasets the parent registered."""
     torch.set_num_threads(threads)
-    register_shapes_datasets()
+    register_shapes_datasets(data_root, generate=False)
 
 
 def _train_run(name: str, seed: int, cfg) -> Dict:
@@ -344,7 +345,7 @@ def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student
 
         # spawned, not forked: a fork of a process whose OpenMP pool is running can hang
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
+                                 initializer=_init_worker, initargs=(threads, registered_shapes_root())) as pool:
             futures = {pool.submit(_train_run, *job[:3]): job for job in pending}
             for count, future in enumerate(as_completed(futures), 1):
                 finished(futures[future], future.result(), count, run_start)

@@ -38,16 +38,26 @@ def shapes_root() -> str:
     return os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "detkd_shapes")
 
 
-def register_shapes_datasets(root: str = None, spec: ShapesSpec = None):
+def registered_shapes_root() -> str:
+    """The folder the registered ``detkd_shapes_*`` datasets were read from."""
+    json_file = MetadataCatalog.get("detkd_shapes_train").json_file
+    return os.path.dirname(os.path.dirname(json_file))
+
+
+def register_shapes_datasets(root: str = None, spec: ShapesSpec = None, generate: bool = True):
     """Generate (unless already there) and register the demo datasets under ``root``. Idempotent.
 
     Generation happens here, not lazily, so evaluators that open the files find them and
-    several training processes never write the same files at once.
+    several training processes never write the same files at once. ``generate=False`` registers
+    a dataset another process generated (worker processes use it), and fails if there is none.
     """
     root = root or shapes_root()
     if "detkd_shapes_train" in DatasetCatalog.list():
         return
-    ensure_shapes_dataset(root, spec or ShapesSpec())
+    if generate:
+        ensure_shapes_dataset(root, spec or ShapesSpec())
+    elif not os.path.isfile(os.path.join(root, "SPEC.json")):
+        raise FileNotFoundError(f"register_shapes_datasets: no generated shapes dataset under {root}")
     for split in ("train", "val"):
         register_coco_json(f"detkd_shapes_{split}", os.path.join(root, "annotations", f"instances_{split}.json"),
                            os.path.join(root, "images", split))
