@@ -153,3 +153,19 @@ def test_gcblock_starts_as_identity_and_has_paper_structure():
     convs = [m for m in block.transform if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [4, 8]
     assert isinstance(block.transform[1], torch.nn.LayerNorm)
+
+
+@pytest.mark.parametrize("n_boxes", [254, 255, 300])
+def test_masks_with_many_boxes_match_the_loop(n_boxes):
+    """Rank tables change dtype past 254 boxes (uint8 holds the ranks and the padding sentinel):
+    around the switch the masks still equal the per-box loop, padding included."""
+    g = torch.Generator().manual_seed(n_boxes)
+    sizes = [(60, 90), (64, 70)]
+    boxes = []
+    for h, w in sizes:
+        xy = torch.rand(n_boxes, 2, generator=g) * torch.tensor([w, h])
+        boxes.append(torch.cat([xy, xy + 1 + torch.rand(n_boxes, 2, generator=g) * 30], dim=1))
+    boxes[1] = boxes[1][:7]  # images with very different box counts in one batch
+    fg, bg = fgd_masks(boxes, sizes, (16, 24), stride=4)
+    rfg, rbg = loop_fgd_masks(boxes, sizes, (16, 24), 4)
+    assert torch.allclose(fg, rfg, atol=1e-6) and torch.allclose(bg, rbg, atol=1e-6)

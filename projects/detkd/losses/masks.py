@@ -188,7 +188,8 @@ def _on_grid(gt_boxes, image_sizes, feat_hw, stride) -> _Grid:
 
 
 def _rank_dtype(n_ranks: int) -> torch.dtype:
-    """Smallest integer dtype holding ranks ``0..n_ranks`` (small tables are cheaper to push down)."""
+    """Smallest integer dtype holding ``0..n_ranks`` (ranks plus the padding sentinel; small tables
+    are cheaper to push down)."""
     if n_ranks <= torch.iinfo(torch.uint8).max:
         return torch.uint8
     if n_ranks <= torch.iinfo(torch.int16).max:
@@ -222,7 +223,7 @@ def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
     rank_to_value.scatter_(1, rank, inv_area.clamp(min=0.0))
     seg_box, grid_row, _ = box_row_segments(x0, y0, x1, y1, g.valid, h)
     cell_rank = segment_max(grid_row, x0.flatten()[seg_box], x1.flatten()[seg_box],
-                            rank.flatten()[seg_box].to(_rank_dtype(k)), n * h, w)
+                            rank.flatten()[seg_box].to(_rank_dtype(k + 1)), n * h, w)
     # padding cells get the sentinel rank k + 1 (boxes never reach them), so both masks are lookups
     ys = torch.arange(h, device=inv_area.device)
     xs = torch.arange(w, device=inv_area.device)
