@@ -211,16 +211,20 @@ def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
 
     The max over boxes is taken on ranks, not values: within each image the boxes are ranked by
     ``1 / area`` (1 = largest box, 0 = no box), the per-cell max rank comes from
-    :func:`segment_max` on a ``uint8`` table (``int16`` past 255 boxes), and one gather turns ranks
-    back into values. A byte table is a quarter of the memory traffic of a float one.
+    :func:`segment_max` on a ``uint8`` table (``int16`` past 254 boxes: the padding sentinel needs a
+    value too), and one gather turns ranks back into values. A byte table is a quarter of the memory
+    traffic of a float one.
     """
     g = _on_grid(gt_boxes, image_sizes, feat_hw, stride)
     h, w, x0, y0, x1, y1 = g.h, g.w, g.x0, g.y0, g.x1, g.y1
     n, k = x0.shape
     inv_area = torch.where(g.valid, 1.0 / ((x1 - x0 + 1) * (y1 - y0 + 1)).float(), -1.0)
     rank = torch.argsort(torch.argsort(inv_area, dim=1), dim=1) + 1  # (N, K); padded boxes rank lowest
-    rank_to_value = torch.zeros(n, k + 1, device=inv_area.device)
+    # lookups by rank: 0 = background, 1..k = boxes, k + 1 = padding
+    rank_to_value = torch.zeros(n, k + 2, device=inv_area.device)
     rank_to_value.scatter_(1, rank, inv_area.clamp(min=0.0))
+    rank_is_background = torch.zeros(n, k + 2, device=inv_area.device)
+    rank_is_background[:, 0] = 1.0
     seg_box, grid_row, _ = box_row_segments(x0, y0, x1, y1, g.valid, h)
     cell_rank = segment_max(grid_row, x0.flatten()[seg_box], x1.flatten()[seg_box],
                             rank.flatten()[seg_box].to(_rank_dtype(k + 1)), n * h, w)
@@ -231,10 +235,8 @@ def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
     cell_rank.masked_fill_((ys[None, :] >= g.rows[:, None])[:, :, None], k + 1)
     cell_rank.masked_fill_((xs[None, :] >= g.cols[:, None])[:, None, :], k + 1)
     cell_rank = cell_rank.view(n, h * w).long()
-    fg_scale = torch.gather(torch.cat([rank_to_value, rank_to_value.new_zeros(n, 1)], 1), 1, cell_rank)
-    is_background = torch.zeros(n, k + 2, device=inv_area.device)
-    is_background[:, 0] = 1.0
-    bg_scale = torch.gather(is_background, 1, cell_rank)
+    fg_scale = torch.gather(rank_to_value, 1, cell_rank)
+    bg_scale = torch.gather(rank_is_background, 1, cell_rank)
     bg_scale /= bg_scale.sum(dim=1, keepdim=True).clamp(min=1.0)
     fg_scale, bg_scale = fg_scale.view(n, h, w), bg_scale.view(n, h, w)
     return fg_scale, bg_scale
