@@ -157,8 +157,8 @@ def test_gcblock_starts_as_identity_and_has_paper_structure():
 
 @pytest.mark.parametrize("n_boxes", [254, 255, 300])
 def test_masks_with_many_boxes_match_the_loop(n_boxes):
-    """Rank tables change dtype past 254 boxes (uint8 holds the ranks and the padding sentinel):
-    around the switch the masks still equal the per-box loop, padding included."""
+    """Hundreds of boxes in one image next to an image with a few: still the per-box loop, padding
+    included."""
     g = torch.Generator().manual_seed(n_boxes)
     sizes = [(60, 90), (64, 70)]
     boxes = []
@@ -169,3 +169,32 @@ def test_masks_with_many_boxes_match_the_loop(n_boxes):
     fg, bg = fgd_masks(boxes, sizes, (16, 24), stride=4)
     rfg, rbg = loop_fgd_masks(boxes, sizes, (16, 24), 4)
     assert torch.allclose(fg, rfg, atol=1e-6) and torch.allclose(bg, rbg, atol=1e-6)
+
+
+@pytest.mark.parametrize("grid_w", [1, 2, 3, 130, 256, 300])
+def test_masks_with_rows_of_every_length_match_the_loop(grid_w):
+    """Box rows of every length 1..grid_w, so every level of the sparse table is written and pushed
+    down (up to 2^8 cells); all images share one content size with a padded column and row (the
+    batch-wide padding path)."""
+    g = torch.Generator().manual_seed(grid_w)
+    width_px = 4 * grid_w - 2  # ceil(width / 4) = grid_w: the last column is partly image
+    sizes = [(38, width_px)] * 3
+    lengths = torch.arange(1, grid_w + 1, dtype=torch.float32)
+    x0 = (torch.rand(grid_w, generator=g) * (grid_w - lengths + 1)).floor()
+    y0 = torch.randint(0, 9, (grid_w,), generator=g).float()
+    boxes = torch.stack([x0 * 4, y0 * 4, (x0 + lengths) * 4, (y0 + 1 + (lengths % 3)) * 4], 1)
+    batch = [boxes, boxes.flip(0)[: grid_w // 2], torch.zeros(0, 4)]
+    fg, bg = fgd_masks(batch, sizes, (11, grid_w + 1), stride=4)
+    rfg, rbg = loop_fgd_masks(batch, sizes, (11, grid_w + 1), 4)
+    assert torch.allclose(fg, rfg, atol=1e-6) and torch.allclose(bg, rbg, atol=1e-6)
+    assert (bg[:, 10] == 0).all() and (bg[:, :, grid_w] == 0).all()  # the padded row and column
+    assert bg[2].sum().item() == pytest.approx(1.0)
+
+
+def test_masks_reject_bad_boxes_with_the_cause():
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fgd_masks([torch.tensor([[0.0, 0.0, float("nan"), 4.0]])], [(32, 32)], (8, 8), stride=4)
+    with pytest.raises(ValueError, match=r"shape \[K, 4\]"):
+        fgd_masks([torch.zeros(3)], [(32, 32)], (8, 8), stride=4)
+    with pytest.raises(ValueError, match="2 gt_boxes tensors for 1 image sizes"):
+        fgd_masks([torch.zeros(0, 4)] * 2, [(32, 32)], (8, 8), stride=4)

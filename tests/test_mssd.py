@@ -9,6 +9,7 @@ from detectron2.utils.events import EventStorage
 
 from detkd.losses import MSSDLoss, gaussian_target_mask
 from conftest import make_cfg, train_batch
+from reference_masks import loop_gaussian_mask
 
 
 def test_gaussian_peak_at_centre_and_zero_off_boxes():
@@ -30,6 +31,21 @@ def test_gaussian_overlaps_take_max_and_empty_image_is_zero():
     g = gaussian_target_mask(boxes, [(16, 16), (16, 16)], (4, 4), stride=4)
     assert g[0, 1, 1] == 1.0 and g[0, 2, 2] == 1.0  # small box's peak and big box's peak
     assert g[1].abs().sum() == 0
+
+
+@pytest.mark.parametrize("stride", [4, 8])
+def test_gaussian_mask_equals_a_per_box_loop(stride):
+    g = torch.Generator().manual_seed(stride)
+    sizes = [(100, 150), (128, 96), (60, 200)]
+    boxes = []
+    for h, w in sizes:
+        xy = torch.rand(25, 2, generator=g) * torch.tensor([w, h]) - 8
+        boxes.append(torch.cat([xy, xy + torch.rand(25, 2, generator=g) * 60], dim=1))
+    boxes[1] = boxes[1][:0]
+    hw = (math.ceil(128 / stride), math.ceil(224 / stride))
+    mask = gaussian_target_mask(boxes, sizes, hw, stride=stride)
+    assert torch.allclose(mask, loop_gaussian_mask(boxes, sizes, hw, stride), atol=1e-6)
+    assert mask[1].sum() == 0
 
 
 def test_pafpn_shapes_per_level():

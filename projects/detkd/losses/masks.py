@@ -18,29 +18,28 @@ feature size, and includes the cell at ``ceil(x2)``; with padding that stretches
 the padded area and adds one cell on each far side. We keep the geometric mapping above, so a
 box lands on the same cells whatever the batch's padding.
 
-Everything here is vectorized: boxes of the batch are packed into ``(N, K, 4)`` with a
-validity mask and cut into row segments with one ragged arange. The FGD scale mask (a max of
-constants over rectangles) then uses a backwards sparse table over columns
-(:func:`segment_max`); the Gaussian mask, whose value changes per cell, enumerates the covered
-cells (:func:`box_cells`) and takes the per-cell max with one ``scatter_reduce``. No Python loop
-over boxes; work grows with box rows or covered cells, not with boxes x grid.
+How the masks are built
+-----------------------
+No Python loop over boxes; the loops below go over images or over the ``log2`` levels of a table.
+Boxes of all images are concatenated into one ``(M, 4)`` tensor and mapped to cells together
+(:func:`_boxes_on_grid`); a box is then cut into its rows with one ragged expansion
+(:func:`_expand_ragged`), so the work grows with box rows, not with boxes x grid.
+
+* FGD's scale mask is a max of per-box constants over rectangles. Each box row (a segment of
+  length ``L``) is written into the two blocks of length ``2^floor(log2 L)`` that cover it exactly
+  (a sparse table run backwards), and the table is pushed down level by level: one
+  ``torch.maximum`` pass per level, ping-ponging between the two halves of the buffer that
+  becomes the two outputs. Cost: two scatters per box row plus ``log2(widest box)`` dense passes,
+  however many boxes overlap.
+* The Gaussian mask changes value per cell, so the rows are expanded again into cells and the
+  per-cell max is one ``scatter_reduce``.
 """
+import math
 from typing import List, NamedTuple, Sequence, Tuple
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
-__all__ = [
-    "infer_stride",
-    "pack_boxes",
-    "box_cell_ranges",
-    "box_row_segments",
-    "segment_max",
-    "box_cells",
-    "valid_cells",
-    "fgd_masks",
-    "gaussian_target_mask",
-]
+__all__ = ["infer_stride", "fgd_masks", "gaussian_target_mask"]
 
 
 def infer_stride(image_sizes: Sequence[Tuple[int, int]], feat_hw: Tuple[int, int]) -> float:
@@ -52,149 +51,73 @@ def infer_stride(image_sizes: Sequence[Tuple[int, int]], feat_hw: Tuple[int, int
     max_h = max(int(h) for h, _ in image_sizes)
     max_w = max(int(w) for _, w in image_sizes)
     ratio = max(max_h / feat_hw[0], max_w / feat_hw[1])
-    return float(2 ** round(torch.log2(torch.tensor(float(ratio))).item()))
+    return float(2 ** round(math.log2(ratio)))
 
 
-def pack_boxes(gt_boxes: List[torch.Tensor], device=None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Pack per-image boxes ``[K_i, 4]`` into ``(N, K, 4)`` plus a ``(N, K)`` validity mask."""
-    per_image = list(gt_boxes)  # one [K_i, 4] tensor per image; nothing below loops over boxes
-    if device is None:
-        device = per_image[0].device if per_image else "cpu"
-    for i, image_boxes in enumerate(per_image):
-        if image_boxes.dim() != 2 or image_boxes.shape[-1] != 4:
-            raise ValueError(f"gt_boxes[{i}] must have shape [K, 4] (XYXY pixels), got {tuple(image_boxes.shape)}")
-    lengths = torch.as_tensor([int(t.shape[0]) for t in per_image], device=device)
-    k = max(int(lengths.max()) if per_image else 0, 1)
-    packed = torch.zeros(len(per_image), k, 4, device=device, dtype=torch.float32)
-    if per_image:
-        padded = pad_sequence([t.to(device=device, dtype=torch.float32) for t in per_image], batch_first=True)
-        packed[:, : padded.shape[1]] = padded
-    valid = torch.arange(k, device=device)[None, :] < lengths[:, None]
-    return packed, valid
+class _BoxesOnGrid(NamedTuple):
+    """The boxes of a batch on one grid. Per-box tensors are ``float64`` (exact integers)."""
 
-
-def valid_cells(image_sizes, feat_hw, stride, device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Number of rows and columns of each image's content on the grid: two ``(N,)`` long tensors."""
-    sizes = torch.as_tensor([[int(h), int(w)] for h, w in image_sizes], device=device, dtype=torch.float64)
-    rows = torch.ceil(sizes[:, 0] / stride).long().clamp(1, feat_hw[0])
-    cols = torch.ceil(sizes[:, 1] / stride).long().clamp(1, feat_hw[1])
-    return rows, cols
-
-
-def box_cell_ranges(boxes: torch.Tensor, stride: float, rows: torch.Tensor, cols: torch.Tensor):
-    """Inclusive cell ranges ``(x0, y0, x1, y1)`` of packed boxes ``(N, K, 4)``; each ``(N, K)`` long.
-
-    ``rows``/``cols`` (``(N,)``) bound each image's content cells.
-    """
-    cells = boxes.double() / stride
-    max_x = (cols - 1)[:, None]
-    max_y = (rows - 1)[:, None]
-    x0 = torch.minimum(torch.floor(cells[..., 0]).long().clamp(min=0), max_x)
-    y0 = torch.minimum(torch.floor(cells[..., 1]).long().clamp(min=0), max_y)
-    x1 = torch.minimum(torch.ceil(cells[..., 2]).long() - 1, max_x)
-    y1 = torch.minimum(torch.ceil(cells[..., 3]).long() - 1, max_y)
-    x1 = torch.maximum(x1, x0)
-    y1 = torch.maximum(y1, y0)
-    return x0, y0, x1, y1
-
-
-def box_row_segments(x0, y0, x1, y1, valid, rows_per_image):
-    """Every row of every real box as a segment, enumerated with one ragged arange (no loop).
-
-    Returns ``(seg_box, grid_row, seg_row)``: the flat box index, the row in the stacked
-    ``(N * H)`` grid, and the row within the image, each ``(S,)`` with ``S`` the sum of box heights.
-    """
-    heights = ((y1 - y0 + 1) * valid).flatten()
-    device = heights.device
-    seg_box = torch.repeat_interleave(torch.arange(heights.numel(), device=device), heights)
-    seg_first = torch.cumsum(heights, 0) - heights
-    seg_row = y0.flatten()[seg_box] + torch.arange(seg_box.numel(), device=device) - seg_first[seg_box]
-    image = torch.div(seg_box, x0.shape[1], rounding_mode="floor")
-    return seg_box, image * rows_per_image + seg_row, seg_row
-
-
-def segment_max(grid_rows, start, stop, values, n_rows: int, width: int) -> torch.Tensor:
-    """``(n_rows, width)``: per cell, the max of the values of the segments ``[start, stop]`` on it.
-
-    A sparse table run backwards: a segment of length ``L`` writes its value into the two blocks
-    of length ``2^floor(log2 L)`` that cover it exactly, then each level is pushed down into the
-    two halves of the level below. Cost: two scatters over the segments plus ``log2(max L)``
-    dense passes, independent of how many boxes overlap a cell.
-    """
-    length = stop - start + 1
-    level = torch.floor(torch.log2(length.double())).long()
-    n_levels = int(level.max()) + 1 if level.numel() else 1
-    table = torch.zeros(n_levels, n_rows, width, dtype=values.dtype, device=values.device)
-    base = (level * n_rows + grid_rows) * width
-    flat = table.view(-1)
-    flat.scatter_reduce_(0, base + start, values, reduce="amax", include_self=True)
-    flat.scatter_reduce_(0, base + stop + 1 - (1 << level), values, reduce="amax", include_self=True)
-    for lvl in range(n_levels - 1, 0, -1):  # over log2 levels, not boxes
-        half = 1 << (lvl - 1)
-        below, above = table[lvl - 1], table[lvl]
-        torch.maximum(below, above, out=below)
-        torch.maximum(below[:, half:], above[:, : width - half], out=below[:, half:])
-    return table[0]
-
-
-def box_cells(x0, y0, x1, y1, valid, feat_hw, per_cell_values):
-    """Flat cell index into ``(N, H, W)`` and value of every cell covered by every real box.
-
-    Row segments (:func:`box_row_segments`), then the cells of every segment with a second ragged
-    arange; work proportional to the covered cells. ``per_cell_values(box, row, col)`` gives the
-    values.
-    """
-    h, w = feat_hw
-    seg_box, grid_row, seg_row = box_row_segments(x0, y0, x1, y1, valid, h)
-    seg_width = ((x1 - x0 + 1) * valid).flatten()[seg_box]
-    device = seg_box.device
-    seg_offset = grid_row * w + x0.flatten()[seg_box] - (torch.cumsum(seg_width, 0) - seg_width)
-    cell_seg = torch.repeat_interleave(torch.arange(seg_box.numel(), device=device), seg_width)
-    flat = seg_offset[cell_seg] + torch.arange(cell_seg.numel(), device=device)
-    return flat, per_cell_values(seg_box[cell_seg], seg_row[cell_seg], flat % w)
-
-
-def _scatter_max(flat, values, n, feat_hw):
-    """``(N, H, W)`` holding, per cell, the largest of the values enumerated on it (0 elsewhere)."""
-    h, w = feat_hw
-    out = torch.zeros(n * h * w, device=values.device, dtype=values.dtype)
-    out.scatter_reduce_(0, flat, values, reduce="amax", include_self=True)
-    return out.reshape(n, h, w)
-
-
-class _Grid(NamedTuple):
+    n: int
     h: int
     w: int
     stride: float
-    boxes: torch.Tensor
-    valid: torch.Tensor
-    rows: torch.Tensor
-    cols: torch.Tensor
-    x0: torch.Tensor
-    y0: torch.Tensor
-    x1: torch.Tensor
-    y1: torch.Tensor
+    content: List[Tuple[int, int]]  # per image: content rows, content columns
+    boxes: torch.Tensor  # (M, 4) XYXY pixels
+    first: torch.Tensor  # (M, 2) x, y of the top-left covered cell
+    size: torch.Tensor  # (M, 2) width, height in cells (>= 1)
+    start: torch.Tensor  # (M,) flat index of the top-left covered cell in the (N, H, W) grid
 
 
-def _on_grid(gt_boxes, image_sizes, feat_hw, stride) -> _Grid:
-    """Pack the boxes and map them to inclusive cell ranges of one feature grid."""
+def _boxes_on_grid(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride) -> _BoxesOnGrid:
+    """Concatenate the per-image boxes and map them to cells (module docstring), all at once."""
+    per_image = list(gt_boxes)  # one [K_i, 4] tensor per image
     h, w = int(feat_hw[0]), int(feat_hw[1])
-    device = gt_boxes[0].device if len(gt_boxes) else "cpu"
+    if len(per_image) != len(image_sizes):
+        raise ValueError(f"{len(per_image)} gt_boxes tensors for {len(image_sizes)} image sizes")
+    for i, image_boxes in enumerate(per_image):
+        if image_boxes.dim() != 2 or image_boxes.shape[-1] != 4:
+            raise ValueError(f"gt_boxes[{i}] must have shape [K, 4] (XYXY pixels), got {tuple(image_boxes.shape)}")
     if stride is None:
         stride = infer_stride(image_sizes, (h, w))
-    boxes, valid = pack_boxes(gt_boxes, device)
-    rows, cols = valid_cells(image_sizes, (h, w), stride, device)
-    return _Grid(h, w, stride, boxes, valid, rows, cols, *box_cell_ranges(boxes, stride, rows, cols))
+    stride = float(stride)
+    n = len(per_image)
+    device = per_image[0].device if n else torch.device("cpu")
+    content = [(min(max(math.ceil(int(ih) / stride), 1), h), min(max(math.ceil(int(iw) / stride), 1), w))
+               for ih, iw in image_sizes]
+    # per image: bounds of (floor(x1/s), floor(y1/s), -ceil(x2/s), -ceil(y2/s)) and the image's first flat cell
+    image_rows = torch.tensor([[0, 0, -cols, -rows, cols - 1, rows - 1, math.inf, math.inf, i * h * w]
+                               for i, (rows, cols) in enumerate(content)], dtype=torch.float64, device=device)
+    counts = torch.tensor([int(t.shape[0]) for t in per_image], dtype=torch.long, device=device)
+    per_box = torch.repeat_interleave(image_rows.reshape(n, 9), counts, dim=0)  # (M, 9)
+    boxes = torch.cat(per_image).to(dtype=torch.float64) if n else torch.zeros(0, 4, dtype=torch.float64)
+    if not bool(torch.isfinite(boxes).all()):
+        raise ValueError("gt_boxes hold NaN or infinite coordinates")
+    # ceil(x / s) = -floor(-x / s): one floor for all four coordinates, one clamp for both ends
+    cells = torch.floor(boxes / boxes.new_tensor([stride, stride, -stride, -stride]))
+    cells = torch.clamp(cells, min=per_box[:, :4], max=per_box[:, 4:8])
+    first = cells[:, :2]
+    size = torch.clamp(-(cells[:, 2:] + first), min=1.0)  # last cell = max(ceil - 1, first)
+    start = per_box[:, 8] + first[:, 1] * w + first[:, 0]
+    return _BoxesOnGrid(n, h, w, stride, content, boxes, first, size, start)
 
 
-def _rank_dtype(n_ranks: int) -> torch.dtype:
-    """Smallest integer dtype holding ``0..n_ranks`` (ranks plus the padding sentinel; small tables
-    are cheaper to push down)."""
-    if n_ranks <= torch.iinfo(torch.uint8).max:
-        return torch.uint8
-    if n_ranks <= torch.iinfo(torch.int16).max:
-        return torch.int16
-    return torch.int32
+def _expand_ragged(payload: torch.Tensor, counts: torch.Tensor):
+    """Row ``i`` of ``payload`` repeated ``counts[i]`` times, and each copy's index ``0..counts[i]-1``."""
+    repeated = torch.repeat_interleave(payload, counts, dim=0)
+    first_copy = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    return repeated, torch.arange(repeated.shape[0], device=payload.device) - first_copy
+
+
+def _zero_padding(grid: torch.Tensor, content: List[Tuple[int, int]]) -> None:
+    """Zero the cells of ``grid`` (N, H, W) outside each image's content: a slice or two per image,
+    or per batch when every image has the same content size."""
+    h, w = grid.shape[-2:]
+    groups = [(slice(None), content[0])] if len(set(content)) == 1 else list(enumerate(content))
+    for index, (rows, cols) in groups:
+        if rows < h:
+            grid[index, rows:] = 0.0
+        if cols < w:
+            grid[index, :rows, cols:] = 0.0
 
 
 def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
@@ -207,38 +130,52 @@ def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
     * ``bg_scale = (1 - M) / N_bg`` on the image's content cells outside every box, where ``N_bg``
       counts those cells; 0 on padding and 0 everywhere for a fully covered image.
 
-    An image with no boxes is all background.
-
-    The max over boxes is taken on ranks, not values: within each image the boxes are ranked by
-    ``1 / area`` (1 = largest box, 0 = no box), the per-cell max rank comes from
-    :func:`segment_max` on a ``uint8`` table (``int16`` past 254 boxes: the padding sentinel needs a
-    value too), and one gather turns ranks back into values. A byte table is a quarter of the memory
-    traffic of a float one.
+    An image with no boxes is all background. ``fg_scale`` and ``bg_scale`` are the two halves of
+    one allocation (one buffer for the table's ping-pong and both outputs).
     """
-    g = _on_grid(gt_boxes, image_sizes, feat_hw, stride)
-    h, w, x0, y0, x1, y1 = g.h, g.w, g.x0, g.y0, g.x1, g.y1
-    n, k = x0.shape
-    inv_area = torch.where(g.valid, 1.0 / ((x1 - x0 + 1) * (y1 - y0 + 1)).float(), -1.0)
-    rank = torch.argsort(torch.argsort(inv_area, dim=1), dim=1) + 1  # (N, K); padded boxes rank lowest
-    # lookups by rank: 0 = background, 1..k = boxes, k + 1 = padding
-    rank_to_value = torch.zeros(n, k + 2, device=inv_area.device)
-    rank_to_value.scatter_(1, rank, inv_area.clamp(min=0.0))
-    rank_is_background = torch.zeros(n, k + 2, device=inv_area.device)
-    rank_is_background[:, 0] = 1.0
-    seg_box, grid_row, _ = box_row_segments(x0, y0, x1, y1, g.valid, h)
-    cell_rank = segment_max(grid_row, x0.flatten()[seg_box], x1.flatten()[seg_box],
-                            rank.flatten()[seg_box].to(_rank_dtype(k + 1)), n * h, w)
-    # padding cells get the sentinel rank k + 1 (boxes never reach them), so both masks are lookups
-    ys = torch.arange(h, device=inv_area.device)
-    xs = torch.arange(w, device=inv_area.device)
-    cell_rank = cell_rank.view(n, h, w)
-    cell_rank.masked_fill_((ys[None, :] >= g.rows[:, None])[:, :, None], k + 1)
-    cell_rank.masked_fill_((xs[None, :] >= g.cols[:, None])[:, None, :], k + 1)
-    cell_rank = cell_rank.view(n, h * w).long()
-    fg_scale = torch.gather(rank_to_value, 1, cell_rank)
-    bg_scale = torch.gather(rank_is_background, 1, cell_rank)
-    bg_scale /= bg_scale.sum(dim=1, keepdim=True).clamp(min=1.0)
-    fg_scale, bg_scale = fg_scale.view(n, h, w), bg_scale.view(n, h, w)
+    g = _boxes_on_grid(gt_boxes, image_sizes, feat_hw, stride)
+    n, h, w = g.n, g.h, g.w
+    device = g.size.device
+    width, height = g.size[:, 0], g.size[:, 1]
+    # table level of a box row: floor(log2(width)); frexp's exponent is that + 1
+    level = torch.frexp(width)[1]
+    per_box = torch.stack([
+        g.start,                                                  # first block, top row
+        width - torch.ldexp(torch.full_like(width, 0.5), level),  # second block's offset from the first
+        1.0 / (width * height),                                   # the box's scale value
+    ], 1)
+    level, order = torch.sort(level, descending=True)  # rows grouped by level, top level first
+    heights = height.index_select(0, order).long()
+    rows, row_in_box = _expand_ragged(per_box.index_select(0, order), heights)
+    first_block = rows[:, 0].long().add_(row_in_box, alpha=w)
+    second_block = first_block + rows[:, 1].long()
+    value = rows[:, 2].float()
+    n_levels = w.bit_length()  # a row is at most w cells: levels 1..n_levels in frexp's numbering
+    rows_per_level = torch.zeros(n_levels + 1, dtype=torch.long, device=device)
+    rows_per_level.index_add_(0, level.long(), heights)
+    level_ends = torch.cumsum(rows_per_level.flip(0), 0).tolist()[:-1]  # top level first
+    top = next((i for i, end in enumerate(level_ends) if end > 0), len(level_ends) - 1)
+
+    both = torch.empty(2, n * h * w, device=device)
+    table, spare = both[0].zero_(), both[1]
+    begin = level_ends[top - 1] if top else 0
+    for i in range(top, len(level_ends)):  # over log2 levels, not boxes
+        if i > top:  # push the level above into this one: a block of 2^(l+1) is two blocks of 2^l
+            half = 1 << (len(level_ends) - 1 - i)
+            above, below = table.view(n * h, w), spare.view(n * h, w)
+            below[:, :half] = above[:, :half]
+            torch.maximum(above[:, half:], above[:, :-half], out=below[:, half:])
+            table, spare = spare, table
+        end = level_ends[i]
+        if end > begin:
+            table.scatter_reduce_(0, first_block[begin:end], value[begin:end], reduce="amax")
+            table.scatter_reduce_(0, second_block[begin:end], value[begin:end], reduce="amax")
+        begin = end
+    fg_scale = table.view(n, h, w)  # boxes never reach padding, so padding is 0
+    bg_scale = torch.eq(table, 0.0, out=spare).view(n, h, w)
+    _zero_padding(bg_scale, g.content)
+    per_image = spare.view(n, h * w)
+    per_image.mul_(per_image.sum(dim=1, keepdim=True).clamp_(min=1.0).reciprocal_())
     return fg_scale, bg_scale
 
 
@@ -250,18 +187,20 @@ def gaussian_target_mask(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, str
     centre cell and the box edge is about 3 sigma away. Cells outside every box are 0; where boxes
     overlap the larger value wins.
     """
-    g = _on_grid(gt_boxes, image_sizes, feat_hw, stride)
-    h, w, x0, y0, x1, y1 = g.h, g.w, g.x0, g.y0, g.x1, g.y1
-    centre = (g.boxes[..., :2] + g.boxes[..., 2:]) / 2.0 / g.stride
-    cx = torch.minimum(torch.maximum(torch.floor(centre[..., 0]).long(), x0), x1).flatten().float()
-    cy = torch.minimum(torch.maximum(torch.floor(centre[..., 1]).long(), y0), y1).flatten().float()
-    sigma_x = (x1 - x0 + 1).flatten().float() / 6.0
-    sigma_y = (y1 - y0 + 1).flatten().float() / 6.0
-
-    def gaussian(box, rows, cols):
-        dy2 = (rows.float() - cy[box]) ** 2 / (2 * sigma_y[box] ** 2)
-        dx2 = (cols.float() - cx[box]) ** 2 / (2 * sigma_x[box] ** 2)
-        return torch.exp(-(dx2 + dy2))
-
-    flat, values = box_cells(x0, y0, x1, y1, g.valid, (h, w), gaussian)
-    return _scatter_max(flat, values, len(gt_boxes), (h, w))
+    g = _boxes_on_grid(gt_boxes, image_sizes, feat_hw, stride)
+    last = g.first + g.size - 1
+    centre = torch.floor((g.boxes[:, :2] + g.boxes[:, 2:]) / (2.0 * g.stride))
+    centre = torch.minimum(torch.maximum(centre, g.first), last)
+    two_sigma_sq = 2.0 * (g.size / 6.0) ** 2
+    # per box: top-left flat cell, width, then offsets of the centre from the top-left and 2 sigma^2
+    per_box = torch.cat([g.start[:, None], g.size[:, :1], centre - g.first, two_sigma_sq], 1)
+    rows, row_in_box = _expand_ragged(per_box, g.size[:, 1].long())
+    rows[:, 0] += row_in_box * g.w
+    rows[:, 3] -= row_in_box  # y offset of the centre from this row
+    cells, col_in_row = _expand_ragged(rows, rows[:, 1].long())
+    dx = col_in_row - cells[:, 2]
+    dy = cells[:, 3]
+    values = torch.exp(-(dx * dx / cells[:, 4] + dy * dy / cells[:, 5])).float()
+    out = torch.zeros(g.n * g.h * g.w, device=g.size.device)
+    out.scatter_reduce_(0, cells[:, 0].long() + col_in_row, values, reduce="amax")
+    return out.view(g.n, g.h, g.w)
