@@ -39,11 +39,18 @@ NOTES = """## What the figures mean
 - Peak memory is the process's max RSS; "over bare" subtracts the RSS of a process that imported
   everything and loaded one batch.
 - FGD masks: the per-box loop is the test's reference (`tests/reference_masks.py`): per box, Python
-  integer cell bounds and one clamp of a tensor slice, about 50 us. The vectorized version cannot go
-  much below ~4 ms on this 2-core machine: its output is two float maps of 8 x 200 x 336 cells and every
-  dense pass over them (build the byte rank table, turn ranks into values, normalise the background)
-  costs 0.2-0.7 ms here, before the per-op cost of the ~60 small tensor ops that map boxes to rows.
-  The >= 20x target is not reached on this CPU (no GPU was lent to measure there).
+  integer cell bounds and one clamp of a tensor slice, about 50 us. The vectorized version builds a
+  float sparse table over box rows and pushes it down with one max pass per level of the widest row;
+  both outputs are the two halves of one buffer. The two "parts" measured on their own bound it on
+  this 2-core CPU: a call costs about 1 ms whatever its size (dispatch of ~50 torch ops at 10-20 us
+  each here) and the dense passes over 8 x 200 x 336 cells that this input needs take ~1.5 ms (each
+  pass is memory-bound, ~0.15 ms); the loop divided by their sum is under 20x, so this design cannot
+  reach >= 20x on this machine, and one with fewer passes would still pay the fixed cost and write
+  two float maps (also a sparse table pushed down in bytes needs a gather from ranks to values that
+  costs more than the float passes it saves: tried, ~0.75 ms for the gather alone). Fresh output pages cost more still: this VM takes ~2.5 us
+  per page fault, ~2.6 ms for the two maps, paid whenever glibc has given the memory back (the
+  interleaved loop makes that happen in some runs: then the ratio drops to ~6x). A GPU (none lent)
+  is where the ratio means something: there the loop pays a kernel launch per box.
 """
 
 
