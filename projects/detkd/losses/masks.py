@@ -137,12 +137,12 @@ def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
     n, h, w = g.n, g.h, g.w
     device = g.size.device
     width, height = g.size[:, 0], g.size[:, 1]
-    # table level of a box row: floor(log2(width)); frexp's exponent is that + 1
-    level = torch.frexp(width)[1]
+    # a row of width L is two blocks of 2^level cells, level = floor(log2 L) (frexp's exponent - 1)
+    level = torch.frexp(width)[1].long() - 1
     per_box = torch.stack([
-        g.start,                                                  # first block, top row
-        width - torch.ldexp(torch.full_like(width, 0.5), level),  # second block's offset from the first
-        1.0 / (width * height),                                   # the box's scale value
+        g.start,                                        # first block, top row
+        width - torch.ldexp(torch.ones_like(width), level),  # second block's offset from the first
+        1.0 / (width * height),                         # the box's scale value
     ], 1)
     level, order = torch.sort(level, descending=True)  # rows grouped by level, top level first
     heights = height.index_select(0, order).long()
@@ -150,23 +150,22 @@ def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
     first_block = rows[:, 0].long().add_(row_in_box, alpha=w)
     second_block = first_block + rows[:, 1].long()
     value = rows[:, 2].float()
-    n_levels = w.bit_length()  # a row is at most w cells: levels 1..n_levels in frexp's numbering
-    rows_per_level = torch.zeros(n_levels + 1, dtype=torch.long, device=device)
-    rows_per_level.index_add_(0, level.long(), heights)
-    level_ends = torch.cumsum(rows_per_level.flip(0), 0).tolist()[:-1]  # top level first
-    top = next((i for i, end in enumerate(level_ends) if end > 0), len(level_ends) - 1)
+    # rows per level (a row is at most w cells wide); one sync for the loop bounds
+    rows_per_level = torch.zeros(w.bit_length(), dtype=torch.long, device=device).index_add_(0, level, heights)
+    rows_per_level = rows_per_level.tolist()
+    top = max((lvl for lvl, count in enumerate(rows_per_level) if count), default=0)
 
     both = torch.empty(2, n * h * w, device=device)
     table, spare = both[0].zero_(), both[1]
-    begin = level_ends[top - 1] if top else 0
-    for i in range(top, len(level_ends)):  # over log2 levels, not boxes
-        if i > top:  # push the level above into this one: a block of 2^(l+1) is two blocks of 2^l
-            half = 1 << (len(level_ends) - 1 - i)
+    begin = 0
+    for lvl in range(top, -1, -1):  # over log2 levels, not boxes
+        if lvl < top:  # push the level above down: its block of 2^(lvl+1) cells is two blocks of 2^lvl
+            half = 1 << lvl
             above, below = table.view(n * h, w), spare.view(n * h, w)
             below[:, :half] = above[:, :half]
             torch.maximum(above[:, half:], above[:, :-half], out=below[:, half:])
             table, spare = spare, table
-        end = level_ends[i]
+        end = begin + rows_per_level[lvl]
         if end > begin:
             table.scatter_reduce_(0, first_block[begin:end], value[begin:end], reduce="amax")
             table.scatter_reduce_(0, second_block[begin:end], value[begin:end], reduce="amax")
