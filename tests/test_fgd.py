@@ -191,9 +191,21 @@ def test_masks_with_rows_of_every_length_match_the_loop(grid_w):
     assert bg[2].sum().item() == pytest.approx(1.0)
 
 
+def test_ragged_expansion_with_empty_rows():
+    from detkd.losses.masks import _expand_ragged
+
+    payload = torch.tensor([[10.0], [20.0], [30.0], [40.0]])
+    repeated, index = _expand_ragged(payload, torch.tensor([2, 0, 3, 0]))
+    assert repeated.flatten().tolist() == [10.0, 10.0, 30.0, 30.0, 30.0] and index.tolist() == [0, 1, 0, 1, 2]
+    repeated, index = _expand_ragged(payload, torch.zeros(4, dtype=torch.long))
+    assert repeated.shape == (0, 1) and index.numel() == 0
+
+
 def test_masks_reject_bad_boxes_with_the_cause():
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        fgd_masks([torch.tensor([[0.0, 0.0, float("nan"), 4.0]])], [(32, 32)], (8, 8), stride=4)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            fgd_masks([torch.zeros(0, 4), torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, bad, 4.0]])],
+                      [(32, 32)] * 2, (8, 8), stride=4)
     with pytest.raises(ValueError, match=r"shape \[K, 4\]"):
         fgd_masks([torch.zeros(3)], [(32, 32)], (8, 8), stride=4)
     with pytest.raises(ValueError, match="2 gt_boxes tensors for 1 image sizes"):
