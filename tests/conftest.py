@@ -1,5 +1,11 @@
-"""Shared fixtures: a tiny embedded dataset and a tiny saved teacher, made once per session."""
+"""Shared fixtures: a tiny embedded dataset and a tiny saved teacher, made once per session; every
+test starts from random states seeded by its own name, so a result does not depend on which tests ran
+before it (set DETKD_TEST_SEED to draw other states when hunting for flaky tests)."""
 import os
+import random
+import zlib
+
+import numpy as np
 
 import pytest
 import torch
@@ -28,6 +34,16 @@ def make_cfg(path, *opts):
     cfg.merge_from_file(os.path.join(REPO, path))
     cfg.merge_from_list(list(TINY) + list(opts))
     return cfg
+
+
+@pytest.fixture(autouse=True)
+def seeded_by_test_name(request):
+    """torch, numpy and random seeded from the test's id (numpy's state also seeds detectron2's
+    training sampler through ``comm.shared_random_seed``)."""
+    seed = zlib.crc32(f"{os.environ.get('DETKD_TEST_SEED', '')}{request.node.nodeid}".encode()) % 2**31
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 @pytest.fixture(scope="session", autouse=True)
