@@ -87,9 +87,8 @@ def _boxes_on_grid(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride) -
     # per image: bounds of (floor(x1/s), floor(y1/s), -ceil(x2/s), -ceil(y2/s)) and the image's first flat cell
     image_rows = torch.tensor([[0, 0, -cols, -rows, cols - 1, rows - 1, math.inf, math.inf, i * h * w]
                                for i, (rows, cols) in enumerate(content)], dtype=torch.float64, device=device)
-    box_image = torch.tensor([i for i, t in enumerate(per_image) for _ in range(int(t.shape[0]))],
-                             dtype=torch.long, device=device)
-    per_box = image_rows.reshape(n, 9).index_select(0, box_image)  # (M, 9)
+    counts = torch.tensor([int(t.shape[0]) for t in per_image], dtype=torch.long, device=device)
+    per_box, _ = _expand_ragged(image_rows.reshape(n, 9), counts)  # (M, 9): each box its image's row
     boxes = torch.cat(per_image).to(dtype=torch.float64) if n else torch.zeros(0, 4, dtype=torch.float64)
     # a sum is finite exactly when every coordinate is (pixel coordinates cannot overflow float64)
     if not math.isfinite(float(boxes.sum())):
