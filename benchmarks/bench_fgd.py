@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from reference_masks import loop_fgd_masks  # noqa: E402
 
 from detkd.losses import fgd_masks  # noqa: E402
+from detkd.losses.masks import _push_down  # noqa: E402
 
 
 def timed(fn, repeats, warmup=1):
@@ -88,12 +89,8 @@ def _dense_passes(n, hw, pushdowns):
     """The passes over the (N, H, W) grid that :func:`fgd_masks` makes, without the boxes."""
     both = torch.empty(2, n * hw[0] * hw[1])
     table, spare = both[0].zero_(), both[1]
-    for level in range(pushdowns, 0, -1):
-        half = 1 << (level - 1)
-        above, below = table.view(-1, hw[1]), spare.view(-1, hw[1])
-        below[:, :half] = above[:, :half]
-        torch.maximum(above[:, half:], above[:, :-half], out=below[:, half:])
-        table, spare = spare, table
+    for level in range(pushdowns - 1, -1, -1):
+        table, spare = _push_down(table, spare, hw[1], level)
     per_image = torch.eq(table, 0.0, out=spare).view(n, -1)
     per_image.mul_(per_image.sum(dim=1, keepdim=True).clamp_(min=1.0).reciprocal_())
     return both

@@ -131,6 +131,17 @@ def _zero_padding(grid: torch.Tensor, content: List[Tuple[int, int]]) -> None:
             grid[index, :rows, cols:] = 0.0
 
 
+def _push_down(table: torch.Tensor, spare: torch.Tensor, width: int, level: int):
+    """One level of the sparse table pushed down: a block of ``2^(level+1)`` cells starting at a cell is
+    the two blocks of ``2^level`` starting there and ``2^level`` cells on, within each grid row of
+    ``width`` cells. Writes into ``spare``; returns ``(new table, free buffer)``."""
+    half = 1 << level
+    above, below = table.view(-1, width), spare.view(-1, width)
+    below[:, :half] = above[:, :half]
+    torch.maximum(above[:, half:], above[:, :-half], out=below[:, half:])
+    return spare, table
+
+
 def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
     """FGD's focal masks (Yang et al. CVPR 2022, Sec. 3.1, Eqs. 2-4) on one feature grid.
 
@@ -172,12 +183,8 @@ def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
     table, spare = both[0].zero_(), both[1]
     begin = 0
     for lvl in range(top, -1, -1):  # over log2 levels, not boxes
-        if lvl < top:  # push the level above down: its block of 2^(lvl+1) cells is two blocks of 2^lvl
-            half = 1 << lvl
-            above, below = table.view(n * h, w), spare.view(n * h, w)
-            below[:, :half] = above[:, :half]
-            torch.maximum(above[:, half:], above[:, :-half], out=below[:, half:])
-            table, spare = spare, table
+        if lvl < top:
+            table, spare = _push_down(table, spare, w, lvl)
         end = begin + rows_per_level[lvl]
         if end > begin:
             table.scatter_reduce_(0, first_block[begin:end], value[begin:end], reduce="amax")
