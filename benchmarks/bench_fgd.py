@@ -6,7 +6,7 @@
 2. All FGD terms for 5 levels, forward + backward, vs one student training step on the demo config
    (batch 8). Target: <= 10 % of the step.
 
-    .venv/bin/python benchmarks/bench_fgd.py [--rounds R] [--step-rounds R]
+    .venv/bin/python benchmarks/bench_fgd.py [--rounds R] [--step-rounds R] [--device cuda]
 """
 import argparse
 import os
@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from reference_masks import loop_fgd_masks  # noqa: E402
 
 from detkd.losses import fgd_masks  # noqa: E402
-from detkd.losses.masks import _push_down  # noqa: E402
+from detkd.losses.masks import _area_table, _push_down, _scale_masks  # noqa: E402
 
 
 def timed(fn, repeats, warmup=1):
@@ -38,21 +38,28 @@ def timed(fn, repeats, warmup=1):
     return statistics.median(times)
 
 
-def _once(fn):
+def _once(fn, device="cpu"):
+    """Seconds of one call; on a GPU, from an idle device to the end of the work it queued."""
+    on_gpu = torch.device(device).type == "cuda"
+    if on_gpu:
+        torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     fn()
+    if on_gpu:
+        torch.cuda.synchronize(device)
     return time.perf_counter() - t0
 
 
-def bench_masks(rounds):
+def bench_masks(rounds, device="cpu"):
     """Vectorized masks vs the per-box loop, in interleaved rounds (this VM's speed drifts by up to
     +-50 % over minutes, so both sides are timed in each round): per round the best of 3 vectorized
     calls and one loop call; medians over the rounds, and the median of the per-round ratios.
 
     Also two parts of the vectorized call on their own, which bound its speed on a CPU: the fixed
     cost of a call (8 images, 1 box each, 8x8 grid: the torch ops' dispatch cost, paid whatever the
-    size) and the dense passes over the grid that this input needs (zero the table, one max pass
-    per level of the widest box row, the background's test, count and scaling).
+    size) and the dense passes over the grid that this input needs (fill the area table, one min
+    pass per level of the widest box row, the conversion to the two float masks). ``device`` runs
+    all of it (the loop too) on another device, e.g. ``cuda``.
     """
     g = torch.Generator().manual_seed(0)
     sizes = [(800, 1333)] * 8
@@ -60,7 +67,7 @@ def bench_masks(rounds):
     for _ in sizes:
         xy = torch.rand(100, 2, generator=g) * torch.tensor([1233.0, 700.0])
         wh = 4 + torch.rand(100, 2, generator=g) * 200
-        boxes.append(torch.cat([xy, xy + wh], 1))
+        boxes.append(torch.cat([xy, xy + wh], 1).to(device))
     hw = (200, 336)
     fg, bg = fgd_masks(boxes, sizes, hw, stride=4)
     rfg, rbg = loop_fgd_masks(boxes, sizes, hw, 4)
@@ -75,25 +82,27 @@ def bench_masks(rounds):
 
     vec_times, loop_times = [], []
     for _ in range(rounds):
-        vec_times.append(min(_once(vectorized) for _ in range(3)))
-        loop_times.append(_once(loop))
+        vec_times.append(min(_once(vectorized, device) for _ in range(3)))
+        loop_times.append(_once(loop, device))
     ratio = statistics.median(lp / v for lp, v in zip(loop_times, vec_times))
-    tiny_boxes = [torch.tensor([[1.0, 1.0, 9.0, 9.0]])] * 8
-    fixed = timed(lambda: fgd_masks(tiny_boxes, [(32, 32)] * 8, (8, 8), stride=4), 20)
-    widest = max(int((torch.ceil(b[:, 2] / 4) - torch.floor(b[:, 0] / 4)).max()) for b in boxes)
-    dense = timed(lambda: _dense_passes(len(sizes), hw, widest.bit_length() - 1), 20)
+    tiny_boxes = [torch.tensor([[1.0, 1.0, 9.0, 9.0]], device=device)] * 8
+    fixed = statistics.median(_once(lambda: fgd_masks(tiny_boxes, [(32, 32)] * 8, (8, 8), stride=4), device)
+                              for _ in range(20))
+    cells = torch.cat([torch.ceil(b[:, 2:] / 4) - torch.floor(b[:, :2] / 4) for b in boxes])
+    widest, largest = int(cells[:, 0].max()), int(cells.prod(1).max())
+    dense = statistics.median(_once(lambda: _dense_passes(len(sizes), hw, widest.bit_length() - 1, largest,
+                                                          device), device) for _ in range(20))
     return statistics.median(vec_times), statistics.median(loop_times), ratio, fixed, dense
 
 
-def _dense_passes(n, hw, pushdowns):
-    """The passes over the (N, H, W) grid that :func:`fgd_masks` makes, without the boxes."""
-    both = torch.empty(2, n * hw[0] * hw[1])
-    table, spare = both[0].zero_(), both[1]
+def _dense_passes(n, hw, pushdowns, max_area, device="cpu"):
+    """The passes over the (N, H, W) grid that :func:`fgd_masks` makes, without the boxes: an empty
+    area table, its push-downs and the conversion to the two scale masks."""
+    table = _area_table(n * hw[0], hw[1], pushdowns, max_area, device)
+    above, below = table.buffers[0], table.buffers[1]
     for level in range(pushdowns - 1, -1, -1):
-        table, spare = _push_down(table, spare, hw[1], level)
-    per_image = torch.eq(table, 0.0, out=spare).view(n, -1)
-    per_image.mul_(per_image.sum(dim=1, keepdim=True).clamp_(min=1.0).reciprocal_())
-    return both
+        above, below = _push_down(above, below, table.guard, level)
+    return _scale_masks(above[:, table.guard:].view(n, *hw), table.no_box, [hw] * n)
 
 
 def bench_fgd_vs_step(rounds):
@@ -157,12 +166,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds of the masks test")
     parser.add_argument("--step-rounds", type=int, default=10, help="interleaved rounds of the step test")
+    parser.add_argument("--device", default="cpu", help="device of the masks test (the step test runs on the CPU)")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"# FGD benchmark — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    vec, loop, ratio, fixed, dense = bench_masks(args.rounds)
-    print(f"masks, 100 boxes x 8 images, 200x336 grid: vectorized {vec * 1e3:.2f} ms, per-box loop "
+    vec, loop, ratio, fixed, dense = bench_masks(args.rounds, args.device)
+    print(f"masks on {args.device}, 100 boxes x 8 images, 200x336 grid: vectorized {vec * 1e3:.2f} ms, per-box loop "
           f"{loop * 1e3:.1f} ms, speed-up {ratio:.1f}x (median of {args.rounds} interleaved rounds; "
           f"target >= 20x)")
     print(f"  parts of the vectorized call: fixed cost (1 box per image, 8x8 grid) {fixed * 1e3:.2f} ms, "

@@ -21,10 +21,12 @@ def _box_cells(box, stride, rows, cols):
 
 
 def loop_fgd_masks(gt_boxes, image_sizes, feat_hw, stride):
+    """FGD's fg scale and bg masks box by box, on the boxes' device."""
     n = len(gt_boxes)
     h, w = feat_hw
-    fg = torch.zeros(n, h, w, dtype=torch.float64)
-    bg = torch.zeros(n, h, w, dtype=torch.float64)
+    device = gt_boxes[0].device if n else torch.device("cpu")
+    fg = torch.zeros(n, h, w, dtype=torch.float64, device=device)
+    bg = torch.zeros(n, h, w, dtype=torch.float64, device=device)
     for i in range(n):
         rows, cols = _content_cells(image_sizes[i], stride, feat_hw)
         for box in gt_boxes[i].tolist():
@@ -32,7 +34,7 @@ def loop_fgd_masks(gt_boxes, image_sizes, feat_hw, stride):
             value = 1.0 / ((x1 - x0 + 1) * (y1 - y0 + 1))
             region = fg[i, y0:y1 + 1, x0:x1 + 1]
             fg[i, y0:y1 + 1, x0:x1 + 1] = torch.clamp(region, min=value)
-        background = torch.zeros(h, w, dtype=torch.bool)
+        background = torch.zeros(h, w, dtype=torch.bool, device=device)
         background[:rows, :cols] = True
         background &= fg[i] == 0
         if background.any():

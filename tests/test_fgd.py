@@ -191,6 +191,50 @@ def test_masks_with_rows_of_every_length_match_the_loop(grid_w):
     assert bg[2].sum().item() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("side", [(127, 129), (128, 128)])
+def test_masks_at_the_int16_area_limit(side):
+    """The area table is int16 up to 2^14 - 1 = 127 x 129 cells and int32 from 128 x 128 on; both
+    sides of the limit equal the loop, and a one-cell box inside still wins."""
+    w, h = side
+    boxes = [torch.tensor([[0.0, 0.0, 4.0 * w, 4.0 * h], [8.0, 8.0, 12.0, 12.0]])]
+    fg, bg = fgd_masks(boxes, [(4 * 130, 4 * 130)], (130, 130), stride=4)
+    rfg, rbg = loop_fgd_masks(boxes, [(4 * 130, 4 * 130)], (130, 130), 4)
+    assert torch.allclose(fg, rfg, atol=1e-9) and torch.allclose(bg, rbg, atol=1e-9)
+    assert fg[0, 0, 0].item() == pytest.approx(1 / (w * h), rel=1e-7) and fg[0, 2, 2] == 1.0
+    assert fg[0, h - 1, w - 1] > 0 and fg[0, h, w] == 0 and bg[0, h, w] > 0
+
+
+def test_masks_refuse_a_box_over_2_to_the_30_cells():
+    with pytest.raises(ValueError, match="more than the 2\\^30"):
+        fgd_masks([torch.tensor([[0.0, 0.0, 4e5, 4e5]])], [(400000, 400000)], (100000, 100000), stride=4)
+
+
+def test_masks_with_boxes_too_large_for_int16_areas():
+    """A box of 190 x 190 = 36100 cells needs the int32 area table: the same masks as the loop, with
+    smaller boxes inside it still winning."""
+    boxes = [torch.tensor([[0.0, 0.0, 760.0, 760.0], [40.0, 40.0, 48.0, 60.0], [700.0, 8.0, 799.0, 12.0]]),
+             torch.tensor([[4.0, 4.0, 8.0, 8.0]])]
+    sizes = [(800, 800), (800, 600)]
+    fg, bg = fgd_masks(boxes, sizes, (200, 200), stride=4)
+    rfg, rbg = loop_fgd_masks(boxes, sizes, (200, 200), 4)
+    assert torch.allclose(fg, rfg, atol=1e-9) and torch.allclose(bg, rbg, atol=1e-9)
+    assert fg[0, 0, 0].item() == pytest.approx(1 / 36100) and fg[0, 12, 10].item() == pytest.approx(1 / 10)
+    assert fg[1, 1, 1] == 1.0 and (bg[1, :, 150:] == 0).all()
+
+
+def test_wide_box_rows_do_not_leak_into_the_next_grid_row():
+    """Rows end and start next to each other in memory: a wide box on the last columns of one row and
+    a narrow one at column 0 of the next must not see each other (the table's guard cells)."""
+    boxes = torch.tensor([[4.0, 0.0, 64.0, 4.0],   # row 0, columns 1..15 (level 3)
+                          [0.0, 4.0, 8.0, 8.0]])   # row 1, columns 0..1
+    fg, bg = fgd_masks([boxes], [(8, 64)], (2, 16), stride=4)
+    expected = torch.zeros(2, 16)
+    expected[0, 1:] = 1 / 15
+    expected[1, :2] = 1 / 2
+    assert torch.equal(fg[0], expected)
+    assert bg[0, 0, 0].item() == pytest.approx(1 / 15) and bg[0].sum().item() == pytest.approx(1.0)
+
+
 def test_ragged_expansion_with_empty_rows():
     from detkd.losses.masks import _expand_ragged
 

@@ -23,14 +23,18 @@ How the masks are built
 No Python loop over boxes; the loops below go over images or over the ``log2`` levels of a table.
 Boxes of all images are concatenated into one ``(M, 4)`` tensor and mapped to cells together
 (:func:`_boxes_on_grid`); a box is then cut into its rows with one ragged expansion
-(:func:`_expand_ragged`), so the work grows with box rows, not with boxes x grid.
+(``repeat_interleave``), so the work grows with box rows, not with boxes x grid.
 
-* FGD's scale mask is a max of per-box constants over rectangles. Each box row (a segment of
-  length ``L``) is written into the two blocks of length ``2^floor(log2 L)`` that cover it exactly
-  (a sparse table run backwards), and the table is pushed down level by level: one
-  ``torch.maximum`` pass per level, ping-ponging between the two halves of the buffer that
-  becomes the two outputs. Cost: two scatters per box row plus ``log2(widest box)`` dense passes,
-  however many boxes overlap.
+* FGD's scale mask is ``1 / area`` of the smallest box over each cell: a min of per-box areas over
+  rectangles. Each box row (a segment of length ``L``) is written into the two blocks of length
+  ``2^floor(log2 L)`` that cover it exactly (a sparse table run backwards), and the table is pushed
+  down level by level: one ``torch.minimum`` pass per level, ping-ponging between two buffers.
+  The table holds integer areas, ``int16`` while the batch's largest box has fewer than ``2^14``
+  cells (else ``int32``), so each pass moves half the bytes of a float table; "no box" is a power of
+  two above every area (``2^14`` or ``2^30``), so after the conversion to float and the reciprocal it
+  is exactly ``1 / no_box``, below every real ``1 / area``, and one threshold sets it to 0. Every grid
+  row carries ``2^(top-1)`` guard cells on its left so a pass is one op with no edge case. Cost: two
+  scatters per box row plus ``log2(widest box)`` dense passes, however many boxes overlap.
 * The Gaussian mask changes value per cell, so the rows are expanded again into cells and the
   per-cell max is one ``scatter_reduce``.
 """
@@ -65,7 +69,7 @@ class _BoxesOnGrid(NamedTuple):
     boxes: torch.Tensor  # (M, 4) XYXY pixels
     first: torch.Tensor  # (M, 2) x, y of the top-left covered cell
     size: torch.Tensor  # (M, 2) width, height in cells (>= 1)
-    start: torch.Tensor  # (M,) flat index of the top-left covered cell in the (N, H, W) grid
+    grid_row: torch.Tensor  # (M,) row of the top-left cell in the (N * H) rows of the batch's grid
 
 
 def _boxes_on_grid(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride) -> _BoxesOnGrid:
@@ -84,11 +88,12 @@ def _boxes_on_grid(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride) -
     device = per_image[0].device if n else torch.device("cpu")
     content = [(min(max(math.ceil(int(ih) / stride), 1), h), min(max(math.ceil(int(iw) / stride), 1), w))
                for ih, iw in image_sizes]
-    # per image: bounds of (floor(x1/s), floor(y1/s), -ceil(x2/s), -ceil(y2/s)) and the image's first flat cell
-    image_rows = torch.tensor([[0, 0, -cols, -rows, cols - 1, rows - 1, math.inf, math.inf, i * h * w]
+    # per image: bounds of (floor(x1/s), floor(y1/s), -ceil(x2/s), -ceil(y2/s)) and the image's first grid row
+    image_rows = torch.tensor([[0, 0, -cols, -rows, cols - 1, rows - 1, math.inf, math.inf, i * h]
                                for i, (rows, cols) in enumerate(content)], dtype=torch.float64, device=device)
-    counts = torch.tensor([int(t.shape[0]) for t in per_image], dtype=torch.long, device=device)
-    per_box, _ = _expand_ragged(image_rows.reshape(n, 9), counts)  # (M, 9): each box its image's row
+    counts = [int(t.shape[0]) for t in per_image]
+    per_box = image_rows.reshape(n, 9).repeat_interleave(  # (M, 9): each box its image's row
+        torch.tensor(counts, device=device), dim=0, output_size=sum(counts))
     boxes = torch.cat(per_image).to(dtype=torch.float64) if n else torch.zeros(0, 4, dtype=torch.float64)
     # a sum is finite exactly when every coordinate is (pixel coordinates cannot overflow float64)
     if not math.isfinite(float(boxes.sum())):
@@ -97,26 +102,17 @@ def _boxes_on_grid(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride) -
     cells = torch.floor(boxes / boxes.new_tensor([stride, stride, -stride, -stride]))
     cells = torch.clamp(cells, min=per_box[:, :4], max=per_box[:, 4:8])
     first = cells[:, :2]
-    size = torch.clamp(-(cells[:, 2:] + first), min=1.0)  # last cell = max(ceil - 1, first)
-    start = per_box[:, 8] + first[:, 1] * w + first[:, 0]
-    return _BoxesOnGrid(n, h, w, stride, content, boxes, first, size, start)
+    size = cells[:, 2:].add(first).neg_().clamp_(min=1.0)  # last cell = max(ceil - 1, first)
+    return _BoxesOnGrid(n, h, w, stride, content, boxes, first, size, per_box[:, 8] + first[:, 1])
 
 
 def _expand_ragged(payload: torch.Tensor, counts: torch.Tensor):
-    """Row ``i`` of ``payload`` repeated ``counts[i]`` times, and each copy's index ``0..counts[i]-1``.
-
-    The owner of every copy comes from a cumulative sum over marks at the rows' first copies (cheaper
-    here than ``repeat_interleave``, whose checks cost ~0.1 ms a call on this CPU).
-    """
+    """Row ``i`` of ``payload`` repeated ``counts[i]`` times, and each copy's index ``0..counts[i]-1``."""
     ends = torch.cumsum(counts, 0)
     total = int(ends[-1]) if counts.numel() else 0
-    starts = ends - counts
-    # an empty row marks the same position as the next row; the cumsum then skips it
-    marks = torch.zeros(total + 1, dtype=torch.long, device=payload.device)
-    marks.index_add_(0, starts, torch.ones_like(counts))
-    owner = marks[:total].cumsum_(0).sub_(1)
-    copy_index = torch.arange(total, device=payload.device) - starts.index_select(0, owner)
-    return payload.index_select(0, owner), copy_index
+    repeated = payload.repeat_interleave(counts, dim=0, output_size=total)
+    first_copy = (ends - counts).repeat_interleave(counts, output_size=total)
+    return repeated, torch.arange(total, device=payload.device) - first_copy
 
 
 def _zero_padding(grid: torch.Tensor, content: List[Tuple[int, int]]) -> None:
@@ -131,15 +127,56 @@ def _zero_padding(grid: torch.Tensor, content: List[Tuple[int, int]]) -> None:
             grid[index, :rows, cols:] = 0.0
 
 
-def _push_down(table: torch.Tensor, spare: torch.Tensor, width: int, level: int):
+class _AreaTable(NamedTuple):
+    """The two ping-pong buffers of the scale mask's sparse table: ``(2, grid rows, guard + width)``
+    box areas, ``no_box`` (a power of two above every area) where no block starts."""
+
+    buffers: torch.Tensor
+    guard: int
+    no_box: int
+
+
+def _area_table(grid_rows: int, width: int, top_level: int, max_area: int, device) -> _AreaTable:
+    """An empty table for rows of ``width`` cells whose blocks reach ``2^top_level`` cells, holding
+    areas up to ``max_area``: ``int16`` below ``2^14`` (half the bytes per pass), else ``int32``."""
+    if max_area < 2 ** 14:
+        dtype, no_box = torch.int16, 2 ** 14
+    elif max_area < 2 ** 30:
+        dtype, no_box = torch.int32, 2 ** 30
+    else:
+        raise ValueError(f"a box covers {max_area} grid cells, more than the 2^30 the area table holds")
+    guard = (1 << top_level) >> 1  # the farthest a pass looks left of a row
+    buffers = torch.empty(2, grid_rows, guard + width, dtype=dtype, device=device)
+    buffers[0].fill_(no_box)
+    buffers[1, :, :guard].fill_(no_box)  # the rest of the spare buffer is written by each push-down
+    return _AreaTable(buffers, guard, no_box)
+
+
+def _push_down(above: torch.Tensor, below: torch.Tensor, guard: int, level: int):
     """One level of the sparse table pushed down: a block of ``2^(level+1)`` cells starting at a cell is
-    the two blocks of ``2^level`` starting there and ``2^level`` cells on, within each grid row of
-    ``width`` cells. Writes into ``spare``; returns ``(new table, free buffer)``."""
+    the two blocks of ``2^level`` starting there and ``2^level`` cells on, so a cell's block at
+    ``level`` is the min of the blocks above that start on it or ``2^level`` cells to its left (guard
+    cells, never written, on the left of each row). Writes ``below``; returns ``(below, above)``."""
     half = 1 << level
-    above, below = table.view(-1, width), spare.view(-1, width)
-    below[:, :half] = above[:, :half]
-    torch.maximum(above[:, half:], above[:, :-half], out=below[:, half:])
-    return spare, table
+    width = above.shape[-1] - guard
+    torch.minimum(above[:, guard:], above[:, guard - half:guard - half + width], out=below[:, guard:])
+    return below, above
+
+
+def _scale_masks(areas: torch.Tensor, no_box: int, content: List[Tuple[int, int]]):
+    """``(fg_scale, bg_scale)`` from the smallest box area over each cell (``areas``: (N, H, W) ints,
+    ``no_box`` where no box covers the cell). One float allocation holds both."""
+    n, h, w = areas.shape
+    out = torch.empty(2, n, h, w, device=areas.device)
+    fg_scale, bg_scale = out[0], out[1]
+    fg_scale.copy_(areas).reciprocal_()
+    # no_box is a power of two above every area: its reciprocal is exact and the only value not above it
+    torch.nn.functional.threshold(fg_scale, 1.0 / no_box, 0.0, inplace=True)
+    torch.eq(fg_scale, 0.0, out=bg_scale)
+    _zero_padding(bg_scale, content)
+    per_image = bg_scale.view(n, h * w)
+    per_image.mul_(per_image.sum(dim=1, keepdim=True).clamp_(min=1.0).reciprocal_())
+    return fg_scale, bg_scale
 
 
 def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
@@ -153,49 +190,47 @@ def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
       counts those cells; 0 on padding and 0 everywhere for a fully covered image.
 
     An image with no boxes is all background. ``fg_scale`` and ``bg_scale`` are the two halves of
-    one allocation (one buffer for the table's ping-pong and both outputs).
+    one allocation.
     """
     g = _boxes_on_grid(gt_boxes, image_sizes, feat_hw, stride)
     n, h, w = g.n, g.h, g.w
     device = g.size.device
-    width, height = g.size[:, 0], g.size[:, 1]
-    # a row of width L is two blocks of 2^level cells, level = floor(log2 L): with L = m * 2^e
-    # (frexp, m in [0.5, 1)) that is 2^(e - 1) = L / (2m), exact in floating point
-    mantissa, exponent = torch.frexp(width)
-    level = exponent.long() - 1
-    per_box = torch.stack([
-        g.start,                                    # first block, top row
-        width - width / (2.0 * mantissa),           # second block's offset from the first
-        1.0 / (width * height),                     # the box's scale value
-    ], 1)
-    level, order = torch.sort(level, descending=True)  # rows grouped by level, top level first
-    heights = height.index_select(0, order).long()
-    rows, row_in_box = _expand_ragged(per_box.index_select(0, order), heights)
-    first_block = rows[:, 0].long().add_(row_in_box, alpha=w)
-    second_block = first_block + rows[:, 1].long()
-    value = rows[:, 2].float()
-    # rows per level (a row is at most w cells wide); one sync for the loop bounds
-    rows_per_level = torch.zeros(w.bit_length(), dtype=torch.long, device=device).index_add_(0, level, heights)
-    rows_per_level = rows_per_level.tolist()
+    # a row of width L is two blocks of 2^level cells, level = floor(log2 L) (frexp: L = m * 2^e, m in [0.5, 1))
+    level, order = torch.sort(torch.frexp(g.size[:, 0])[1] - 1, descending=True)  # top level first
+    per_box = torch.stack([g.first[:, 0], g.grid_row, g.size[:, 0], g.size[:, 1]], 1).index_select(0, order)
+    column, row, width, height = per_box.long().unbind(1)
+    area = width * height
+    # box rows per level and the largest area, with one sync
+    stats = torch.zeros(w.bit_length() + 1, dtype=torch.long, device=device).index_add_(0, level, height)
+    if area.numel():
+        stats[-1] = area.max()
+    *rows_per_level, max_area = stats.tolist()
     top = max((lvl for lvl, count in enumerate(rows_per_level) if count), default=0)
-
-    both = torch.empty(2, n * h * w, device=device)
-    table, spare = both[0].zero_(), both[1]
+    table = _area_table(n * h, w, top, max_area, device)
+    pitch = table.guard + w
+    # every box row, numbered 0.. over all boxes: its first block (flat index in the guarded table), its
+    # second block's offset, its area. Row k of a box whose rows are numbered from r0 has its first block
+    # at (row + k) * pitch + guard + column = (row - r0 + number) * pitch + guard + column.
+    box_first_row = torch.cumsum(height, 0) - height
+    top_row_block = (row - box_first_row) * pitch + column + table.guard
+    total_rows = sum(rows_per_level)
+    rows = torch.stack([top_row_block, width - torch.pow(2, level), area], 1).repeat_interleave(
+        height, dim=0, output_size=total_rows)
+    blocks = rows[:, :2].clone()
+    blocks[:, 0] += torch.arange(total_rows, device=device) * pitch
+    blocks[:, 1] += blocks[:, 0]
+    blocks = blocks.view(-1)  # (first, second) per row, rows grouped by level
+    areas = rows[:, 2:].expand(-1, 2).to(table.buffers.dtype).reshape(-1)
+    above, below = table.buffers[0], table.buffers[1]
     begin = 0
     for lvl in range(top, -1, -1):  # over log2 levels, not boxes
         if lvl < top:
-            table, spare = _push_down(table, spare, w, lvl)
-        end = begin + rows_per_level[lvl]
+            above, below = _push_down(above, below, table.guard, lvl)
+        end = begin + 2 * rows_per_level[lvl]
         if end > begin:
-            table.scatter_reduce_(0, first_block[begin:end], value[begin:end], reduce="amax")
-            table.scatter_reduce_(0, second_block[begin:end], value[begin:end], reduce="amax")
+            above.view(-1).scatter_reduce_(0, blocks[begin:end], areas[begin:end], reduce="amin")
         begin = end
-    fg_scale = table.view(n, h, w)  # boxes never reach padding, so padding is 0
-    bg_scale = torch.eq(table, 0.0, out=spare).view(n, h, w)
-    _zero_padding(bg_scale, g.content)
-    per_image = spare.view(n, h * w)
-    per_image.mul_(per_image.sum(dim=1, keepdim=True).clamp_(min=1.0).reciprocal_())
-    return fg_scale, bg_scale
+    return _scale_masks(above[:, table.guard:].view(n, h, w), table.no_box, g.content)
 
 
 def gaussian_target_mask(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
@@ -212,7 +247,8 @@ def gaussian_target_mask(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, str
     centre = torch.minimum(torch.maximum(centre, g.first), last)
     two_sigma_sq = 2.0 * (g.size / 6.0) ** 2
     # per box: top-left flat cell, width, then offsets of the centre from the top-left and 2 sigma^2
-    per_box = torch.cat([g.start[:, None], g.size[:, :1], centre - g.first, two_sigma_sq], 1)
+    start = g.grid_row * g.w + g.first[:, 0]
+    per_box = torch.cat([start[:, None], g.size[:, :1], centre - g.first, two_sigma_sq], 1)
     rows, row_in_box = _expand_ragged(per_box, g.size[:, 1].long())
     rows[:, 0] += row_in_box * g.w
     rows[:, 3] -= row_in_box  # y offset of the centre from this row
