@@ -17,7 +17,6 @@ import os
 import torch
 
 import detkd  # noqa: F401  registers DistillRCNN and the PAFPN backbone
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
@@ -30,8 +29,11 @@ from detectron2.engine import (
 )
 from detectron2.evaluation import inference_on_dataset, print_csv_format, verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from detkd import load_config
+from detkd.checkpoint import Checkpointer
+from detkd.config import student_only_config
 from detkd.data import SHAPES_DATASETS, register_shapes_datasets
 from detkd.engine import DistillTrainer, add_global_norm_clipping
 from detkd.engine.trainer import wrap_ddp
@@ -45,10 +47,16 @@ def _uses_shapes(names) -> bool:
 
 
 # ----- yaml -------------------------------------------------------------------------------
+def setup_detkd_logger(output_dir):
+    """detkd's own messages (loaded tensors, inherited tensors, teacher keys) into log.txt too."""
+    setup_logger(output_dir, distributed_rank=comm.get_rank(), name="detkd")
+
+
 def setup_yaml(args):
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_detkd_logger(cfg.OUTPUT_DIR)
     return cfg
 
 
@@ -56,7 +64,22 @@ def build_teacher_for_eval(cfg):
     d = cfg.MODEL.DISTILL.TEACHER
     if not d.CONFIG_FILE:
         raise ValueError("--eval-teacher needs MODEL.DISTILL.TEACHER.CONFIG_FILE")
-    return teacher_from_config(d.CONFIG_FILE, d.WEIGHTS, d.OPTS, device=cfg.MODEL.DEVICE)
+    return teacher_from_config(d.CONFIG_FILE, d.WEIGHTS, d.OPTS, device=cfg.MODEL.DEVICE,
+                               ignored_key_prefixes=d.IGNORED_KEY_PREFIXES,
+                               allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE)
+
+
+def evaluate_student(cfg, resume: bool = False):
+    """``--eval-only``: the student alone (no teacher is built, so none of its files is needed),
+    loaded from MODEL.WEIGHTS (a DistillRCNN checkpoint, a plain detector's, an exported student)."""
+    model = DistillTrainer.build_model(student_only_config(cfg))
+    checkpointer = Checkpointer(model, save_dir=cfg.OUTPUT_DIR,
+                                allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE)
+    if not cfg.MODEL.WEIGHTS and not (resume and checkpointer.has_checkpoint()):
+        raise ValueError("--eval-only needs MODEL.WEIGHTS (or --resume with a checkpoint in OUTPUT_DIR): "
+                         "without weights it would evaluate a randomly initialised student")
+    checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    return DistillTrainer.test(cfg, model)
 
 
 def main_yaml(args):
@@ -66,9 +89,7 @@ def main_yaml(args):
     if args.eval_teacher:
         return DistillTrainer.test(cfg, build_teacher_for_eval(cfg))
     if args.eval_only:
-        model = DistillTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        res = DistillTrainer.test(cfg, model)
+        res = evaluate_student(cfg, resume=args.resume)
         if comm.is_main_process():
             verify_results(cfg, res)
         return res
@@ -94,6 +115,8 @@ def main_lazy(args):
     if not torch.cuda.is_available():
         cfg.train.device = "cpu"
     default_setup(cfg, args)
+    setup_detkd_logger(cfg.train.output_dir)
+    allow_unsafe = cfg.train.get("allow_unsafe_pickle", False)
     names = []
     for key in ("train", "test"):
         if key in cfg.dataloader:
@@ -108,21 +131,30 @@ def main_lazy(args):
             raise ValueError("--eval-teacher needs model.teacher in the LazyConfig")
         return lazy_test(cfg, instantiate(cfg.model.teacher).to(cfg.train.device))
 
+    if args.eval_only:
+        if not cfg.train.init_checkpoint:
+            raise ValueError("--eval-only needs train.init_checkpoint: without weights it would evaluate "
+                             "a randomly initialised model")
+        # the student alone: no teacher (nor its files) is needed to evaluate it
+        for key, empty in (("teacher", None), ("distillers", []), ("inherit_prefixes", None)):
+            if key in cfg.model:
+                cfg.model[key] = empty
+        model = instantiate(cfg.model).to(cfg.train.device)
+        Checkpointer(model, allow_unsafe_pickle=allow_unsafe).load(cfg.train.init_checkpoint)
+        return lazy_test(cfg, model)
+
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
-    if args.eval_only:
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
-        return lazy_test(cfg, model)
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
     clip = cfg.train.get("global_grad_clip_norm", 0.0)
     if clip:
-        optim = add_global_norm_clipping(optim, clip)
+        optim = add_global_norm_clipping(optim, clip, {id(p): n for n, p in model.named_parameters()})
     train_loader = instantiate(cfg.dataloader.train)
     model = wrap_ddp(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = Checkpointer(model, cfg.train.output_dir, trainer=trainer, allow_unsafe_pickle=allow_unsafe)
     trainer.register_hooks([
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),

@@ -69,21 +69,18 @@ def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu"):
     RSS on CPU, ``torch.cuda.max_memory_allocated`` on a GPU."""
     import torch
 
-    from detectron2.config import get_cfg
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
     from detectron2.solver import build_optimizer
     from detectron2.utils.events import EventStorage
 
-    from detkd import add_detkd_config
+    from detkd import load_config
     from detkd.data import register_shapes_datasets
 
     register_shapes_datasets()
 
     def cfg_of(name):
-        cfg = get_cfg()
-        add_detkd_config(cfg)
-        cfg.merge_from_file(os.path.join(ROOT, "configs/demo", name))
+        cfg = load_config(os.path.join(ROOT, "configs/demo", name))
         cfg.MODEL.DEVICE = device
         cfg.DATALOADER.NUM_WORKERS = 0
         cfg.SOLVER.BASE_LR = 1e-4  # repeated steps on one batch without warm-up: keep them finite
@@ -104,9 +101,9 @@ def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu"):
     torch.manual_seed(0)
     model = build_model(cfg)
     if kind.startswith("teacher"):
-        from detectron2.checkpoint import DetectionCheckpointer
+        from detkd.checkpoint import Checkpointer
 
-        DetectionCheckpointer(model).load(teacher_weights)
+        Checkpointer(model).load(teacher_weights)
         model.eval()
 
         def step():
@@ -153,15 +150,11 @@ def _teacher_weights():
         return cached
     # the cost does not depend on the weights' values: save an untrained teacher
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    from detkd import add_detkd_config
+    from detkd import load_config
 
-    cfg = get_cfg()
-    add_detkd_config(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, "configs/demo/teacher.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
+    cfg = load_config(os.path.join(ROOT, "configs/demo/teacher.yaml"), ["MODEL.DEVICE", "cpu"])
     folder = tempfile.mkdtemp()
     DetectionCheckpointer(build_model(cfg), folder).save("teacher")
     return os.path.join(folder, "teacher.pth")

@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from detkd import add_detkd_config
+from detkd import load_config
 from detkd.data import ShapesSpec, register_shapes_datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,11 +28,8 @@ TEACHER_YAML = os.path.join(REPO, "configs/demo/teacher.yaml")
 
 
 def make_cfg(path, *opts):
-    cfg = get_cfg()
-    add_detkd_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, path))
-    cfg.merge_from_list(list(TINY) + list(opts))
-    return cfg
+    """The config ``path`` (from the repository root) through detkd's loader, made tiny."""
+    return load_config(os.path.join(REPO, path), list(TINY) + list(opts))
 
 
 @pytest.fixture(autouse=True)

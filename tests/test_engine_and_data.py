@@ -28,7 +28,8 @@ def test_evaluator_follows_the_dataset():
     assert isinstance(build_evaluator("detkd_shapes_val", None), COCOEvaluator)
     assert isinstance(build_evaluator("detkd_shapes_voc_val", None), PascalVOCDetectionEvaluator)
     MetadataCatalog.get("detkd_no_type").set(thing_classes=["a"])
-    with pytest.raises(ValueError, match="No evaluator for dataset 'detkd_no_type'"):
+    # as stock detectron2: NotImplementedError, which DefaultTrainer.test turns into a warning
+    with pytest.raises(NotImplementedError, match="No evaluator for dataset 'detkd_no_type'"):
         build_evaluator("detkd_no_type", None)
 
 

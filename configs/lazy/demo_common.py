@@ -1,6 +1,7 @@
 """LazyConfig of the CPU demo (the same models as configs/demo/*.yaml), built from detectron2's
 model-zoo LazyConfig pieces. Import ``student``, ``dataloader``, ``optimizer``, ``lr_multiplier``
-and ``train`` from here and wrap the student in ``L(DistillRCNN)``."""
+and ``train`` from here and wrap the student in ``model = L(DistillRCNN)(student=student, ...)``:
+the datasets are checked against ``model.student.roi_heads.num_classes`` when loaded."""
 from detectron2.config import LazyCall as L
 from detectron2.data import transforms as T
 from detectron2.evaluation import COCOEvaluator
@@ -8,6 +9,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
+
+from detkd.data import FileNamingDatasetMapper, get_checked_dataset_dicts
 
 student = get_config("common/models/mask_rcnn_fpn.py").model
 student.backbone.bottom_up.stem.norm = "BN"
@@ -31,7 +34,12 @@ for key in ("mask_in_features", "mask_pooler", "mask_head"):
     del student.roi_heads[key]
 
 dataloader = get_config("common/data/coco.py").dataloader
-dataloader.train.dataset.names = "detkd_shapes_train"
+# detectron2's loaders, with class indices checked at load time and image errors naming the file
+NUM_CLASSES = "${model.student.roi_heads.num_classes}"
+dataloader.train.dataset = L(get_checked_dataset_dicts)(
+    names="detkd_shapes_train", num_classes=NUM_CLASSES
+)
+dataloader.train.mapper._target_ = FileNamingDatasetMapper
 dataloader.train.mapper.augmentations = [
     L(T.ResizeShortestEdge)(short_edge_length=(96,), max_size=128, sample_style="choice"),
     L(T.RandomFlip)(horizontal=True),
@@ -39,7 +47,10 @@ dataloader.train.mapper.augmentations = [
 dataloader.train.mapper.use_instance_mask = False
 dataloader.train.total_batch_size = 8
 dataloader.train.num_workers = 1
-dataloader.test.dataset.names = "detkd_shapes_val"
+dataloader.test.dataset = L(get_checked_dataset_dicts)(
+    names="detkd_shapes_val", num_classes=NUM_CLASSES, filter_empty=False
+)
+dataloader.test.mapper._target_ = FileNamingDatasetMapper
 dataloader.test.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=96, max_size=128)]
 dataloader.test.num_workers = 1
 dataloader.evaluator = L(COCOEvaluator)(dataset_name="${..test.dataset.names}", tasks=("bbox",))

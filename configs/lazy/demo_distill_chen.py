@@ -1,5 +1,7 @@
 """Chen et al. 2017 on the CPU demo, as LazyConfig (= configs/demo/distill_chen.yaml):
 hints on res4 and p3, class-weighted soft CE and teacher-bounded regression on RPN and RCN."""
+import os
+
 from detectron2.config import LazyCall as L
 
 from detkd.modeling import (
@@ -15,7 +17,9 @@ from .demo_common import dataloader, lr_multiplier, optimizer, student, train  #
 model = L(DistillRCNN)(
     student=student,
     teacher=L(teacher_from_config)(
-        config_file="configs/demo/teacher.yaml", weights="output/demo/teacher/model_final.pth"
+        # the teacher config next to the yaml demo configs, wherever this runs from
+        config_file=os.path.join(os.path.dirname(__file__), "../demo/teacher.yaml"),
+        weights="output/demo/teacher/model_final.pth",
     ),
     distillers=[
         # ResNet-18 res4 has 256 channels, ResNet-34's too; the FPN maps have 64 and 128

@@ -1,4 +1,6 @@
 """FGD on the CPU demo, as LazyConfig (the same model as configs/demo/distill_fgd.yaml)."""
+import os
+
 from detectron2.config import LazyCall as L
 
 from detkd.modeling import DistillRCNN, FGDDistiller, teacher_from_config
@@ -9,7 +11,9 @@ LEVELS = ["p2", "p3", "p4", "p5", "p6"]
 model = L(DistillRCNN)(
     student=student,
     teacher=L(teacher_from_config)(
-        config_file="configs/demo/teacher.yaml", weights="output/demo/teacher/model_final.pth"
+        # the teacher config next to the yaml demo configs, wherever this runs from
+        config_file=os.path.join(os.path.dirname(__file__), "../demo/teacher.yaml"),
+        weights="output/demo/teacher/model_final.pth",
     ),
     distillers=[
         L(FGDDistiller)(

@@ -7,6 +7,8 @@ config that only names ``META_ARCHITECTURE: DistillRCNN`` trains a plain student
 distils (``STUDENT_FEATURES`` / ``TEACHER_FEATURES`` or ``TARGETS``), its loss weights and
 its own hyper-parameters.
 """
+import os
+
 from detectron2.config import CfgNode as CN
 
 # every method block under MODEL.DISTILL, by name: used to validate configs
@@ -27,6 +29,13 @@ def add_detkd_config(cfg):
     _C.MODEL.DISTILL.TEACHER.WEIGHTS = ""
     # "KEY VALUE" overrides applied to the teacher's config
     _C.MODEL.DISTILL.TEACHER.OPTS = []
+    # Checkpoint keys the teacher does not use are an error, except under these prefixes
+    # (e.g. ["roi_heads.mask_head."] for a Mask R-CNN checkpoint in a box-only teacher).
+    _C.MODEL.DISTILL.TEACHER.IGNORED_KEY_PREFIXES = []
+
+    # Weight files are read without running code (tensors, numpy arrays, plain containers). Set
+    # True only for files you trust: full unpickling runs whatever the file's author put in it.
+    _C.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE = False
 
     # Initialise student parameters from the teacher where names and shapes match.
     _C.MODEL.DISTILL.INHERIT = CN()
@@ -94,17 +103,104 @@ def add_detkd_config(cfg):
     return cfg
 
 
+# the teacher's paths, resolved like _BASE_ (see resolve_path)
+PATH_KEYS = ("MODEL.DISTILL.TEACHER.CONFIG_FILE", "MODEL.DISTILL.TEACHER.WEIGHTS")
+MODEL_ZOO_PREFIX = "model_zoo://"
+
+
+def resolve_path(path: str, config_file: str = "") -> str:
+    """Where a path named in a config points.
+
+    * ``model_zoo://NAME`` is ``NAME`` among detectron2's packaged configs
+      (``model_zoo://COCO-Detection/faster_rcnn_R_101_FPN_3x.yaml``);
+    * an absolute path or a URL is returned as it is;
+    * a relative path is looked up from the working directory and, when ``config_file`` is given,
+      from that file's folder (as ``_BASE_`` is). If both exist and differ it is an error; if
+      neither exists, ``path`` is returned unchanged (the caller reports it missing).
+    """
+    if not path or "://" in path and not path.startswith(MODEL_ZOO_PREFIX):
+        return path
+    if path.startswith(MODEL_ZOO_PREFIX):
+        from detectron2 import model_zoo
+
+        try:
+            return model_zoo.get_config_file(path[len(MODEL_ZOO_PREFIX):])
+        except RuntimeError as e:
+            raise FileNotFoundError(f"{path}: not a config of detectron2's model zoo ({e})") from None
+    path = os.path.expanduser(path)
+    if os.path.isabs(path):
+        return path
+    candidates = [os.path.abspath(path)]
+    if config_file:
+        candidates.append(os.path.abspath(os.path.join(os.path.dirname(config_file), path)))
+    found = list(dict.fromkeys(c for c in candidates if os.path.exists(c)))
+    if len(found) > 1 and not os.path.samefile(found[0], found[1]):
+        raise ValueError(f"{path!r} (named in {config_file}) is ambiguous: both {found[0]} (from the working "
+                         f"directory) and {found[1]} (next to the config) exist; give an absolute path")
+    return found[0] if found else path
+
+
+def _file_setting(config_file: str, key: str) -> str:
+    """The file in ``config_file``'s ``_BASE_`` chain whose yaml sets ``key`` last ("" if none)."""
+    import yaml
+
+    with open(config_file) as f:
+        node = yaml.safe_load(f) or {}
+    value = node
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is not None:
+        return config_file
+    base = node.get("_BASE_")
+    if not base:
+        return ""
+    base = os.path.expanduser(base)
+    if not base.startswith(("/", "https://", "http://")):
+        base = os.path.join(os.path.dirname(config_file), base)
+    return _file_setting(base, key)
+
+
 def load_config(config_file: str, opts=()) -> CN:
     """A detectron2 config with detkd's keys, merged from ``config_file`` and ``KEY VALUE`` ``opts``.
 
-    Falls back to ``MODEL.DEVICE = "cpu"`` when CUDA is not available.
+    The teacher's config file and weights (:data:`PATH_KEYS`) are resolved with
+    :func:`resolve_path`, relative to the config file that sets them (or to the working directory
+    when ``opts`` set them), so the result works from any directory. Falls back to
+    ``MODEL.DEVICE = "cpu"`` when CUDA is not available.
     """
     import torch
     from detectron2.config import get_cfg
 
     cfg = add_detkd_config(get_cfg())
     cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    opts = list(opts)
+    cfg.merge_from_list(opts)
+    for key in PATH_KEYS:
+        node, name = cfg, key.split(".")
+        for part in name[:-1]:
+            node = node[part]
+        in_opts = key in opts[0::2]
+        node[name[-1]] = resolve_path(node[name[-1]], "" if in_opts else _file_setting(config_file, key))
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     return cfg
+
+
+def method_blocks(cfg: CN):
+    """Names of the distillation method blocks under ``cfg.MODEL.DISTILL`` (those with ENABLED)."""
+    return [k for k, v in cfg.MODEL.DISTILL.items() if isinstance(v, CN) and "ENABLED" in v and k != "INHERIT"]
+
+
+def student_only_config(cfg: CN) -> CN:
+    """``cfg`` for the student alone (evaluation, export, drawing): no teacher, no distillation method.
+
+    The student and its input scale are unchanged, so its predictions are those of the full model.
+    """
+    out = cfg.clone()
+    out.defrost()
+    t = out.MODEL.DISTILL.TEACHER
+    t.CONFIG_FILE, t.WEIGHTS, t.OPTS = "", "", []
+    for block in method_blocks(out):
+        out.MODEL.DISTILL[block].ENABLED = False
+    out.MODEL.DISTILL.INHERIT.ENABLED = False
+    return out

@@ -12,26 +12,31 @@
 4. prints one table (mean +- std over seeds, per-seed AP below) and writes ``results.md``,
    ``results.json``, ``results.png`` (bar plot) and ``ap_curves.png`` (AP against iteration).
 
+A run trained again starts in an emptied directory (the demo removes its own stale run, and refuses
+a directory it did not make), and one demo at a time writes into an output (``.demo.lock`` there).
 Progress and ETA come from detectron2's writers for each run, and from this script for the whole.
 Students never see the validation split during training except through these evaluations, which
 are read only for reporting (no schedule or weight was tuned on them by this script).
 """
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import shutil
 import statistics
 import time
 from typing import Dict, List
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.logger import setup_logger
 
-from .config import load_config
+from .checkpoint import Checkpointer
+from .config import load_config, student_only_config
 from .data import register_shapes_datasets
 from .data.register import registered_shapes_root
 
@@ -61,6 +66,11 @@ SURVEY_METHODS = ["baseline", "fgd", "chen", "mssd", "all"]
 BASELINE_OF = {"lowres_inherit": "lowres_baseline", "lowres_chen_inherit": "lowres_baseline",
                "fgd": "baseline", "chen": "baseline", "mssd": "baseline", "all": "baseline"}
 TEST_SETS = ("detkd_shapes_val", "detkd_shapes_voc_val")
+# written into every run directory the demo makes; it, or a file only a demo run leaves (run.json,
+# the teacher's CONFIG_FINGERPRINT: demos older than the marker wrote those), lets the demo clear it
+RUN_MARKER = ".demo-run"
+OWNED_BY = (RUN_MARKER, "run.json", "CONFIG_FINGERPRINT")
+LOCK_FILE = ".demo.lock"  # in the output directory, held by the demo writing into it
 
 
 def _cfg(config_file: str, opts: List):
@@ -77,6 +87,60 @@ def _fingerprint(cfg) -> str:
     parts = {k: cfg[k] for k in ("MODEL", "INPUT", "SOLVER", "DATALOADER", "SEED")}
     parts["TRAIN"] = list(cfg.DATASETS.TRAIN)
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def _output_lock(output: str):
+    """Hold an exclusive lock on ``<output>/.demo.lock`` (its content: the holder's PID) while the
+    block runs: two demos writing into one output directory would clear and overwrite each other's
+    runs. A second lock on it fails at once. The kernel drops the lock when its file is closed, on
+    an exception or when the process dies; the descriptor is not inherited, so the demo's workers
+    never hold it."""
+    os.makedirs(output, exist_ok=True)
+    path = os.path.join(output, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            why = (f"demo: another demo (pid {holder}) is writing into {output} (it holds {path}); "
+                   "wait for it or choose another --output")
+            raise RuntimeError(why) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fresh_run_dir(path: str):
+    """Make ``path`` an empty run directory marked as the demo's, before a run is trained in it:
+    detectron2's writers append to the ``metrics.json`` and events files they find, so a stale run
+    would mix its AP curve with the new one. A directory the demo made (see ``OWNED_BY``) is
+    removed, and said so; a non-empty one it did not make is refused, not deleted."""
+    if os.path.isdir(path) and os.listdir(path):
+        if not any(os.path.exists(os.path.join(path, f)) for f in OWNED_BY):
+            raise RuntimeError(f"demo: run directory {path} holds files the demo did not write "
+                               f"(none of {', '.join(OWNED_BY)}); move it away or choose another "
+                               "--output")
+        print(f"[demo] removing the stale run in {path}", flush=True)
+        shutil.rmtree(path)
+    os.makedirs(path, exist_ok=True)
+    open(os.path.join(path, RUN_MARKER), "w").close()
+
+
+def _ap_curve(output_dir: str) -> List:
+    """(iteration, bbox/AP) of every evaluation in ``output_dir/metrics.json``."""
+    curve = []
+    metrics = os.path.join(output_dir, "metrics.json")
+    if os.path.isfile(metrics):
+        with open(metrics) as f:
+            for line in f:
+                row = json.loads(line)
+                if "bbox/AP" in row:
+                    curve.append((row["iteration"], row["bbox/AP"]))
+    return curve
 
 
 def _train(cfg) -> Dict:
@@ -97,15 +161,7 @@ def _train(cfg) -> Dict:
     voc_cfg.defrost()
     voc_cfg.DATASETS.TEST = (TEST_SETS[1],)
     results[TEST_SETS[1]] = DistillTrainer.test(voc_cfg, model)
-    curve = []
-    metrics = os.path.join(cfg.OUTPUT_DIR, "metrics.json")
-    if os.path.isfile(metrics):
-        with open(metrics) as f:
-            for line in f:
-                row = json.loads(line)
-                if "bbox/AP" in row:
-                    curve.append((row["iteration"], row["bbox/AP"]))
-    return dict(results=results, curve=curve, train_seconds=seconds,
+    return dict(results=results, curve=_ap_curve(cfg.OUTPUT_DIR), train_seconds=seconds,
                 params=sum(p.numel() for p in student.parameters()))
 
 
@@ -248,8 +304,8 @@ def _saved_model_ms(cfg) -> float:
     """Inference ms/image of the model a finished run saved in ``cfg.OUTPUT_DIR``."""
     from detectron2.modeling import build_model
 
-    model = build_model(cfg)
-    DetectionCheckpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+    model = build_model(student_only_config(cfg))  # the student alone: the teacher is not timed
+    Checkpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
     return _inference_ms(model, cfg)
 
 
@@ -257,7 +313,16 @@ def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student
              eval_points: int = 3, extra_opts: List = (), jobs: int = 1) -> Dict:
     """``seeds``: one count for every method, or a dict method -> count. ``jobs`` student runs
     train at once, each in its own process with ``cpu_count // jobs`` threads (``jobs=1``: in this
-    process, with torch's default threads)."""
+    process, with torch's default threads). Holds ``<output>/.demo.lock`` throughout: a second
+    demo into the same output fails at once."""
+    with _output_lock(output):
+        return _run_demo(output, methods, seeds, teacher_iters, student_iters, eval_points,
+                         extra_opts, jobs)
+
+
+def _run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student_iters: int,
+              eval_points: int, extra_opts: List, jobs: int) -> Dict:
+    """``run_demo`` under its lock; every run it trains starts in a fresh ``_fresh_run_dir``."""
     if jobs < 1:
         raise ValueError(f"run_demo: jobs must be >= 1, got {jobs}")
     seeds_of = seeds if isinstance(seeds, dict) else {m: seeds for m in methods}
@@ -281,7 +346,7 @@ def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student
         from detectron2.modeling import build_model
 
         model = build_model(t_cfg)
-        DetectionCheckpointer(model).load(weights)
+        Checkpointer(model).load(weights)
         both = t_cfg.clone()
         both.DATASETS.TEST = TEST_SETS
         teacher_run = dict(results=DistillTrainer.test(both, model), curve=[], train_seconds=float("nan"),
@@ -289,6 +354,7 @@ def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student
                            ms_per_image=_inference_ms(model, t_cfg))
     else:
         print(f"[demo] teacher: training {teacher_iters} iterations", flush=True)
+        _fresh_run_dir(teacher_dir)
         teacher_run = _train(t_cfg)
         teacher_run["ms_per_image"] = _saved_model_ms(t_cfg)
         with open(stamp, "w") as f:
@@ -321,6 +387,9 @@ def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student
                 runs[name, seed] = saved["run"]
             else:
                 pending.append(jobs_of[name, seed])
+
+    for job in pending:  # all checked before a student trains: a refused directory stops the demo
+        _fresh_run_dir(job[2].OUTPUT_DIR)
 
     def save(job, run):
         with open(job[4], "w") as f:

@@ -1,7 +1,8 @@
 """Pictures of what is distilled, for one image of a dataset.
 
     python -m detkd.visualize --config-file configs/demo/distill_all.yaml --output output/vis \
-        [--dataset detkd_shapes_val] [--index 0] [MODEL.WEIGHTS output/demo/all/seed0/model_final.pth]
+        [--dataset detkd_shapes_val] [--index 0] [--student-only] \
+        [MODEL.WEIGHTS output/demo/all/seed0/model_final.pth]
 
 writes
 * ``fgd_masks.png``: per FPN level, FGD's foreground scale mask and background mask;
@@ -9,6 +10,9 @@ writes
 * ``mssd_gaussian.png``: per level, the MSSD Gaussian target (and the student's predicted mask
   when the model has an MSSD distiller);
 * ``detections.png``: the teacher's and the student's detections side by side.
+
+``--student-only`` draws the student alone: the teacher is not built, so its files are not needed.
+Weights are read through :class:`detkd.checkpoint.Checkpointer` (safe, mapped onto the student).
 """
 import argparse
 import os
@@ -16,12 +20,12 @@ import os
 import numpy as np
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.visualizer import Visualizer
 
-from .config import load_config
+from .checkpoint import Checkpointer
+from .config import load_config, student_only_config
 from .data import SHAPES_DATASETS, register_shapes_datasets
 from .losses import fgd_masks, gaussian_target_mask, spatial_attention
 from .modeling.distillers import MSSDDistiller
@@ -54,7 +58,7 @@ def visualize(cfg, output: str, dataset: str, index: int):
     os.makedirs(output, exist_ok=True)
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        Checkpointer(model, allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE).load(cfg.MODEL.WEIGHTS)
     model.eval()
     record = DatasetCatalog.get(dataset)[index]
     mapper_cfg = cfg.clone()
@@ -118,9 +122,13 @@ def main(argv=None):
     parser.add_argument("--output", required=True)
     parser.add_argument("--dataset", default="detkd_shapes_val")
     parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--student-only", action="store_true",
+                        help="draw the student alone (no teacher is built or loaded)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
+    if args.student_only:
+        cfg = student_only_config(cfg)
     if args.dataset in SHAPES_DATASETS:
         register_shapes_datasets()
     for f in visualize(cfg, args.output, args.dataset, args.index):

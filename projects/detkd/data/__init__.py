@@ -1,4 +1,11 @@
-"""Datasets: the embedded demo data and registration helpers."""
+"""Datasets: the embedded demo data, registration helpers, and load-time checks."""
+from .checks import (
+    FileNamingDatasetMapper,
+    ImageReadError,
+    check_class_indices,
+    check_thing_classes,
+    get_checked_dataset_dicts,
+)
 from .register import (
     SHAPES_DATASETS,
     register_coco_json,

@@ -1,17 +1,22 @@
 """Export the student alone, loadable by stock detectron2.
 
-    python -m detkd.engine.export --config-file CONFIG --output DIR [MODEL.WEIGHTS ckpt.pth] [KEY VALUE ...]
+    python -m detkd.engine.export --config-file CONFIG --output DIR MODEL.WEIGHTS ckpt.pth [KEY VALUE ...]
 
 writes ``DIR/model_student.pth`` (the student's state dict, no teacher, no adaptation/align
 layers) and ``DIR/config_student.yaml`` (the config without detkd's keys), so that
 ``build_model(cfg)`` + ``DetectionCheckpointer(model).load("model_student.pth")`` load it with no
 missing or unexpected keys. A student with the PAFPN backbone needs ``import detkd`` to build.
+The teacher is neither built nor read. ``MODEL.WEIGHTS`` is required and must load into the
+student (see :mod:`detkd.checkpoint`): exporting a randomly initialised student is refused.
 """
 import argparse
 import os
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
+
+from ..checkpoint import Checkpointer
+from ..config import load_config, student_only_config
 
 __all__ = ["student_config", "export_student", "main"]
 
@@ -42,23 +47,17 @@ def export_student(model, cfg: CfgNode, output_dir: str) -> str:
 def main(argv=None):
     from detectron2.modeling import build_model
 
-    from ..config import load_config
-
     parser = argparse.ArgumentParser(description="Export a DistillRCNN's student for stock detectron2")
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
-    cfg = load_config(args.config_file, args.opts)
-    # the teacher is not needed to export the student
-    cfg.MODEL.DISTILL.TEACHER.CONFIG_FILE = ""
-    cfg.MODEL.DISTILL.TEACHER.WEIGHTS = ""
-    for block in ("HINT", "SOFT_CE", "BOUNDED_REG", "FGD"):
-        cfg.MODEL.DISTILL[block].ENABLED = False
-    cfg.MODEL.DISTILL.INHERIT.ENABLED = False
+    cfg = student_only_config(load_config(args.config_file, args.opts))
+    if not cfg.MODEL.WEIGHTS:
+        raise ValueError("export needs MODEL.WEIGHTS (the trained checkpoint): without it the exported "
+                         "student would be randomly initialised")
     model = build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    Checkpointer(model, allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE).load(cfg.MODEL.WEIGHTS)
     path = export_student(model, cfg, args.output)
     print(f"wrote {path}")
 

@@ -1,35 +1,42 @@
 """DistillTrainer: detectron2's DefaultTrainer with detkd's evaluator choice, global-norm
 clipping, and DDP that also works on CPU (gloo)."""
 import logging
+import math
 import os
 import weakref
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from detectron2.data import MetadataCatalog
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 
+from ..checkpoint import Checkpointer
+from ..data.checks import FileNamingDatasetMapper, get_checked_dataset_dicts
 from .clipping import add_global_norm_clipping
 
 __all__ = ["DistillTrainer", "build_evaluator", "wrap_ddp"]
 
 
 def build_evaluator(dataset_name: str, output_folder: str):
-    """COCOEvaluator for COCO-style datasets, PascalVOCDetectionEvaluator for VOC-style ones."""
+    """COCOEvaluator for COCO-style datasets, PascalVOCDetectionEvaluator for VOC-style ones.
+
+    Other datasets raise ``NotImplementedError``, which ``DefaultTrainer.test`` turns into a
+    warning and no evaluation of that dataset, as in stock detectron2.
+    """
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     if evaluator_type == "coco":
         return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
     if evaluator_type == "pascal_voc":
         return PascalVOCDetectionEvaluator(dataset_name)
-    raise ValueError(
-        f"No evaluator for dataset {dataset_name!r} (evaluator_type={evaluator_type!r}); "
-        "register it with detkd.data.register_coco_json or register_voc_folder"
-    )
+    message = (f"No evaluator for dataset {dataset_name!r} (evaluator_type={evaluator_type!r}); it is not "
+               "evaluated. Register it with detkd.data.register_coco_json or register_voc_folder")
+    logging.getLogger(__name__).warning(message)
+    raise NotImplementedError(message)
 
 
 def wrap_ddp(model, **kwargs):
@@ -56,11 +63,45 @@ class DistillTrainer(DefaultTrainer):
         model = wrap_ddp(model)
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
+                                         allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """detectron2's default train loader (same dataset options), but with class indices
+        checked against MODEL.ROI_HEADS.NUM_CLASSES as the data is loaded, and image read errors
+        that name the file (detkd.data.checks)."""
+        dataset = get_checked_dataset_dicts(
+            cfg.DATASETS.TRAIN, cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
+            if cfg.MODEL.KEYPOINT_ON else 0,
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        )
+        mapper = FileNamingDatasetMapper(cfg, is_train=True)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's default test loader (same dataset options), with the checks of
+        build_train_loader."""
+        names = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name)
+        proposal_files = [
+            cfg.DATASETS.PROPOSAL_FILES_TEST[list(cfg.DATASETS.TEST).index(name)] for name in names
+        ] if cfg.MODEL.LOAD_PROPOSALS else None
+        dataset = get_checked_dataset_dicts(
+            names, cfg.MODEL.ROI_HEADS.NUM_CLASSES, filter_empty=False,
+            proposal_files=proposal_files,
+        )
+        mapper = FileNamingDatasetMapper(cfg, is_train=False)
+        return build_detection_test_loader(
+            dataset, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS
+        )
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
@@ -69,6 +110,10 @@ class DistillTrainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         optimizer = super().build_optimizer(cfg, model)
-        if cfg.SOLVER.GLOBAL_GRAD_CLIP_NORM > 0:
-            optimizer = add_global_norm_clipping(optimizer, cfg.SOLVER.GLOBAL_GRAD_CLIP_NORM)
+        clip = cfg.SOLVER.GLOBAL_GRAD_CLIP_NORM
+        if not (math.isfinite(clip) and clip >= 0):
+            raise ValueError(f"SOLVER.GLOBAL_GRAD_CLIP_NORM must be >= 0 and finite (0 = off), got {clip}")
+        if clip > 0:
+            names = {id(p): n for n, p in model.named_parameters()}
+            optimizer = add_global_norm_clipping(optimizer, clip, names)
         return optimizer

@@ -18,6 +18,7 @@ a plain linear head, un-normalized FPN features made it diverge on the demo.
 
 Neither changes the detector at inference: the adaptation layers are dropped at export.
 """
+import math
 from typing import Dict, List, Sequence
 
 import torch
@@ -38,8 +39,8 @@ class MSSDLoss(nn.Module):
                 "MASK_WEIGHTS; give one weight per level"
             )
         for w in list(weights) + list(mask_weights):
-            if not w >= 0:
-                raise ValueError(f"MSSD: weights must be non-negative numbers, got {w}")
+            if not (w >= 0 and math.isfinite(w)):
+                raise ValueError(f"MSSD: weights must be non-negative finite numbers, got {w}")
         self.level_names = list(level_names)
         self.weights = [float(w) for w in weights]
         self.mask_weights = [float(w) for w in mask_weights]

@@ -80,6 +80,25 @@ def _rescale_instances(instances: Instances, scale: float, image_size) -> Instan
     return out
 
 
+def _check_teacher_finite(out: SideOutputs, feature_names: Optional[Sequence[str]]) -> None:
+    """Raise ``FloatingPointError`` naming every teacher output a distiller reads that holds NaN or
+    inf (a diverged teacher checkpoint). One device sync for all of them."""
+    named = {f"features[{k!r}]": v for k, v in out.features.items()
+             if feature_names is None or k in feature_names}
+    named.update({k: getattr(out, k) for k in ("rpn_objectness", "rpn_deltas", "rcn_scores", "rcn_deltas")
+                  if getattr(out, k) is not None})
+    if not named:
+        return
+    finite = torch.stack([torch.isfinite(v).all() for v in named.values()])
+    if bool(finite.all()):
+        return
+    bad = [k for k, ok in zip(named, finite.tolist()) if not ok]
+    raise FloatingPointError(
+        f"the teacher's outputs {', '.join(bad)} hold NaN or inf; the distillation terms would consume "
+        "them. Is the teacher checkpoint (MODEL.DISTILL.TEACHER.WEIGHTS) from a diverged run?"
+    )
+
+
 @META_ARCH_REGISTRY.register()
 class DistillRCNN(nn.Module):
     @configurable
@@ -114,6 +133,9 @@ class DistillRCNN(nn.Module):
         self.student_input_scale = float(student_input_scale)
         self.feature_resize = feature_resize
         self.teacher_needs = frozenset().union(*[d.teacher_needs for d in self.distillers])
+        # the teacher features some distiller reads (None: a distiller reads them all)
+        read = [d.teacher_features() for d in self.distillers if "features" in d.teacher_needs]
+        self._teacher_features_read = None if None in read else sorted(set().union(*read))
         self._check_compatible()
         student_shapes = feature_shapes(student)
         teacher_shapes = feature_shapes(teacher) if teacher is not None else None
@@ -130,7 +152,10 @@ class DistillRCNN(nn.Module):
         student = META_ARCH_REGISTRY.get(d.STUDENT_META_ARCHITECTURE)(cfg)
         teacher = None
         if d.TEACHER.CONFIG_FILE:
-            teacher = teacher_from_config(d.TEACHER.CONFIG_FILE, d.TEACHER.WEIGHTS, d.TEACHER.OPTS, cfg.MODEL.DEVICE)
+            teacher = teacher_from_config(
+                d.TEACHER.CONFIG_FILE, d.TEACHER.WEIGHTS, d.TEACHER.OPTS, cfg.MODEL.DEVICE,
+                ignored_key_prefixes=d.TEACHER.IGNORED_KEY_PREFIXES, allow_unsafe_pickle=d.ALLOW_UNSAFE_PICKLE,
+            )
         elif d.TEACHER.WEIGHTS:
             raise ValueError("MODEL.DISTILL.TEACHER.WEIGHTS is set but TEACHER.CONFIG_FILE is empty")
         distillers = build_distillers(
@@ -306,6 +331,7 @@ class DistillRCNN(nn.Module):
         if "rcn" in self.teacher_needs:
             boxes = [Boxes(p.proposal_boxes.tensor * batch.teacher_scale) for p in batch.rcn_proposals]
             out.rcn_scores, out.rcn_deltas = box_head_predictions(teacher.roi_heads, feats, boxes)
+        _check_teacher_finite(out, self._teacher_features_read)
         return out
 
     def inference(self, batched_inputs, do_postprocess: bool = True):

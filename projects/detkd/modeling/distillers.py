@@ -39,8 +39,15 @@ HARD_CLS_LOSS = {"rpn": "loss_rpn_cls", "rcn": "loss_cls"}
 
 
 def _check_weight(method: str, name: str, value: float):
-    if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
-        raise ValueError(f"MODEL.DISTILL.{method}.{name} must be a non-negative number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"MODEL.DISTILL.{method}.{name} must be a non-negative number and finite, got {value!r}")
+
+
+def _check_unique(method: str, name: str, features: Sequence[str]):
+    repeated = sorted({f for f in features if list(features).count(f) > 1})
+    if repeated:
+        raise ValueError(f"MODEL.DISTILL.{method}.{name} names {repeated} more than once; each feature "
+                         f"is distilled once (got {list(features)})")
 
 
 def _check_targets(method: str, targets: Sequence[str]):
@@ -67,6 +74,11 @@ class Distiller(nn.Module):
     def check_shapes(self, student_shapes, teacher_shapes) -> None:
         """Raise a clear error, before training, if the models' features do not fit this distiller."""
 
+    def teacher_features(self):
+        """Names of the teacher features this distiller reads (checked to be finite each step);
+        ``None`` means any of them."""
+        return None
+
     def forward(self, batch: DistillBatch) -> Dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 
@@ -87,6 +99,7 @@ class HintDistiller(Distiller):
                 "MODEL.DISTILL.HINT.STUDENT_FEATURES and TEACHER_FEATURES must pair up one to one, got "
                 f"{list(student_features)} and {list(teacher_features)}"
             )
+        _check_unique("HINT", "STUDENT_FEATURES", student_features)
         self.pairs = list(zip(student_features, teacher_features))
         self.weight = weight
         self.hints = nn.ModuleDict({
@@ -103,6 +116,9 @@ class HintDistiller(Distiller):
             teacher_channels=[_shape(teacher_shapes, f, "teacher", "HINT").channels for f in c.TEACHER_FEATURES],
             weight=c.WEIGHT, kernel_size=c.ADAPTATION_KERNEL, norm=c.NORM,
         )
+
+    def teacher_features(self):
+        return [t for _, t in self.pairs]
 
     def check_shapes(self, student_shapes, teacher_shapes):
         for s_name, t_name in self.pairs:
@@ -132,8 +148,8 @@ class SoftCEDistiller(Distiller):
             _check_weight("SOFT_CE", name, v)
         if not (0.0 <= mu <= 1.0):
             raise ValueError(f"MODEL.DISTILL.SOFT_CE.MU must be in [0, 1], got {mu!r}")
-        if not temperature > 0:
-            raise ValueError(f"MODEL.DISTILL.SOFT_CE.TEMPERATURE must be > 0, got {temperature!r}")
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"MODEL.DISTILL.SOFT_CE.TEMPERATURE must be > 0 and finite, got {temperature!r}")
         self.targets = list(targets)
         self.teacher_needs = frozenset(self.targets)
         self.mu, self.temperature, self.background_weight, self.weight = mu, temperature, background_weight, weight
@@ -165,8 +181,8 @@ class BoundedRegressionDistiller(Distiller):
         super().__init__()
         _check_targets("BOUNDED_REG", targets)
         _check_weight("BOUNDED_REG", "NU", nu)
-        if not isinstance(margin, (int, float)) or math.isnan(margin):
-            raise ValueError(f"MODEL.DISTILL.BOUNDED_REG.MARGIN must be a number, got {margin!r}")
+        if not isinstance(margin, (int, float)) or not math.isfinite(margin):
+            raise ValueError(f"MODEL.DISTILL.BOUNDED_REG.MARGIN must be a finite number, got {margin!r}")
         self.targets = list(targets)
         self.teacher_needs = frozenset(self.targets)
         self.nu, self.margin = nu, margin
@@ -198,6 +214,9 @@ class FGDDistiller(Distiller):
         super().__init__()
         for name, v in dict(ALPHA=alpha, BETA=beta, GAMMA=gamma, LAMBDA=lambda_).items():
             _check_weight("FGD", name, v)
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"MODEL.DISTILL.FGD.TEMPERATURE must be > 0 and finite, got {temperature!r}")
+        _check_unique("FGD", "IN_FEATURES", in_features)
         self.in_features = list(in_features)
         self.levels = nn.ModuleDict({
             f: FGDLoss(sc, tc, temperature, alpha, beta, gamma, lambda_)
@@ -213,6 +232,9 @@ class FGDDistiller(Distiller):
             teacher_channels=[_shape(teacher_shapes, f, "teacher", "FGD").channels for f in c.IN_FEATURES],
             temperature=c.TEMPERATURE, alpha=c.ALPHA, beta=c.BETA, gamma=c.GAMMA, lambda_=c.LAMBDA,
         )
+
+    def teacher_features(self):
+        return list(self.in_features)
 
     def check_shapes(self, student_shapes, teacher_shapes):
         for f in self.in_features:
@@ -240,6 +262,7 @@ class MSSDDistiller(Distiller):
     @configurable
     def __init__(self, *, in_features, channels, weights, mask_weights):
         super().__init__()
+        _check_unique("MSSD", "IN_FEATURES", in_features)
         self.loss = MSSDLoss(channels, in_features, weights, mask_weights)
         self.in_features = list(in_features)
 

@@ -1,0 +1,297 @@
+"""Every weight file detkd reads goes through here: read without running code, mapped onto the
+model it was meant for, and checked to have loaded what it claims.
+
+Reading (:func:`load_weights_file`):
+
+* ``.pth`` / ``.pyth`` files go through ``torch.load(..., weights_only=True)``: tensors, plain
+  containers and numbers only. Everything detkd and detectron2 write (model weights, resume
+  checkpoints with optimizer, scheduler and trainer state) reads this way.
+* ``.pkl`` files (detectron2's model zoo, ImageNet backbones) go through :class:`NumpyUnpickler`,
+  which admits numpy arrays, dtypes and plain containers and nothing else.
+* A file that asks for anything else is refused with :class:`UnsafeWeightsError`, naming the file
+  and what it asked for. A file you trust can be read with full unpickling by an explicit opt-in:
+  ``MODEL.DISTILL.ALLOW_UNSAFE_PICKLE True`` in a yaml config, ``allow_unsafe_pickle=True`` in the
+  Python API. Full unpickling can run any code the file's author put in it.
+* A missing, truncated or corrupt file is a :class:`CheckpointReadError` naming the file.
+
+Mapping (:class:`Checkpointer`, a ``DetectionCheckpointer``):
+
+* into a ``DistillRCNN``: its own checkpoints (``student.*``, ``distillers.*``) load as they are; a
+  plain detector checkpoint (a ``GeneralizedRCNN`` ``model_final.pth``, an exported student, a
+  model-zoo ``.pkl``, an ImageNet backbone ``.pkl``) is loaded into the student, with detectron2's
+  own name-matching for model-zoo files;
+* into a plain detector (a teacher, an exported student): a ``DistillRCNN`` checkpoint gives its
+  ``student.*`` tensors, other files load as detectron2 loads them.
+
+Checking: the tensors that loaded are counted and logged with the modules left at their
+initialisation. When they cover less than :data:`MIN_LOADED_FRACTION` of the target's parameters
+(the file is for another model), loading fails with :class:`WeightsMismatchError` naming the file.
+A resume whose ``last_checkpoint`` names a missing or unreadable file falls back, with a warning,
+to the newest readable checkpoint in the output directory, or fails naming every file it tried.
+"""
+import glob
+import logging
+import os
+import pickle
+import re
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = [
+    "CheckpointReadError",
+    "UnsafeWeightsError",
+    "WeightsMismatchError",
+    "NumpyUnpickler",
+    "load_weights_file",
+    "plain_detector_state",
+    "Checkpointer",
+    "MIN_LOADED_FRACTION",
+]
+
+logger = logging.getLogger(__name__)
+
+# below this share of the target's parameter elements, a file "loads nothing" and is refused
+MIN_LOADED_FRACTION = 0.1
+UNSAFE_OPT_IN = "MODEL.DISTILL.ALLOW_UNSAFE_PICKLE True (allow_unsafe_pickle=True in Python)"
+
+
+class CheckpointReadError(OSError):
+    """A weight file is missing, truncated or corrupt."""
+
+
+class UnsafeWeightsError(pickle.UnpicklingError):
+    """A weight file asks the unpickler for something other than tensors, arrays and containers."""
+
+
+class WeightsMismatchError(RuntimeError):
+    """A weight file's tensors do not fit the model it was loaded into."""
+
+
+class NumpyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, dtypes and plain containers: what detectron2's ``.pkl`` files hold.
+
+    Any other global (a function, a class, ``os.system``) raises :class:`UnsafeWeightsError`
+    before it is looked up, so nothing in the file can run.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("collections", "OrderedDict"),
+        # protocol-2 pickles written by Python 3 encode bytes (array data) through this
+        ("_codecs", "encode"),
+        ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "set"),
+        ("builtins", "frozenset"), ("builtins", "int"), ("builtins", "float"), ("builtins", "str"),
+        ("builtins", "bytes"), ("builtins", "bool"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise UnsafeWeightsError(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+def load_weights_file(path: str, allow_unsafe_pickle: bool = False) -> Dict:
+    """The object stored in the weight file ``path`` (a local file), read without running code.
+
+    Raises :class:`CheckpointReadError` (missing or corrupt) or :class:`UnsafeWeightsError`
+    (the file needs full unpickling; see the module docstring for the opt-in).
+    """
+    if not os.path.isfile(path):
+        raise CheckpointReadError(f"weight file not found: {path}")
+    try:
+        if allow_unsafe_pickle:
+            return _load_trusted(path)
+        if path.endswith(".pkl"):
+            with open(path, "rb") as f:
+                return NumpyUnpickler(f, encoding="latin1").load()
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except UnsafeWeightsError as e:
+        raise _refused(path, str(e)) from None
+    except pickle.UnpicklingError as e:
+        # torch's weights-only unpickler: "Weights only load failed ... Unsupported global: GLOBAL x"
+        if "Weights only load failed" in str(e):
+            found = re.search(r"Unsupported (?:global|operand)[^\n]*", str(e))
+            raise _refused(path, found.group(0) if found else str(e).splitlines()[0]) from None
+        raise CheckpointReadError(f"weight file {path} is corrupt or truncated ({e})") from e
+    except Exception as e:  # a broken file fails in any of the parsers' own ways
+        raise CheckpointReadError(f"weight file {path} is corrupt or truncated "
+                                  f"({type(e).__name__}: {e})") from e
+
+
+def _load_trusted(path: str):
+    """Full unpickling, only behind the explicit opt-in: it runs whatever code the file holds."""
+    logger.warning("Reading %s with full unpickling (ALLOW_UNSAFE_PICKLE): it can run code", path)
+    if path.endswith(".pkl"):
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _refused(path: str, what: str) -> UnsafeWeightsError:
+    return UnsafeWeightsError(
+        f"refused to read {path}: it asks the unpickler for {what}, which can run code. Weight files "
+        f"hold tensors and arrays only. If you trust this file, set {UNSAFE_OPT_IN}."
+    )
+
+
+def plain_detector_state(state: Dict[str, object]) -> Dict[str, object]:
+    """A ``DistillRCNN`` state dict's student part with plain detector names; others unchanged."""
+    if not any(k.startswith("student.") for k in state):
+        return state
+    return {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+
+
+def _is_distill_model(model: nn.Module) -> bool:
+    return hasattr(model, "student") and hasattr(model, "distillers")
+
+
+def _prefixes(names: List[str], depth: int = 2) -> List[str]:
+    """Module prefixes (``depth`` names deep) of ``names``, in order, once each."""
+    return list(dict.fromkeys(".".join(n.split(".")[:depth]) for n in names))
+
+
+class Checkpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` that reads files safely, maps them onto the student, checks and
+    logs what loaded, and resumes past a broken ``last_checkpoint`` (see the module docstring).
+
+    Args:
+        allow_unsafe_pickle: read files with full unpickling (only for files you trust).
+        min_loaded_fraction: refuse a file whose tensors cover less of the target's parameters.
+    """
+
+    def __init__(self, model, save_dir="", *, allow_unsafe_pickle: bool = False,
+                 min_loaded_fraction: float = MIN_LOADED_FRACTION, **checkpointables):
+        super().__init__(model, save_dir, **checkpointables)
+        self.allow_unsafe_pickle = allow_unsafe_pickle
+        self.min_loaded_fraction = min_loaded_fraction
+        self.loaded_from: Optional[str] = None
+        # how the loading target is called in messages
+        self.target_name = "student" if _is_distill_model(self.model) else "model"
+        self._path = None
+
+    # ----- reading ---------------------------------------------------------------------------
+    def load(self, path, *args, **kwargs):
+        local = path.split("?")[0] if path else path
+        if local and "://" not in local and not os.path.isfile(local):
+            raise CheckpointReadError(f"weight file not found: {path}")
+        self._path = path
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            # detectron2 leaves this set when loading fails, which would break the next load
+            self._path, self._parsed_url_during_load = None, None
+
+    def _load_file(self, filename):
+        data = load_weights_file(filename, self.allow_unsafe_pickle)
+        if not isinstance(data, dict):
+            raise CheckpointReadError(f"weight file {filename} holds a {type(data).__name__}, not a dict")
+        if filename.endswith(".pkl"):
+            if "model" in data and "__author__" in data:  # detectron2's model zoo
+                return data
+            # Caffe2 / Detectron1 / ImageNet backbones: names converted by detectron2's heuristics
+            blobs = data.get("blobs", data)
+            blobs = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
+            return {"model": blobs, "__author__": "Caffe2", "matching_heuristics": True}
+        if filename.endswith(".pyth"):  # pycls
+            if "model_state" not in data:
+                raise CheckpointReadError(f"{filename}: a pycls checkpoint must hold 'model_state'")
+            state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+            return {"model": state, "__author__": "pycls", "matching_heuristics": True}
+        if "model" not in data:
+            data = {"model": data}
+        if "matching_heuristics=True" in (self._parsed_url_during_load.query or ""):
+            data["matching_heuristics"] = True
+        return data
+
+    # ----- mapping and checking --------------------------------------------------------------
+    def _load_model(self, checkpoint):
+        state = checkpoint["model"]
+        path = self._path
+        if _is_distill_model(self.model):
+            if not any(k.startswith(("student.", "distillers.")) for k in state):
+                logger.info("%s is a plain detector checkpoint: loading it into the student", path)
+                return self._load_into_student(checkpoint)
+            if not len(self.model.distillers):
+                dropped = [k for k in state if k.startswith("distillers.")]
+                for k in dropped:
+                    del state[k]
+                if dropped:
+                    logger.info("%d distiller tensors in %s are not used by this model (no "
+                                "distillation method is enabled)", len(dropped), path)
+        else:
+            checkpoint["model"] = plain_detector_state(state)
+        incompatible = super()._load_model(checkpoint)
+        self._check_loaded(incompatible)
+        return incompatible
+
+    def _load_into_student(self, checkpoint):
+        inner = Checkpointer(self.model.student, allow_unsafe_pickle=self.allow_unsafe_pickle,
+                             min_loaded_fraction=self.min_loaded_fraction)
+        inner._path, inner.target_name = self._path, "student"
+        incompatible = inner._load_model(checkpoint)
+        inner._log_incompatible_keys(incompatible)
+        self.loaded_from = inner.loaded_from
+        return None  # logged above, with the student's own names
+
+    def _target(self) -> nn.Module:
+        return self.model.student if _is_distill_model(self.model) else self.model
+
+    def _check_loaded(self, incompatible) -> None:
+        target = self._target()
+        prefix = "student." if target is not self.model else ""
+        not_loaded = set(incompatible.missing_keys) | {k for k, _, _ in incompatible.incorrect_shapes}
+        params = {prefix + n: p.numel() for n, p in target.named_parameters()}
+        # BatchNorm fills a missing num_batches_tracked without reporting it: not counted
+        tensors = [prefix + n for n in target.state_dict() if not n.endswith("num_batches_tracked")]
+        loaded = [n for n in tensors if n not in not_loaded]
+        total = sum(params.values())
+        fraction = sum(v for n, v in params.items() if n not in not_loaded) / max(total, 1)
+        what = self.target_name
+        if fraction < self.min_loaded_fraction:
+            raise WeightsMismatchError(
+                f"{self._path} does not fit the {what}: its tensors cover {fraction:.1%} of the "
+                f"{what}'s parameters ({len(loaded)} of {len(tensors)} tensors loaded). Is it a "
+                f"checkpoint of another architecture? File keys look like "
+                f"{_prefixes(sorted(incompatible.unexpected_keys))[:6]}, {what} keys like "
+                f"{_prefixes(tensors)[:6]}"
+            )
+        left = sorted(n for n in tensors if n in not_loaded)
+        logger.info("Loaded %d of %d %s tensors (%.1f%% of its parameters) from %s%s", len(loaded),
+                    len(tensors), what, 100 * fraction, self._path,
+                    f"; left at their initialisation: {', '.join(_prefixes(left, 3))}" if left else "")
+        self.loaded_from = self._path
+
+    # ----- resume ----------------------------------------------------------------------------
+    def resume_or_load(self, path, *, resume=True):
+        if not (resume and self.has_checkpoint()):
+            return self.load(path, checkpointables=[])
+        last = self.get_checkpoint_file()
+        try:
+            return self.load(last)
+        except CheckpointReadError as e:
+            first_error = e
+        candidates = sorted(glob.glob(os.path.join(self.save_dir, "model_*.pth")),
+                            key=os.path.getmtime, reverse=True)
+        tried = [last]
+        for candidate in candidates:
+            if os.path.abspath(candidate) == os.path.abspath(last):
+                continue
+            tried.append(candidate)
+            try:
+                result = self.load(candidate)
+            except CheckpointReadError:
+                continue
+            logger.warning("RESUME: last_checkpoint names %s, which cannot be read (%s); resumed from "
+                           "%s, the newest readable checkpoint in %s instead", last, first_error,
+                           candidate, self.save_dir)
+            return result
+        raise CheckpointReadError(
+            f"cannot resume from {self.save_dir}: last_checkpoint names {last} ({first_error}) and no "
+            f"other checkpoint there can be read (tried {tried}). Remove last_checkpoint to start over."
+        )

@@ -1,0 +1,101 @@
+"""The demo's output directories: a run trained again starts clean (a stale metrics.json would mix
+two runs' AP curves), a directory the demo did not make is refused, and one demo at a time writes
+into an output directory."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from detkd import demo
+from conftest import REPO, TINY
+
+STALE = {"metrics.json": json.dumps({"iteration": 999, "bbox/AP": 99.0}) + "\n",
+         "events.out.tfevents.1.host": "x", "last_checkpoint": "model_0000999.pth",
+         "model_0000999.pth": "x", "log.txt": "old run\n"}
+
+
+def _stale_run(path, owned_by):
+    """An earlier run's files in ``path``; ``owned_by`` (None: nothing) marks it the demo's."""
+    files = dict(STALE)
+    if owned_by:
+        files[owned_by] = '{"key": "old", "run": {}}'
+    path.mkdir(parents=True)
+    for name, text in files.items():
+        (path / name).write_text(text)
+
+
+@pytest.mark.parametrize("owned_by", ["run.json", "CONFIG_FINGERPRINT", "the marker"])
+def test_stale_run_of_the_demo_is_cleared_and_its_curve_gone(tmp_path, capsys, owned_by):
+    run = tmp_path / "baseline" / "seed0"
+    _stale_run(run, demo.RUN_MARKER if owned_by == "the marker" else owned_by)
+    demo._fresh_run_dir(str(run))
+    assert os.listdir(run) == [demo.RUN_MARKER]
+    assert f"removing the stale run in {run}" in capsys.readouterr().out
+    # the new run's writer starts a new metrics.json: its curve is the new run's points only
+    (run / "metrics.json").write_text(json.dumps({"iteration": 1, "bbox/AP": 3.0}) + "\n")
+    assert demo._ap_curve(str(run)) == [(1, 3.0)]
+
+
+def test_fresh_run_dir_makes_a_missing_or_empty_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for run in (tmp_path / "new" / "seed0", tmp_path / "empty"):
+        demo._fresh_run_dir(str(run))
+        assert os.listdir(run) == [demo.RUN_MARKER]
+
+
+def test_directory_the_demo_did_not_make_is_refused(tmp_path):
+    run = tmp_path / "chen" / "seed0"
+    _stale_run(run, owned_by=None)
+    with pytest.raises(RuntimeError, match="did not write") as e:
+        demo._fresh_run_dir(str(run))
+    assert str(run) in str(e.value)
+    assert sorted(os.listdir(run)) == sorted(STALE)  # nothing deleted
+
+
+@pytest.mark.slow
+def test_demo_retrains_a_stale_run_from_a_clean_directory(tmp_path):
+    """A run.json of another config (so the run is trained again) beside a stale metrics.json: the
+    AP curve the demo reports, and the metrics.json it leaves, hold only the new run's points; the
+    teacher, of another fingerprint, is retrained in a clean directory too."""
+    run, teacher = tmp_path / "baseline" / "seed0", tmp_path / "teacher"
+    _stale_run(run, owned_by="run.json")
+    _stale_run(teacher, owned_by="CONFIG_FINGERPRINT")
+    demo.run_demo(str(tmp_path), ["baseline"], seeds=1, teacher_iters=1, student_iters=2,
+                  eval_points=1, extra_opts=TINY)
+    curve = json.loads((tmp_path / "results.json").read_text())["curves"]["baseline"][0]
+    assert curve and all(it < 999 for it, _ in curve)
+    assert demo._ap_curve(str(run)) == [tuple(p) for p in curve]
+    for d in (run, teacher):
+        assert not (d / "model_0000999.pth").exists() and (d / demo.RUN_MARKER).exists()
+        assert '"iteration": 999' not in (d / "metrics.json").read_text()
+
+
+def test_second_lock_on_one_output_fails_until_the_first_is_released(tmp_path):
+    out = str(tmp_path / "demo")
+    with demo._output_lock(out):
+        # a second open file description, as another demo process would have
+        with pytest.raises(RuntimeError, match="another demo") as e:
+            with demo._output_lock(out):
+                pass
+        assert out in str(e.value) and f"pid {os.getpid()}" in str(e.value)
+    with demo._output_lock(out):
+        pass
+    with pytest.raises(ValueError):  # released on an exception too
+        with demo._output_lock(out):
+            raise ValueError("boom")
+    with demo._output_lock(out):
+        pass
+
+
+def test_second_demo_process_on_one_output_fails_at_once(tmp_path):
+    out = str(tmp_path / "demo")
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"))
+    with demo._output_lock(out):
+        proc = subprocess.run([sys.executable, "-m", "detkd.demo", "--quick", "--jobs", "1",
+                               "--output", out], capture_output=True, text=True, cwd=REPO, env=env,
+                              timeout=120)
+    assert proc.returncode != 0
+    assert f"another demo (pid {os.getpid()}) is writing into {out}" in proc.stderr
+    assert sorted(os.listdir(out)) == [demo.LOCK_FILE]  # it stopped before writing anything
