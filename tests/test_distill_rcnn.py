@@ -51,8 +51,8 @@ def test_every_term_is_logged_in_event_storage(distill_cfg):
         logged = storage.latest()
     with EventStorage():
         terms = model(data[0])
-    expected = {"loss_hint_res4", "loss_hint_p3", "loss_rpn_soft_ce", "loss_rcn_soft_ce", "loss_rpn_bounded_reg",
-                "loss_rcn_bounded_reg", "loss_fgd_fg_p2", "loss_fgd_bg_p6", "loss_fgd_attention_p4",
+    expected = {"loss_hint_res4", "loss_hint_p3", "loss_soft_ce_rpn", "loss_soft_ce_rcn", "loss_bounded_reg_rpn",
+                "loss_bounded_reg_rcn", "loss_fgd_fg_p2", "loss_fgd_bg_p6", "loss_fgd_attention_p4",
                 "loss_fgd_global_p5", "loss_mssd_sd_p3", "loss_mssd_mask_p2"}
     assert expected <= set(terms)
     assert set(terms) <= set(logged), set(terms) - set(logged)
@@ -95,7 +95,7 @@ def test_inherit_copies_matching_teacher_weights(distill_cfg):
 
 @pytest.mark.parametrize("name,terms", [
     ("demo_distill_fgd", {"loss_fgd_fg_p2", "loss_fgd_global_p6"}),
-    ("demo_distill_chen", {"loss_hint_res4", "loss_hint_p3", "loss_rpn_soft_ce", "loss_rcn_bounded_reg"}),
+    ("demo_distill_chen", {"loss_hint_res4", "loss_hint_p3", "loss_soft_ce_rpn", "loss_bounded_reg_rcn"}),
     ("demo_distill_mssd", {"loss_mssd_sd_p3", "loss_mssd_mask_p5"}),
 ])
 def test_lazyconfigs_build_and_train(teacher_weights, name, terms):

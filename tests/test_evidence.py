@@ -65,6 +65,7 @@ def test_fgd_benchmark_masks_agree_with_the_loop():
     sys.path.insert(0, sys_path)
     from bench_fgd import bench_masks
 
-    vectorized_s, loop_s, ratio, fixed_s, dense_s = bench_masks(1)  # asserts equality of the two inside
-    assert 0 < fixed_s < vectorized_s and 0 < dense_s < vectorized_s and loop_s > 0
-    assert ratio == pytest.approx(loop_s / vectorized_s)
+    m = bench_masks(1)  # asserts equality of the two inside
+    assert 0 < m["vectorized"] and m["loop"] > 0 and 0 < m["few"] and 0 < m["many"]
+    assert m["speedup"] == pytest.approx(m["loop"] / m["vectorized"])
+    assert m["many_over_few"] == pytest.approx(m["many"] / m["few"])

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from detkd.distillers import FGDDistiller
 from detkd.losses import FGDLoss, GcBlock, channel_attention, fgd_masks, spatial_attention
 from reference_masks import loop_fgd_masks
 
@@ -82,8 +83,8 @@ def test_attentions_hand_values():
     assert sa.sum().item() == pytest.approx(2.0) and ca.sum().item() == pytest.approx(2.0)
 
 
-def _reference_fgd_terms(loss: FGDLoss, s, t, boxes, sizes, stride):
-    """Each FGD term written out from the paper's equations."""
+def _reference_fgd_terms(loss: FGDLoss, s, t, boxes, sizes, stride, alpha, beta, gamma, lambda_):
+    """Each FGD term written out from the paper's equations, with its weight."""
     n, c, h, w = t.shape
     fg, bg = loop_fgd_masks(boxes, sizes, (h, w), stride)
     T = loss.temperature
@@ -101,8 +102,8 @@ def _reference_fgd_terms(loss: FGDLoss, s, t, boxes, sizes, stride):
     att = (a_s_t - a_s_s).abs().sum() + (a_c_t - a_c_s).abs().sum()
     glob = ((loss.gc_teacher(t) - loss.gc_student(sa)) ** 2).sum()
     return {
-        "loss_fgd_fg": loss.alpha * fg_sum / n, "loss_fgd_bg": loss.beta * bg_sum / n,
-        "loss_fgd_attention": loss.gamma * att / n, "loss_fgd_global": loss.lambda_ * glob / n,
+        "loss_fgd_fg": alpha * fg_sum / n, "loss_fgd_bg": beta * bg_sum / n,
+        "loss_fgd_attention": gamma * att / n, "loss_fgd_global": lambda_ * glob / n,
     }
 
 
@@ -110,15 +111,16 @@ def _reference_fgd_terms(loss: FGDLoss, s, t, boxes, sizes, stride):
 def test_fgd_terms_match_the_equations(channels):
     torch.manual_seed(0)
     cs, ct = channels
-    loss = FGDLoss(cs, ct, alpha=2.0, beta=3.0, gamma=5.0, lambda_=7.0)
+    loss = FGDLoss(cs, ct)
+    weights = {"fg": 2.0, "bg": 3.0, "attention": 5.0, "global": 7.0}  # applied by the distiller
     for gc in (loss.gc_student, loss.gc_teacher):  # make the global term non-trivial
         torch.nn.init.normal_(gc.transform[-1].weight)
     s = torch.randn(2, cs, 6, 8)
     t = torch.randn(2, ct, 6, 8)
     boxes = [torch.tensor([[0.0, 0.0, 10.0, 12.0], [8.0, 4.0, 20.0, 20.0]]), torch.zeros(0, 4)]
     sizes = [(24, 32), (20, 28)]
-    ours = loss(s, t, boxes, sizes, stride=4)
-    ref = _reference_fgd_terms(loss, s, t, boxes, sizes, 4)
+    ours = {f"loss_fgd_{k}": weights[k] * v for k, v in loss(s, t, boxes, sizes, stride=4).items()}
+    ref = _reference_fgd_terms(loss, s, t, boxes, sizes, 4, *weights.values())
     assert set(ours) == set(ref)
     for k in ours:
         assert ours[k].item() == pytest.approx(ref[k].item(), rel=1e-5), k
@@ -137,13 +139,17 @@ def test_fgd_gradients_reach_student_align_and_gcblocks_not_teacher():
 
 
 def test_fgd_defaults_and_bad_weights():
+    """The loss has no weights (it returns unweighted terms); the distiller holds the paper's
+    Faster R-CNN release weights and refuses bad ones by key."""
     loss = FGDLoss(4, 4)
-    assert (loss.temperature, loss.alpha, loss.beta, loss.gamma, loss.lambda_) == (0.5, 1e-3, 5e-4, 1e-3, 5e-6)
-    assert loss.align is None
-    with pytest.raises(ValueError, match="alpha"):
-        FGDLoss(4, 4, alpha=-1.0)
-    with pytest.raises(ValueError, match="gamma"):
-        FGDLoss(4, 4, gamma=float("nan"))
+    assert loss.temperature == 0.5 and loss.align is None
+    fgd = FGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[4])
+    assert fgd.weights == {"fg": 5e-5, "bg": 2.5e-5, "attention": 5e-5, "global": 5e-7}
+    assert fgd.levels["p3"].temperature == 0.5
+    with pytest.raises(ValueError, match="ALPHA"):
+        FGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[4], alpha=-1.0)
+    with pytest.raises(ValueError, match="GAMMA"):
+        FGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[4], gamma=float("nan"))
 
 
 def test_gcblock_starts_as_identity_and_has_paper_structure():
@@ -192,9 +198,9 @@ def test_masks_with_rows_of_every_length_match_the_loop(grid_w):
 
 
 @pytest.mark.parametrize("side", [(127, 129), (128, 128)])
-def test_masks_at_the_int16_area_limit(side):
-    """The area table is int16 up to 2^14 - 1 = 127 x 129 cells and int32 from 128 x 128 on; both
-    sides of the limit equal the loop, and a one-cell box inside still wins."""
+def test_masks_with_a_box_of_about_2_to_the_14_cells(side):
+    """Boxes just under and at 2^14 cells (the limit of an earlier int16 table) equal the loop, and a
+    one-cell box inside still wins."""
     w, h = side
     boxes = [torch.tensor([[0.0, 0.0, 4.0 * w, 4.0 * h], [8.0, 8.0, 12.0, 12.0]])]
     fg, bg = fgd_masks(boxes, [(4 * 130, 4 * 130)], (130, 130), stride=4)
@@ -209,9 +215,9 @@ def test_masks_refuse_a_box_over_2_to_the_30_cells():
         fgd_masks([torch.tensor([[0.0, 0.0, 4e5, 4e5]])], [(400000, 400000)], (100000, 100000), stride=4)
 
 
-def test_masks_with_boxes_too_large_for_int16_areas():
-    """A box of 190 x 190 = 36100 cells needs the int32 area table: the same masks as the loop, with
-    smaller boxes inside it still winning."""
+def test_masks_with_a_box_of_36100_cells():
+    """A box of 190 x 190 = 36100 cells: the same masks as the loop, with smaller boxes inside it
+    still winning."""
     boxes = [torch.tensor([[0.0, 0.0, 760.0, 760.0], [40.0, 40.0, 48.0, 60.0], [700.0, 8.0, 799.0, 12.0]]),
              torch.tensor([[4.0, 4.0, 8.0, 8.0]])]
     sizes = [(800, 800), (800, 600)]
@@ -224,7 +230,7 @@ def test_masks_with_boxes_too_large_for_int16_areas():
 
 def test_wide_box_rows_do_not_leak_into_the_next_grid_row():
     """Rows end and start next to each other in memory: a wide box on the last columns of one row and
-    a narrow one at column 0 of the next must not see each other (the table's guard cells)."""
+    a narrow one at column 0 of the next must not see each other when blocks are pushed down."""
     boxes = torch.tensor([[4.0, 0.0, 64.0, 4.0],   # row 0, columns 1..15 (level 3)
                           [0.0, 4.0, 8.0, 8.0]])   # row 1, columns 0..1
     fg, bg = fgd_masks([boxes], [(8, 64)], (2, 16), stride=4)

@@ -27,8 +27,8 @@ def test_low_resolution_training_step(distill_cfg, resize):
     s_p2, t_p2 = s_out["output"]["p2"], t_out["output"]["p2"]
     # the teacher's padded input is twice the student's, so every map is exactly twice as large
     assert (t_p2.shape[-2], t_p2.shape[-1]) == (2 * s_p2.shape[-2], 2 * s_p2.shape[-1])
-    assert {"loss_hint_res4", "loss_rcn_soft_ce", "loss_rcn_bounded_reg", "loss_fgd_fg_p3"} <= set(losses)
-    assert "loss_rpn_soft_ce" not in losses
+    assert {"loss_hint_res4", "loss_soft_ce_rcn", "loss_bounded_reg_rcn", "loss_fgd_fg_p3"} <= set(losses)
+    assert "loss_soft_ce_rpn" not in losses
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     hint = model.distillers[0].hints["res4"].adaptation

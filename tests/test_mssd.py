@@ -7,7 +7,9 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
+from detkd.distillers import MSSDDistiller
 from detkd.losses import MSSDLoss, gaussian_target_mask
+from detkd.modeling import DistillBatch, SideOutputs
 from conftest import make_cfg, train_batch
 from reference_masks import loop_gaussian_mask
 
@@ -64,16 +66,22 @@ def test_pafpn_shapes_per_level():
 
 
 def test_mssd_terms_weights_and_detached_teacher():
-    loss = MSSDLoss(4, ["p2", "p3"], weights=[2.0, 0.0], mask_weights=[1.0, 3.0])
+    mssd = MSSDDistiller(in_features=["p2", "p3"], channels=4, weights=[2.0, 0.0], mask_weights=[1.0, 3.0])
     fpn = {k: torch.randn(1, 4, 4, 4, requires_grad=True) for k in ("p2", "p3")}
     pan = {k: torch.randn(1, 4, 4, 4, requires_grad=True) for k in ("p2", "p3")}
-    out = loss(fpn, pan, [torch.tensor([[0.0, 0.0, 8.0, 8.0]])], [(16, 16)], {"p2": 4.0, "p3": 4.0})
+    features = {**pan, **{f"fpn_{k}": v for k, v in fpn.items()}}
+    batch = DistillBatch(student=SideOutputs(features), teacher=None, gt_boxes=[torch.tensor([[0.0, 0.0, 8.0, 8.0]])],
+                         image_sizes=[(16, 16)], strides={"p2": 4.0, "p3": 4.0})
+    out = mssd(batch)
+    # the loss itself is unweighted, student (PAN outputs) first
+    plain = MSSDLoss(4, ["p2"])(pan, fpn, batch.gt_boxes, batch.image_sizes, batch.strides)
+    assert plain["sd_p2"].item() == pytest.approx(((pan["p2"] - fpn["p2"]) ** 2).mean().item(), rel=1e-6)
     assert out["loss_mssd_sd_p2"].item() == pytest.approx(2.0 * ((pan["p2"] - fpn["p2"]) ** 2).mean().item(), rel=1e-6)
     assert out["loss_mssd_sd_p3"].item() == 0.0
     sum(out.values()).backward()
     assert fpn["p2"].grad is None and pan["p2"].grad.abs().sum() > 0
     with pytest.raises(ValueError, match="one weight per level"):
-        MSSDLoss(4, ["p2", "p3"], weights=[1.0], mask_weights=[1.0, 1.0])
+        MSSDDistiller(in_features=["p2", "p3"], channels=4, weights=[1.0], mask_weights=[1.0, 1.0])
 
 
 def test_mssd_needs_a_pafpn_student():

@@ -10,7 +10,8 @@ from detectron2.structures import BoxMode, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from detkd.engine import DistillTrainer
-from detkd.modeling import DistillRCNN, FGDDistiller
+from detkd.distillers import FGDDistiller
+from detkd.modeling import DistillRCNN
 from conftest import make_cfg, train_batch
 
 

@@ -122,7 +122,7 @@ def test_two_process_ddp_matches_one_process(tmp_path, teacher_weights):
     first_one = next(m for m in one if m.get("iteration") == 0 or "loss_cls" in m)
     first_two = next(m for m in two if m.get("iteration") == 0 or "loss_cls" in m)
     terms = [k for k in first_one if k.startswith("loss_")]
-    assert {"loss_fgd_fg_p2", "loss_rcn_soft_ce", "loss_mssd_mask_p3", "loss_hint_res4"} <= set(terms)
+    assert {"loss_fgd_fg_p2", "loss_soft_ce_rcn", "loss_mssd_mask_p3", "loss_hint_res4"} <= set(terms)
     differ = {k: (first_one[k], first_two[k]) for k in terms
               if first_two[k] != pytest.approx(first_one[k], rel=2e-3, abs=1e-6)}
     assert not differ, differ

@@ -3,7 +3,8 @@ import os
 
 from detectron2.config import LazyCall as L
 
-from detkd.modeling import DistillRCNN, FGDDistiller, teacher_from_config
+from detkd.distillers import FGDDistiller
+from detkd.modeling import DistillRCNN, teacher_from_config
 
 from .demo_common import dataloader, lr_multiplier, optimizer, student, train  # noqa: F401
 

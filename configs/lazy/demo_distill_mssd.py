@@ -2,7 +2,8 @@
 no teacher; a PAFPN student whose top-down FPN maps teach its bottom-up PAN outputs."""
 from detectron2.config import LazyCall as L
 
-from detkd.modeling import PAFPN, DistillRCNN, MSSDDistiller
+from detkd.distillers import MSSDDistiller
+from detkd.modeling import PAFPN, DistillRCNN
 
 from .demo_common import dataloader, lr_multiplier, optimizer, student, train  # noqa: F401
 

@@ -5,14 +5,18 @@ config that only names ``META_ARCHITECTURE: DistillRCNN`` trains a plain student
 
 ``MODEL.DISTILL`` reads like a list of distilled pairs: each method block names what it
 distils (``STUDENT_FEATURES`` / ``TEACHER_FEATURES`` or ``TARGETS``), its loss weights and
-its own hyper-parameters.
+its own hyper-parameters. The method blocks come from the registered methods
+(:mod:`detkd.distillers`): each method's class declares its own block.
 """
 import os
 
 from detectron2.config import CfgNode as CN
 
-# every method block under MODEL.DISTILL, by name: used to validate configs
-METHOD_NAMES = ("HINT", "SOFT_CE", "BOUNDED_REG", "FGD", "MSSD")
+
+def _registered_methods():
+    from .distillers import registered_distillers  # importing the package registers detkd's methods
+
+    return registered_distillers()
 
 
 def add_detkd_config(cfg):
@@ -49,55 +53,17 @@ def add_detkd_config(cfg):
     # "teacher_to_student" or "student_to_teacher"
     _C.MODEL.DISTILL.FEATURE_RESIZE = "teacher_to_student"
 
-    # Hint learning (Chen et al. 2017, Sec. 3.3): ||V - adapt(Z)||^2
-    _C.MODEL.DISTILL.HINT = CN()
-    _C.MODEL.DISTILL.HINT.ENABLED = False
-    _C.MODEL.DISTILL.HINT.WEIGHT = 0.5  # gamma
-    # backbone ("res2".."res5") or FPN ("p2".."p6") names, paired in order
-    _C.MODEL.DISTILL.HINT.STUDENT_FEATURES = ["res4"]
-    _C.MODEL.DISTILL.HINT.TEACHER_FEATURES = ["res4"]
-    _C.MODEL.DISTILL.HINT.ADAPTATION_KERNEL = 1  # 1 or 3
-    _C.MODEL.DISTILL.HINT.NORM = "l2"  # "l2" or "l1"
-
-    # Class-weighted soft cross-entropy (Chen et al. 2017, Sec. 3.1)
-    _C.MODEL.DISTILL.SOFT_CE = CN()
-    _C.MODEL.DISTILL.SOFT_CE.ENABLED = False
-    _C.MODEL.DISTILL.SOFT_CE.TARGETS = ["rpn", "rcn"]
-    _C.MODEL.DISTILL.SOFT_CE.MU = 0.5
-    _C.MODEL.DISTILL.SOFT_CE.TEMPERATURE = 1.0
-    _C.MODEL.DISTILL.SOFT_CE.BACKGROUND_WEIGHT = 1.5
-    _C.MODEL.DISTILL.SOFT_CE.WEIGHT = 1.0
-
-    # Teacher-bounded regression (Chen et al. 2017, Sec. 3.2)
-    _C.MODEL.DISTILL.BOUNDED_REG = CN()
-    _C.MODEL.DISTILL.BOUNDED_REG.ENABLED = False
-    _C.MODEL.DISTILL.BOUNDED_REG.TARGETS = ["rpn", "rcn"]
-    _C.MODEL.DISTILL.BOUNDED_REG.NU = 0.5
-    _C.MODEL.DISTILL.BOUNDED_REG.MARGIN = 0.0
-
-    # Focal and global distillation (Yang et al. CVPR 2022); Faster R-CNN release values
-    _C.MODEL.DISTILL.FGD = CN()
-    _C.MODEL.DISTILL.FGD.ENABLED = False
-    _C.MODEL.DISTILL.FGD.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
-    _C.MODEL.DISTILL.FGD.TEMPERATURE = 0.5
-    _C.MODEL.DISTILL.FGD.ALPHA = 5e-5
-    _C.MODEL.DISTILL.FGD.BETA = 2.5e-5
-    _C.MODEL.DISTILL.FGD.GAMMA = 5e-5
-    _C.MODEL.DISTILL.FGD.LAMBDA = 5e-7
-
-    # Multi-scale self-distillation (Jia et al. 2024); needs the PAFPN backbone
-    _C.MODEL.DISTILL.MSSD = CN()
-    _C.MODEL.DISTILL.MSSD.ENABLED = False
-    _C.MODEL.DISTILL.MSSD.IN_FEATURES = ["p2", "p3", "p4", "p5"]
-    # per level, large maps (small objects) first
-    _C.MODEL.DISTILL.MSSD.WEIGHTS = [1.0, 1.0, 1.0, 1.0]
-    _C.MODEL.DISTILL.MSSD.MASK_WEIGHTS = [1.0, 1.0, 1.0, 1.0]
+    # One block per registered distillation method (detkd.distillers), off by default: the
+    # method's class declares the block's keys.
+    for method in _registered_methods():
+        _C.MODEL.DISTILL[method.config_block] = CN({"ENABLED": False})
+        method.add_config(_C.MODEL.DISTILL[method.config_block])
 
     # Global-norm gradient clipping over all trainable parameters (FGD trains with 35).
     # detectron2's SOLVER.CLIP_GRADIENTS clips per parameter; this clips the whole model. 0 = off.
     _C.SOLVER.GLOBAL_GRAD_CLIP_NORM = 0.0
 
-    # PAFPN (FPN + bottom-up path aggregation), used by MSSD
+    # PAFPN backbone (FPN + a bottom-up path aggregation), for self-distillation from the top-down maps
     _C.MODEL.PAFPN = CN()
     _C.MODEL.PAFPN.NORM = ""
     return cfg
@@ -187,8 +153,8 @@ def load_config(config_file: str, opts=()) -> CN:
 
 
 def method_blocks(cfg: CN):
-    """Names of the distillation method blocks under ``cfg.MODEL.DISTILL`` (those with ENABLED)."""
-    return [k for k, v in cfg.MODEL.DISTILL.items() if isinstance(v, CN) and "ENABLED" in v and k != "INHERIT"]
+    """The config blocks of the registered distillation methods that ``cfg`` has."""
+    return [m.config_block for m in _registered_methods() if m.config_block in cfg.MODEL.DISTILL]
 
 
 def student_only_config(cfg: CN) -> CN:

@@ -28,7 +28,6 @@ from .checkpoint import Checkpointer
 from .config import load_config, student_only_config
 from .data import SHAPES_DATASETS, register_shapes_datasets
 from .losses import fgd_masks, gaussian_target_mask, spatial_attention
-from .modeling.distillers import MSSDDistiller
 from .modeling.heads import run_backbone
 
 __all__ = ["visualize", "main"]
@@ -91,10 +90,11 @@ def visualize(cfg, output: str, dataset: str, index: int):
 
     targets = [gaussian_target_mask([gt], sizes, s_feats[f].shape[-2:], strides[f])[0].numpy() for f in levels]
     rows, titles = [targets], [[f"{f} Gaussian target" for f in levels]]
-    mssd = [d for d in model.distillers if isinstance(d, MSSDDistiller)]
-    if mssd:
-        heads = mssd[0].loss.mask_heads
-        rows.append([torch.sigmoid(heads[f](s_feats[f]))[0, 0].numpy() if f in heads else np.zeros_like(t)
+    # a method with mask heads (MSSD) draws what they predict
+    mask_methods = [d for d in model.distillers if hasattr(d, "predicted_masks")]
+    if mask_methods:
+        predicted = mask_methods[0].predicted_masks(s_feats)
+        rows.append([predicted[f][0].numpy() if f in predicted else np.zeros_like(t)
                      for f, t in zip(levels, targets)])
         titles.append([f"{f} predicted mask" for f in levels])
     _grid(rows, titles, os.path.join(output, "mssd_gaussian.png"), "MSSD Gaussian mask (Jia et al. 2024)")

@@ -14,6 +14,8 @@ from typing import Dict, Optional
 
 import torch
 
+from ..utils import put_scalar
+
 __all__ = ["add_global_norm_clipping"]
 
 
@@ -40,8 +42,6 @@ def add_global_norm_clipping(optimizer: torch.optim.Optimizer, max_norm: float,
 
     class GlobalNormClipped(base):
         def step(self, closure=None):
-            from ..modeling.distillers import put_scalar
-
             params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
             total = torch.nn.utils.clip_grad_norm_(params, max_norm)
             if not torch.isfinite(total):

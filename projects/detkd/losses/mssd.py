@@ -18,7 +18,6 @@ a plain linear head, un-normalized FPN features made it diverge on the demo.
 
 Neither changes the detector at inference: the adaptation layers are dropped at export.
 """
-import math
 from typing import Dict, List, Sequence
 
 import torch
@@ -31,34 +30,32 @@ __all__ = ["MSSDLoss"]
 
 
 class MSSDLoss(nn.Module):
-    def __init__(self, channels: int, level_names: Sequence[str], weights: Sequence[float], mask_weights: Sequence[float]):
+    """The unweighted MSSD terms of every level; one mask head (1x1 conv ``C -> 1``) per level.
+
+    ``forward(student_feats, teacher_feats, gt_boxes, image_sizes, strides)`` with the PAN outputs
+    ``N_l`` as the student and the top-down maps ``P_l`` as the (detached) teacher returns
+    ``{"sd_<level>": mean((N_l - P_l)^2), "mask_<level>": mean((sigmoid(adapt_l(N_l)) - G_l)^2)}``;
+    the per-level weights ``w_l``, ``v_l`` are applied by :class:`detkd.distillers.MSSDDistiller`.
+    """
+
+    def __init__(self, channels: int, level_names: Sequence[str]):
         super().__init__()
-        if not (len(level_names) == len(weights) == len(mask_weights)):
-            raise ValueError(
-                f"MSSD: {len(level_names)} levels but {len(weights)} WEIGHTS and {len(mask_weights)} "
-                "MASK_WEIGHTS; give one weight per level"
-            )
-        for w in list(weights) + list(mask_weights):
-            if not (w >= 0 and math.isfinite(w)):
-                raise ValueError(f"MSSD: weights must be non-negative finite numbers, got {w}")
         self.level_names = list(level_names)
-        self.weights = [float(w) for w in weights]
-        self.mask_weights = [float(w) for w in mask_weights]
         self.mask_heads = nn.ModuleDict({name: nn.Conv2d(channels, 1, kernel_size=1) for name in level_names})
 
     def forward(
         self,
-        teacher_feats: Dict[str, torch.Tensor],
         student_feats: Dict[str, torch.Tensor],
+        teacher_feats: Dict[str, torch.Tensor],
         gt_boxes: List[torch.Tensor],
         image_sizes,
         strides: Dict[str, float],
     ) -> Dict[str, torch.Tensor]:
         losses = {}
-        for name, w, v in zip(self.level_names, self.weights, self.mask_weights):
+        for name in self.level_names:
             out = student_feats[name]
-            losses[f"loss_mssd_sd_{name}"] = w * F.mse_loss(out, teacher_feats[name].detach())
+            losses[f"sd_{name}"] = F.mse_loss(out, teacher_feats[name].detach())
             target = gaussian_target_mask(gt_boxes, image_sizes, out.shape[-2:], strides.get(name))
             pred = torch.sigmoid(self.mask_heads[name](out)[:, 0])
-            losses[f"loss_mssd_mask_{name}"] = v * F.mse_loss(pred, target)
+            losses[f"mask_{name}"] = F.mse_loss(pred, target)
         return losses

@@ -29,7 +29,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList, Instances
 
 from .batch import DistillBatch, SideOutputs
-from .distillers import Distiller, build_distillers, put_scalar
+from ..distillers import Distiller, build_distillers
+from ..utils import put_scalar
 from .heads import box_head_predictions, capture_output, feature_shapes, rpn_head_outputs, run_backbone, run_rpn
 from .teacher import freeze, teacher_from_config
 
@@ -199,10 +200,11 @@ class DistillRCNN(nn.Module):
                              f"{t.input_format}); both must read the same images")
         if "rpn" in self.teacher_needs:
             if self.student_input_scale != 1.0:
+                blocks = [d.config_block for d in self.distillers if "rpn" in d.teacher_needs]
                 raise ValueError(
                     "RPN distillation needs the teacher's RPN on the student's anchors, but with "
                     f"MODEL.DISTILL.STUDENT_INPUT_SCALE={self.student_input_scale} the feature maps differ "
-                    "in size; remove 'rpn' from SOFT_CE/BOUNDED_REG.TARGETS"
+                    f"in size; remove 'rpn' from the TARGETS of MODEL.DISTILL.{', '.join(blocks)}"
                 )
             sa, ta = s.proposal_generator.anchor_generator, t.proposal_generator.anchor_generator
             s_cells = [c.cpu() for c in sa.cell_anchors]
@@ -305,6 +307,10 @@ class DistillRCNN(nn.Module):
             for key, scale in distiller.hard_loss_scales().items():
                 losses[key] = losses[key] * scale
             terms = distiller(batch)
+            misnamed = [k for k in terms if not k.startswith(f"loss_{distiller.name}_")]
+            if misnamed:
+                raise RuntimeError(f"{type(distiller).__name__} returned {misnamed}: every term of a method is "
+                                   f"named loss_{distiller.name}_<term>")
             clash = set(terms) & set(losses)
             if clash:
                 raise RuntimeError(f"distillation terms {sorted(clash)} would overwrite existing losses")

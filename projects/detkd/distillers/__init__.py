@@ -1,0 +1,23 @@
+"""Distillation methods, one module each, registered in :data:`DISTILLER_REGISTRY`.
+
+Importing this package registers detkd's methods; see :mod:`detkd.distillers.base` for how a method
+(detkd's or your own, in your own file) declares its config block, its terms and what it needs from
+the teacher.
+"""
+from .base import (
+    DISTILLER_REGISTRY,
+    Distiller,
+    build_distillers,
+    check_channels,
+    check_pair,
+    check_targets,
+    check_unique,
+    check_weight,
+    feature_shape,
+    registered_distillers,
+)
+from .hint import HintDistiller
+from .soft_ce import SoftCEDistiller
+from .bounded_reg import BoundedRegressionDistiller
+from .fgd import FGDDistiller
+from .mssd import MSSDDistiller

@@ -1,0 +1,152 @@
+"""What every distillation method shares: the registry, the :class:`Distiller` base class, how the
+enabled methods are built from a config, and the checks their constructors use.
+
+A method is one module (see ``fgd.py`` for an example) holding a ``Distiller`` subclass registered in
+:data:`DISTILLER_REGISTRY`. The class declares
+
+* ``config_block``: its block under ``MODEL.DISTILL`` (``"FGD"``), and :meth:`Distiller.add_config`,
+  which fills the block's keys; ``ENABLED`` (default off) is added for every method, so
+  :func:`detkd.add_detkd_config` builds ``MODEL.DISTILL`` by walking the registry;
+* ``name``: the prefix of its terms (``"fgd"``): every term it returns is ``loss_<name>_<term>``;
+* ``needs_teacher`` and ``teacher_needs`` (within ``{"features", "rpn", "rcn"}``), so the teacher
+  runs only what some method reads, and :meth:`Distiller.teacher_features`, the teacher maps it
+  reads (checked to be finite every step);
+* ``from_config(cfg, student_shapes, teacher_shapes)`` (``@configurable``), so the same class builds
+  from yaml and from LazyConfig.
+
+The loss convention: loss functions take ``(student, teacher, ...)`` in that order and return
+unweighted values; the distiller multiplies them by the weights of its config block.
+"""
+import math
+from typing import Dict, List, Sequence
+
+import torch
+from torch import nn
+
+from detectron2.config import CfgNode
+from detectron2.utils.registry import Registry
+
+from ..modeling.batch import STAGES, DistillBatch
+
+__all__ = [
+    "DISTILLER_REGISTRY",
+    "Distiller",
+    "registered_distillers",
+    "build_distillers",
+    "check_weight",
+    "check_unique",
+    "check_targets",
+    "check_pair",
+    "check_channels",
+    "feature_shape",
+]
+
+DISTILLER_REGISTRY = Registry("DISTILLER")
+DISTILLER_REGISTRY.__doc__ = """Distillation methods (:class:`Distiller` subclasses). Registering a
+class adds its config block to ``MODEL.DISTILL`` and makes it buildable from a yaml config."""
+
+
+class Distiller(nn.Module):
+    """A distillation method: reads a :class:`DistillBatch`, returns ``{loss_<name>_<term>: value}``."""
+
+    config_block: str = ""
+    name: str = ""
+    needs_teacher: bool = True
+    teacher_needs = frozenset()
+
+    @classmethod
+    def add_config(cls, node: CfgNode) -> None:
+        """Add the keys of this method's block (and their defaults) to ``node``."""
+
+    def hard_loss_scales(self) -> Dict[str, float]:
+        """detectron2 loss terms this method rescales (e.g. ``(1 - mu)`` on ``loss_cls``)."""
+        return {}
+
+    def check_shapes(self, student_shapes, teacher_shapes) -> None:
+        """Raise a clear error, before training, if the models' features do not fit this method."""
+
+    def teacher_features(self):
+        """Names of the teacher features this method reads; ``None`` means any of them."""
+        return None
+
+    def forward(self, batch: DistillBatch) -> Dict[str, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+
+def registered_distillers() -> List[type]:
+    """Every registered method class, in registration order (detkd's own first)."""
+    classes = [cls for _, cls in DISTILLER_REGISTRY]
+    for cls in classes:
+        if not (cls.config_block and cls.name):
+            raise TypeError(f"{cls.__name__} must set config_block and name to be a distiller")
+    blocks = [cls.config_block for cls in classes]
+    repeated = sorted({b for b in blocks if blocks.count(b) > 1})
+    if repeated:
+        raise ValueError(f"config blocks {repeated} are declared by more than one distiller")
+    return classes
+
+
+def build_distillers(cfg, student_shapes, teacher_shapes) -> List[Distiller]:
+    """The methods enabled in ``cfg.MODEL.DISTILL``, in registration order."""
+    distillers = []
+    for cls in registered_distillers():
+        block = cls.config_block
+        if not cfg.MODEL.DISTILL[block].ENABLED:
+            continue
+        if cls.needs_teacher and teacher_shapes is None:
+            raise ValueError(
+                f"MODEL.DISTILL.{block} is enabled but no teacher is configured "
+                "(set MODEL.DISTILL.TEACHER.CONFIG_FILE and WEIGHTS)"
+            )
+        distillers.append(cls(cfg, student_shapes, teacher_shapes))
+    return distillers
+
+
+# ----- checks for the constructors: errors name the config key -------------------------------------
+def check_weight(method: str, name: str, value: float):
+    """``value`` is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"MODEL.DISTILL.{method}.{name} must be a non-negative number and finite, got {value!r}")
+
+
+def check_unique(method: str, name: str, features: Sequence[str]):
+    """No feature named twice in ``features``."""
+    repeated = sorted({f for f in features if list(features).count(f) > 1})
+    if repeated:
+        raise ValueError(f"MODEL.DISTILL.{method}.{name} names {repeated} more than once; each feature "
+                         f"is distilled once (got {list(features)})")
+
+
+def check_targets(method: str, targets: Sequence[str]):
+    """``targets`` is a non-empty subset of the stages ``rpn`` and ``rcn``."""
+    bad = [t for t in targets if t not in STAGES]
+    if bad or not targets:
+        raise ValueError(f"MODEL.DISTILL.{method}.TARGETS must be a non-empty subset of {list(STAGES)}, "
+                         f"got {list(targets)}")
+
+
+def feature_shape(shapes, name, side, method):
+    """``shapes[name]`` (a ShapeSpec), or an error naming the features ``side`` has."""
+    if shapes is None or name not in shapes:
+        raise ValueError(
+            f"MODEL.DISTILL.{method}: the {side} has no feature {name!r}; "
+            f"available: {sorted(shapes) if shapes else 'none (no teacher configured)'}"
+        )
+    return shapes[name]
+
+
+def check_channels(method, side, name, actual, expected, what):
+    if actual != expected:
+        raise ValueError(
+            f"MODEL.DISTILL.{method}: the {side} feature {name!r} has {actual} channels but the {what} "
+            f"expects {expected}; set the channel counts to the models' (an adaptation/align layer "
+            "maps student channels to teacher channels)"
+        )
+
+
+def check_pair(method, names, shapes, channels, layer):
+    """Both sides of a distilled pair exist and have the channels the layer between them expects."""
+    for side, name, side_shapes, expected, end in zip(("student", "teacher"), names, shapes, channels,
+                                                       ("input", "output")):
+        check_channels(method, side, name, feature_shape(side_shapes, name, side, method).channels,
+                       expected, f"{layer} {end}")
