@@ -34,16 +34,12 @@ from detectron2.utils.logger import setup_logger
 from detkd import load_config
 from detkd.checkpoint import Checkpointer
 from detkd.config import student_only_config
-from detkd.data import SHAPES_DATASETS, register_shapes_datasets
+from detkd.data import register_datasets
 from detkd.engine import DistillTrainer, add_global_norm_clipping
 from detkd.engine.trainer import wrap_ddp
 from detkd.modeling import teacher_from_config
 
 logger = logging.getLogger("detkd")
-
-
-def _uses_shapes(names) -> bool:
-    return any(n in SHAPES_DATASETS for n in names)
 
 
 # ----- yaml -------------------------------------------------------------------------------
@@ -84,8 +80,7 @@ def evaluate_student(cfg, resume: bool = False):
 
 def main_yaml(args):
     cfg = setup_yaml(args)
-    if _uses_shapes(tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST)):
-        register_shapes_datasets()
+    register_datasets(tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST))
     if args.eval_teacher:
         return DistillTrainer.test(cfg, build_teacher_for_eval(cfg))
     if args.eval_only:
@@ -97,7 +92,7 @@ def main_yaml(args):
     trainer.resume_or_load(resume=args.resume)
     trainer.train()
     # the final evaluation's results (DefaultTrainer returns them only with TEST.EXPECTED_RESULTS)
-    return getattr(trainer, "_last_eval_results", None)
+    return trainer.last_eval_results
 
 
 # ----- LazyConfig ------------------------------------------------------------------------------
@@ -123,8 +118,7 @@ def main_lazy(args):
             ds = cfg.dataloader[key].dataset
             n = ds.get("names", None)
             names += [n] if isinstance(n, str) else list(n or [])
-    if _uses_shapes(names):
-        register_shapes_datasets()
+    register_datasets(names)
 
     if args.eval_teacher:
         if cfg.model.get("teacher") is None:
@@ -168,7 +162,31 @@ def main_lazy(args):
     trainer.train(start_iter, cfg.train.max_iter)
 
 
+def import_user_modules(paths) -> None:
+    """Import each module name or ``.py`` file in ``paths`` (``--import``): e.g. a file that registers
+    your own distiller, so its config block exists before the config is read. Runs in every
+    process (``launch`` starts workers that import only this script)."""
+    import importlib
+    import importlib.util
+    import sys
+
+    for path in paths:
+        if path.endswith(".py"):
+            name = os.path.splitext(os.path.basename(path))[0]
+            if name in sys.modules:
+                continue
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None:
+                raise FileNotFoundError(f"--import {path}: not a Python file")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(path)
+
+
 def main(args):
+    import_user_modules(args.imports)
     if comm.get_world_size() > 1 and not torch.cuda.is_available():
         # CPU processes share the cores: one thread each by default
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
@@ -181,17 +199,20 @@ def argument_parser():
     parser = default_argument_parser()
     parser.add_argument("--eval-teacher", action="store_true",
                         help="evaluate the teacher (MODEL.DISTILL.TEACHER) with the same evaluator")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
+                        help="import this module or .py file first, e.g. one that registers your own "
+                             "distillation method (repeatable)")
     return parser
 
 
 def invoke(argv=None):
     args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
+    import_user_modules(args.imports)
     # generate the demo data once, before any worker starts
     if not args.config_file.endswith(".py"):
         cfg = load_config(args.config_file)
-        if _uses_shapes(tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST)):
-            register_shapes_datasets()
+        register_datasets(tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST))
     if args.num_gpus * args.num_machines == 1:
         return main(args)  # what launch() would do, keeping the results for the caller
     return launch(

@@ -26,7 +26,7 @@ from detectron2.utils.visualizer import Visualizer
 
 from .checkpoint import Checkpointer
 from .config import load_config, student_only_config
-from .data import SHAPES_DATASETS, register_shapes_datasets
+from .data import register_datasets
 from .losses import fgd_masks, gaussian_target_mask, spatial_attention
 from .modeling.heads import run_backbone
 
@@ -64,13 +64,13 @@ def visualize(cfg, output: str, dataset: str, index: int):
     mapper_cfg.defrost()
     mapper_cfg.INPUT.RANDOM_FLIP = "none"
     inputs = DatasetMapper(mapper_cfg, is_train=True)(record)  # keeps the GT, resized like training
-    images = model._student_images([inputs], model._size_divisibility)
+    images = model.student_images([inputs])
     gt = inputs["instances"].gt_boxes.tensor * model.student_input_scale
     sizes = list(images.image_sizes)
     s_feats = run_backbone(model.student.backbone, images.tensor)
     t_feats = None
     if model.teacher is not None:
-        t_images = model._normalized(model.teacher, [inputs], model._size_divisibility)
+        t_images = model.teacher_images([inputs])
         t_feats = run_backbone(model.teacher.backbone, t_images.tensor)
     levels = [f for f in ("p2", "p3", "p4", "p5", "p6") if f in s_feats]
     strides = {k: float(v.stride) for k, v in model.student.backbone.output_shape().items()}
@@ -129,8 +129,7 @@ def main(argv=None):
     cfg = load_config(args.config_file, args.opts)
     if args.student_only:
         cfg = student_only_config(cfg)
-    if args.dataset in SHAPES_DATASETS:
-        register_shapes_datasets()
+    register_datasets([args.dataset])
     for f in visualize(cfg, args.output, args.dataset, args.index):
         print(os.path.join(args.output, f))
 

@@ -9,6 +9,7 @@ from .checks import (
 from .register import (
     SHAPES_DATASETS,
     register_coco_json,
+    register_datasets,
     register_shapes_datasets,
     register_voc_folder,
     shapes_root,

@@ -15,7 +15,8 @@ from detectron2.data.datasets.pascal_voc import load_voc_instances
 
 from .shapes import SHAPE_CLASSES, ShapesSpec, ensure_shapes_dataset
 
-__all__ = ["register_coco_json", "register_voc_folder", "register_shapes_datasets", "shapes_root", "SHAPES_DATASETS"]
+__all__ = ["register_coco_json", "register_voc_folder", "register_shapes_datasets", "register_datasets",
+           "shapes_root", "SHAPES_DATASETS"]
 
 SHAPES_DATASETS = ("detkd_shapes_train", "detkd_shapes_val", "detkd_shapes_voc_train", "detkd_shapes_voc_val")
 
@@ -42,6 +43,15 @@ def registered_shapes_root() -> str:
     """The folder the registered ``detkd_shapes_*`` datasets were read from."""
     json_file = MetadataCatalog.get("detkd_shapes_train").json_file
     return os.path.dirname(os.path.dirname(json_file))
+
+
+def register_datasets(names) -> None:
+    """Register what detkd provides among the dataset ``names`` a config uses: the demo datasets
+    (generated on first use) when one of them is named. detectron2's builtins (``coco_2017_*``,
+    ``voc_*``) register themselves; your own go through :func:`register_coco_json` or
+    :func:`register_voc_folder`. Entry points call this before building loaders."""
+    if any(name in SHAPES_DATASETS for name in names):
+        register_shapes_datasets()
 
 
 def register_shapes_datasets(root: str = None, spec: ShapesSpec = None, generate: bool = True):

@@ -70,6 +70,11 @@ class DistillTrainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    @property
+    def last_eval_results(self):
+        """The results of the last evaluation during or after training (``None`` before one)."""
+        return getattr(self, "_last_eval_results", None)
+
     @classmethod
     def build_train_loader(cls, cfg):
         """detectron2's default train loader (same dataset options), but with class indices

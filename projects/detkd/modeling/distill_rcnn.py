@@ -263,6 +263,17 @@ class DistillRCNN(nn.Module):
         sizes = [(int(round(ih * scale)), int(round(iw * scale))) for ih, iw in images.image_sizes]
         return ImageList(tensor, sizes)
 
+    def student_images(self, batched_inputs) -> ImageList:
+        """The student's input batch as a training step builds it: normalised, padded to the size
+        divisibility both models need, scaled by ``student_input_scale``."""
+        return self._student_images(batched_inputs, self._size_divisibility)
+
+    def teacher_images(self, batched_inputs) -> ImageList:
+        """The teacher's input batch as a training step builds it (full resolution)."""
+        if self.teacher is None:
+            raise ValueError("this DistillRCNN has no teacher")
+        return self._normalized(self.teacher, batched_inputs, self._size_divisibility)
+
     # ----- forward ---------------------------------------------------------------------------
     def forward(self, batched_inputs: List[Dict]):
         if not self.training:
