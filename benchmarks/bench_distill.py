@@ -25,8 +25,14 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = {"fgd": "distill_fgd.yaml", "chen": "distill_chen.yaml", "mssd": "distill_mssd.yaml",
-           "all": "distill_all.yaml"}
+
+
+def methods():
+    """Each distillation method's kind name -> its demo config: the demo's survey, discovered from
+    configs/demo and the registry (:func:`detkd.demo.survey_experiments`)."""
+    from detkd.demo import survey_experiments
+
+    return {name: experiment.config for name, experiment in survey_experiments().items()}
 
 
 NOTES = """## What the figures mean
@@ -78,7 +84,7 @@ def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu"):
         return cfg
 
     cfg = cfg_of("student.yaml" if kind in ("student", "bare") else
-                 "teacher.yaml" if kind.startswith("teacher") else METHODS[kind])
+                 "teacher.yaml" if kind.startswith("teacher") else methods()[kind])
     data = next(iter(build_detection_train_loader(cfg)))
     on_gpu = device.startswith("cuda")
 
@@ -168,7 +174,8 @@ def main():
     weights = _teacher_weights()
     # rounds interleave the kinds, so a slow phase of a shared machine touches all of them alike;
     # each kind's figure is the median over rounds of its per-round median step
-    kinds = ["bare", "student", "teacher_fwd", "teacher_backbone_rpn", *METHODS]
+    distillers = list(methods())
+    kinds = ["bare", "student", "teacher_fwd", "teacher_backbone_rpn", *distillers]
     rounds = [{k: _child(k, weights, args.steps, device) for k in kinds} for _ in range(args.rounds)]
     res = {k: {"step_s": statistics.median(r[k]["step_s"] for r in rounds),
                "peak_mb": statistics.median(r[k]["peak_mb"] for r in rounds)} for k in kinds}
@@ -189,7 +196,7 @@ def main():
         "| over bare / (student + teacher over bare) | target |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for k in METHODS:
+    for k in distillers:
         r = res[k]
         time_ratio = (r["step_s"] - student["step_s"]) / teacher["step_s"]
         mem_ratio = (r["peak_mb"] - bare) / ((student["peak_mb"] - bare) + (teacher["peak_mb"] - bare))

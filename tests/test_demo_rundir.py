@@ -30,18 +30,18 @@ def _stale_run(path, owned_by):
 def test_stale_run_of_the_demo_is_cleared_and_its_curve_gone(tmp_path, capsys, owned_by):
     run = tmp_path / "baseline" / "seed0"
     _stale_run(run, demo.RUN_MARKER if owned_by == "the marker" else owned_by)
-    demo._fresh_run_dir(str(run))
+    demo.fresh_run_dir(str(run))
     assert os.listdir(run) == [demo.RUN_MARKER]
     assert f"removing the stale run in {run}" in capsys.readouterr().out
     # the new run's writer starts a new metrics.json: its curve is the new run's points only
     (run / "metrics.json").write_text(json.dumps({"iteration": 1, "bbox/AP": 3.0}) + "\n")
-    assert demo._ap_curve(str(run)) == [(1, 3.0)]
+    assert demo.ap_curve(str(run)) == [(1, 3.0)]
 
 
 def test_fresh_run_dir_makes_a_missing_or_empty_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     for run in (tmp_path / "new" / "seed0", tmp_path / "empty"):
-        demo._fresh_run_dir(str(run))
+        demo.fresh_run_dir(str(run))
         assert os.listdir(run) == [demo.RUN_MARKER]
 
 
@@ -49,7 +49,7 @@ def test_directory_the_demo_did_not_make_is_refused(tmp_path):
     run = tmp_path / "chen" / "seed0"
     _stale_run(run, owned_by=None)
     with pytest.raises(RuntimeError, match="did not write") as e:
-        demo._fresh_run_dir(str(run))
+        demo.fresh_run_dir(str(run))
     assert str(run) in str(e.value)
     assert sorted(os.listdir(run)) == sorted(STALE)  # nothing deleted
 
@@ -66,7 +66,7 @@ def test_demo_retrains_a_stale_run_from_a_clean_directory(tmp_path):
                   eval_points=1, extra_opts=TINY)
     curve = json.loads((tmp_path / "results.json").read_text())["curves"]["baseline"][0]
     assert curve and all(it < 999 for it, _ in curve)
-    assert demo._ap_curve(str(run)) == [tuple(p) for p in curve]
+    assert demo.ap_curve(str(run)) == [tuple(p) for p in curve]
     for d in (run, teacher):
         assert not (d / "model_0000999.pth").exists() and (d / demo.RUN_MARKER).exists()
         assert '"iteration": 999' not in (d / "metrics.json").read_text()
@@ -74,25 +74,25 @@ def test_demo_retrains_a_stale_run_from_a_clean_directory(tmp_path):
 
 def test_second_lock_on_one_output_fails_until_the_first_is_released(tmp_path):
     out = str(tmp_path / "demo")
-    with demo._output_lock(out):
+    with demo.output_lock(out):
         # a second open file description, as another demo process would have
         with pytest.raises(RuntimeError, match="another demo") as e:
-            with demo._output_lock(out):
+            with demo.output_lock(out):
                 pass
         assert out in str(e.value) and f"pid {os.getpid()}" in str(e.value)
-    with demo._output_lock(out):
+    with demo.output_lock(out):
         pass
     with pytest.raises(ValueError):  # released on an exception too
-        with demo._output_lock(out):
+        with demo.output_lock(out):
             raise ValueError("boom")
-    with demo._output_lock(out):
+    with demo.output_lock(out):
         pass
 
 
 def test_second_demo_process_on_one_output_fails_at_once(tmp_path):
     out = str(tmp_path / "demo")
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"))
-    with demo._output_lock(out):
+    with demo.output_lock(out):
         proc = subprocess.run([sys.executable, "-m", "detkd.demo", "--quick", "--jobs", "1",
                                "--output", out], capture_output=True, text=True, cwd=REPO, env=env,
                               timeout=120)

@@ -1,0 +1,45 @@
+"""``make demo``: distil on the embedded shapes data and print what each method buys.
+
+    python -m detkd.demo [--seeds 3] [--jobs 2] [--output output/demo] [--methods baseline,fgd,...]
+                         [--quick]
+
+1. trains the teacher once (cached in ``output/demo/teacher``; reused while its config is
+   unchanged);
+2. trains every student method for every seed, logging AP on the validation split during
+   training, ``--jobs`` runs at a time (default 2, one process and ``cpu_count // jobs`` threads
+   each: on 2 cores two single-threaded runs finish ~1.5x sooner than one two-threaded run after
+   another, because much of a small model's step is serial: ROIAlign's backward, per-box
+   bookkeeping, the optimizer);
+3. evaluates each with COCOEvaluator and PascalVOCDetectionEvaluator; a run whose training config
+   (and teacher) is unchanged is read back from its ``run.json`` instead of trained again;
+4. prints one table (mean +- std over seeds, per-seed AP below) and writes ``results.md``,
+   ``results.json``, ``results.png`` (bar plot) and ``ap_curves.png`` (AP against iteration).
+
+The methods: the low-resolution comparison the demo is built around (``--seeds``) and the survey
+of small-student methods (``--survey-seeds``), which is every ``configs/demo/distill_<name>.yaml``
+that enables a registered method at full resolution (:func:`survey_experiments`, see
+:mod:`detkd.demo.experiments`; the benchmarks use it too), each against the baseline student.
+
+A run trained again starts in an emptied directory (the demo removes its own stale run, and
+refuses a directory it did not make), and one demo at a time writes into an output
+(``.demo.lock`` there). Progress and ETA come from detectron2's writers for each run, and from
+this script for the whole. Students never see the validation split during training except through
+these evaluations, which are read only for reporting (no schedule or weight was tuned on them by
+this script).
+
+Modules: :mod:`.experiments` (what runs), :mod:`.runner` (the run loop, teacher cache, workers),
+:mod:`.training` (one run), :mod:`.rundirs` (run directories and the lock), :mod:`.report`
+(table, summary, results files), :mod:`.plots`, :mod:`.cli` (``main``).
+"""
+from .cli import main
+from .experiments import CONFIG_DIR, Experiment, experiments, survey_experiments
+from .report import COLUMNS, format_table, summarize
+from .rundirs import LOCK_FILE, RUN_MARKER, fresh_run_dir, output_lock
+from .runner import run_demo
+from .training import ap_curve
+
+__all__ = [
+    "CONFIG_DIR", "COLUMNS", "Experiment", "LOCK_FILE", "RUN_MARKER", "ap_curve", "experiments",
+    "format_table", "fresh_run_dir", "main", "output_lock", "run_demo", "summarize",
+    "survey_experiments",
+]

@@ -1,0 +1,71 @@
+"""Which experiments the demo runs: the low-resolution comparison and the survey's baseline, listed
+here, and the survey of the distillation methods, discovered from ``configs/demo`` and the registry
+(:func:`survey_experiments`, which the benchmarks use too)."""
+import glob
+import os
+from typing import Dict, NamedTuple
+
+from ..config import load_config
+from ..distillers import registered_distillers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+CONFIG_DIR = os.path.join(ROOT, "configs", "demo")
+SURVEY_PREFIX = "distill_"  # configs/demo/distill_<name>.yaml: the survey experiment <name>
+SURVEY_BASELINE = "baseline"
+
+
+class Experiment(NamedTuple):
+    config: str  # file name in CONFIG_DIR
+    description: str
+    baseline: str = ""  # the experiment it is compared with ("": none, it is a baseline)
+    gain: bool = False  # in the low-resolution comparison (seeds: --seeds), else the survey
+
+
+# the comparison the demo is built around (run with --seeds), then the survey's baseline: the
+# demo's own experiments, not methods of the registry
+GAIN_COMPARISON = {
+    "lowres_baseline": Experiment("lowres_student.yaml",
+                                  "teacher architecture at half resolution, no teacher", gain=True),
+    "lowres_inherit": Experiment("lowres_inherit.yaml",
+                                 "half resolution, inherits the teacher, no distillation loss",
+                                 "lowres_baseline", True),
+    "lowres_chen_inherit": Experiment("lowres_distill_chen.yaml",
+                                      "half resolution, inherits the teacher, Chen hints + RCN "
+                                      "soft CE + bounded reg", "lowres_baseline", True),
+}
+BASELINES = {SURVEY_BASELINE: Experiment("student.yaml", "ResNet-18/FPN-64 student, no teacher")}
+
+
+def config_description(path: str) -> str:
+    """The first line of the comment a config file starts with (a trailing period dropped)."""
+    with open(path) as f:
+        first = f.readline()
+    if not first.startswith("#") or not first.lstrip("#").strip():
+        raise ValueError(f"{path} does not start with a comment line describing it")
+    return first.lstrip("#").strip().rstrip(".")
+
+
+def survey_experiments(config_dir: str = CONFIG_DIR) -> Dict[str, Experiment]:
+    """The survey of the distillation methods: every ``distill_<name>.yaml`` in ``config_dir``
+    that enables a registered method (``MODEL.DISTILL[cls.config_block].ENABLED``) on a student
+    at full resolution, as experiment ``<name>``, described by the config's first comment line and
+    compared with the baseline student. A half-resolution config (``STUDENT_INPUT_SCALE`` != 1)
+    belongs with the low-resolution comparison, not the survey. Single methods come first, then
+    combinations: ordered by the number of methods enabled, then by name."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(config_dir, SURVEY_PREFIX + "*.yaml"))):
+        cfg = load_config(path)
+        enabled = [c for c in registered_distillers() if cfg.MODEL.DISTILL[c.config_block].ENABLED]
+        if not enabled or cfg.MODEL.DISTILL.STUDENT_INPUT_SCALE != 1.0:
+            continue
+        file = os.path.basename(path)
+        name = file[len(SURVEY_PREFIX):-len(".yaml")]
+        found.append((len(enabled), name,
+                      Experiment(file, config_description(path), SURVEY_BASELINE)))
+    return {name: experiment for _, name, experiment in sorted(found, key=lambda f: f[:2])}
+
+
+def experiments() -> Dict[str, Experiment]:
+    """Every experiment the demo knows, in the order it runs them by default: the low-resolution
+    comparison, the baseline student, the survey."""
+    return {**GAIN_COMPARISON, **BASELINES, **survey_experiments()}

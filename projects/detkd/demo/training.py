@@ -1,0 +1,123 @@
+"""One run of the demo: train and evaluate a config (in this process or a worker process), its AP
+curve, its inference speed, and the fingerprint that says whether a saved run is still valid."""
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import statistics
+import time
+from typing import Dict, List
+
+import torch
+from detectron2.utils.logger import setup_logger
+
+from ..checkpoint import Checkpointer
+from ..config import load_config, student_only_config
+from ..data import register_shapes_datasets
+
+TEST_SETS = ("detkd_shapes_val", "detkd_shapes_voc_val")
+
+
+def demo_config(config_file: str, opts: List):
+    """``config_file`` with ``KEY VALUE`` ``opts`` (values other than lists made strings)."""
+    return load_config(config_file,
+                       [str(o) if not isinstance(o, (list, tuple)) else o for o in opts])
+
+
+def lr_steps(max_iter: int):
+    """LR drops at 75 % and 93.75 % of the schedule (distinct, inside it)."""
+    steps = {int(max_iter * 0.75), int(max_iter * 0.9375)}
+    return tuple(sorted(s for s in steps if 0 < s < max_iter))
+
+
+def fingerprint(cfg) -> str:
+    """Hash of what determines trained weights (not output paths or evaluation settings)."""
+    parts = {k: cfg[k] for k in ("MODEL", "INPUT", "SOLVER", "DATALOADER", "SEED")}
+    parts["TRAIN"] = list(cfg.DATASETS.TRAIN)
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def ap_curve(output_dir: str) -> List:
+    """(iteration, bbox/AP) of every evaluation in ``output_dir/metrics.json``."""
+    curve = []
+    metrics = os.path.join(output_dir, "metrics.json")
+    if os.path.isfile(metrics):
+        with open(metrics) as f:
+            for line in f:
+                row = json.loads(line)
+                if "bbox/AP" in row:
+                    curve.append((row["iteration"], row["bbox/AP"]))
+    return curve
+
+
+def train(cfg) -> Dict:
+    """Train with DistillTrainer (AP on the COCO-form val split logged during training), then
+    evaluate on the VOC-form split too; return results, AP curve, wall seconds and parameters."""
+    from ..engine import DistillTrainer
+
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    trainer = DistillTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    model = trainer.model
+    student = getattr(model, "student", model)
+    results = {TEST_SETS[0]: trainer.last_eval_results or {}}
+    voc_cfg = cfg.clone()
+    voc_cfg.defrost()
+    voc_cfg.DATASETS.TEST = (TEST_SETS[1],)
+    results[TEST_SETS[1]] = DistillTrainer.test(voc_cfg, model)
+    return dict(results=results, curve=ap_curve(cfg.OUTPUT_DIR), train_seconds=seconds,
+                params=sum(p.numel() for p in student.parameters()))
+
+
+def inference_ms(model, cfg, n_images: int = 20) -> float:
+    """Median batch-1 inference milliseconds on the val split, in this process (run when no
+    training runs beside it, so every method is timed alike)."""
+    from detectron2.data import build_detection_test_loader
+
+    model.eval()
+    loader = build_detection_test_loader(cfg, TEST_SETS[0])
+    times = []
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if i >= n_images + 5:
+                break
+            t0 = time.perf_counter()
+            model(batch)
+            if i >= 5:  # warm-up
+                times.append(time.perf_counter() - t0)
+    model.train()
+    return 1e3 * statistics.median(times) if times else float("nan")
+
+
+def saved_model_ms(cfg) -> float:
+    """Inference ms/image of the model a finished run saved in ``cfg.OUTPUT_DIR``."""
+    from detectron2.modeling import build_model
+
+    model = build_model(student_only_config(cfg))  # the student alone: the teacher is not timed
+    Checkpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+    return inference_ms(model, cfg)
+
+
+def init_worker(threads: int, data_root: str):
+    """Set up a spawned worker process: its thread count and the datasets the parent registered."""
+    torch.set_num_threads(threads)
+    register_shapes_datasets(data_root, generate=False)
+
+
+def train_run(name: str, seed: int, cfg) -> Dict:
+    """Train and evaluate one student run (in this process or a worker); a diverged run is a
+    result, reported as such."""
+    if multiprocessing.parent_process() is not None:  # a worker of run_demo(jobs > 1)
+        # one console handler per run, named after it, so two runs' progress lines can be told apart
+        logging.getLogger("detectron2").handlers.clear()
+        setup_logger(name="detectron2", abbrev_name=f"{name}/s{seed}")
+    try:
+        return train(cfg)
+    except FloatingPointError as e:
+        print(f"[demo] {name} seed {seed} diverged: {e}", flush=True)
+        return dict(results={}, curve=[], train_seconds=float("nan"), params=0,
+                    ms_per_image=float("nan"), diverged=True)

@@ -1,0 +1,70 @@
+"""Which methods the demo and the benchmarks run comes from the registry and configs/demo alone:
+every registered method of detkd is enabled in a survey config of the demo (a new method without a
+demo config fails here), and the survey is discovered from the distill_*.yaml files."""
+import os
+import sys
+
+import pytest
+from conftest import REPO
+
+from detkd import load_config
+from detkd.demo import CONFIG_DIR, experiments, survey_experiments
+from detkd.demo.experiments import config_description
+from detkd.distillers import registered_distillers
+
+
+def _detkd_methods():
+    """detkd's own registered methods (another test registers a user's method, which has no demo
+    config: see test_external_method.py)."""
+    return [cls for cls in registered_distillers() if cls.__module__.split(".")[0] == "detkd"]
+
+
+def test_every_registered_method_is_enabled_in_a_survey_config():
+    survey = survey_experiments()
+    cfgs = [load_config(os.path.join(CONFIG_DIR, e.config)) for e in survey.values()]
+    assert _detkd_methods()
+    for cls in _detkd_methods():
+        block = cls.config_block
+        assert any(cfg.MODEL.DISTILL[block].ENABLED for cfg in cfgs), (
+            f"{cls.__name__} (MODEL.DISTILL.{block}) is enabled in no survey config of the demo: "
+            "add a configs/demo/distill_<name>.yaml that enables it")
+
+
+def test_survey_experiments_are_described_and_compared_with_the_baseline():
+    known = experiments()
+    survey = survey_experiments()
+    assert survey and list(known)[-len(survey):] == list(survey)  # the survey runs last
+    for name, e in survey.items():
+        assert e.config == f"distill_{name}.yaml" and e.description and not e.gain
+        assert e.baseline in known and not known[e.baseline].gain
+        assert e.description == config_description(os.path.join(CONFIG_DIR, e.config))
+    # the half-resolution Chen config belongs with the low-resolution comparison, not the survey
+    assert os.path.isfile(os.path.join(CONFIG_DIR, "distill_chen_lowres.yaml"))
+    assert "distill_chen_lowres.yaml" not in {e.config for e in known.values()}
+
+
+def test_survey_discovery_rules(tmp_path):
+    def write(name, text):
+        (tmp_path / name).write_text(text)
+
+    base = os.path.join(CONFIG_DIR, "{}.yaml")
+    write("distill_one.yaml", f"# One method.\n_BASE_: \"{base.format('distill_fgd')}\"\n")
+    write("distill_every.yaml", f"# Every method\n_BASE_: \"{base.format('distill_all')}\"\n")
+    write("distill_half.yaml", f"# Half resolution.\n_BASE_: \"{base.format('distill_fgd')}\"\n"
+          "MODEL:\n  DISTILL:\n    STUDENT_INPUT_SCALE: 0.5\n")
+    write("distill_none.yaml", f"# No method.\n_BASE_: \"{base.format('student')}\"\n")
+    write("other.yaml", f"# Not distill_.\n_BASE_: \"{base.format('distill_fgd')}\"\n")
+    survey = survey_experiments(str(tmp_path))
+    assert list(survey) == ["one", "every"]  # fewer methods first
+    assert survey["one"].description == "One method"
+    assert survey["every"].config == "distill_every.yaml"
+    write("distill_undescribed.yaml", f"_BASE_: \"{base.format('distill_fgd')}\"\n")
+    with pytest.raises(ValueError, match="distill_undescribed.yaml does not start with a comment"):
+        survey_experiments(str(tmp_path))
+
+
+def test_benchmark_methods_are_the_demo_survey():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from bench_distill import methods
+
+    assert methods() == {name: e.config for name, e in survey_experiments().items()}
