@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.detkd-bootstrap-ok
 
-.PHONY: bootstrap test test-fast demo bench clean
+.PHONY: bootstrap test test-fast lint format demo bench clean
 
 $(STAMP): requirements.txt setup.py scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -13,6 +13,15 @@ bootstrap: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests -q -ra --durations=15 ; rc=$$? ; \
 	  if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+# ruff: lint (pycodestyle, pyflakes, import order) and format, line length 100 (pyproject.toml)
+lint: $(STAMP)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: $(STAMP)
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -q -m "not slow"

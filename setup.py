@@ -4,6 +4,7 @@ Only what every detectron2 user needs is declared here. detectron2 itself is not
 requirement: install it the way you normally do (from source, or a wheel that matches
 your torch). This repository's own pinned CPU environment lives in requirements.txt.
 """
+
 from setuptools import find_packages, setup
 
 setup(

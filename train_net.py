@@ -11,12 +11,11 @@ yaml configs go through ``DistillTrainer`` (a DefaultTrainer); LazyConfig ``.py`
 the same loop detectron2's ``lazyconfig_train_net.py`` uses. Multi-process runs go through
 ``detectron2.engine.launch`` (gloo on CPU).
 """
+
 import logging
 import os
 
 import torch
-
-import detkd  # noqa: F401  registers DistillRCNN and the PAFPN backbone
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
@@ -31,6 +30,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format, verify
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+import detkd  # noqa: F401  registers DistillRCNN and the PAFPN backbone
 from detkd import load_config
 from detkd.checkpoint import Checkpointer
 from detkd.config import student_only_config
@@ -60,20 +60,28 @@ def build_teacher_for_eval(cfg):
     d = cfg.MODEL.DISTILL.TEACHER
     if not d.CONFIG_FILE:
         raise ValueError("--eval-teacher needs MODEL.DISTILL.TEACHER.CONFIG_FILE")
-    return teacher_from_config(d.CONFIG_FILE, d.WEIGHTS, d.OPTS, device=cfg.MODEL.DEVICE,
-                               ignored_key_prefixes=d.IGNORED_KEY_PREFIXES,
-                               allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE)
+    return teacher_from_config(
+        d.CONFIG_FILE,
+        d.WEIGHTS,
+        d.OPTS,
+        device=cfg.MODEL.DEVICE,
+        ignored_key_prefixes=d.IGNORED_KEY_PREFIXES,
+        allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE,
+    )
 
 
 def evaluate_student(cfg, resume: bool = False):
     """``--eval-only``: the student alone (no teacher is built, so none of its files is needed),
     loaded from MODEL.WEIGHTS (a DistillRCNN checkpoint, a plain detector's, an exported student)."""
     model = DistillTrainer.build_model(student_only_config(cfg))
-    checkpointer = Checkpointer(model, save_dir=cfg.OUTPUT_DIR,
-                                allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE)
+    checkpointer = Checkpointer(
+        model, save_dir=cfg.OUTPUT_DIR, allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE
+    )
     if not cfg.MODEL.WEIGHTS and not (resume and checkpointer.has_checkpoint()):
-        raise ValueError("--eval-only needs MODEL.WEIGHTS (or --resume with a checkpoint in OUTPUT_DIR): "
-                         "without weights it would evaluate a randomly initialised student")
+        raise ValueError(
+            "--eval-only needs MODEL.WEIGHTS (or --resume with a checkpoint in OUTPUT_DIR): "
+            "without weights it would evaluate a randomly initialised student"
+        )
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     return DistillTrainer.test(cfg, model)
 
@@ -99,7 +107,9 @@ def main_yaml(args):
 def lazy_test(cfg, model):
     if "evaluator" not in cfg.dataloader:
         return {}
-    ret = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    ret = inference_on_dataset(
+        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+    )
     print_csv_format(ret)
     return ret
 
@@ -127,8 +137,10 @@ def main_lazy(args):
 
     if args.eval_only:
         if not cfg.train.init_checkpoint:
-            raise ValueError("--eval-only needs train.init_checkpoint: without weights it would evaluate "
-                             "a randomly initialised model")
+            raise ValueError(
+                "--eval-only needs train.init_checkpoint: without weights it would evaluate "
+                "a randomly initialised model"
+            )
         # the student alone: no teacher (nor its files) is needed to evaluate it
         for key, empty in (("teacher", None), ("distillers", []), ("inherit_prefixes", None)):
             if key in cfg.model:
@@ -144,19 +156,31 @@ def main_lazy(args):
     optim = instantiate(cfg.optimizer)
     clip = cfg.train.get("global_grad_clip_norm", 0.0)
     if clip:
-        optim = add_global_norm_clipping(optim, clip, {id(p): n for n, p in model.named_parameters()})
+        optim = add_global_norm_clipping(
+            optim, clip, {id(p): n for n, p in model.named_parameters()}
+        )
     train_loader = instantiate(cfg.dataloader.train)
     model = wrap_ddp(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
-    checkpointer = Checkpointer(model, cfg.train.output_dir, trainer=trainer, allow_unsafe_pickle=allow_unsafe)
-    trainer.register_hooks([
-        hooks.IterationTimer(),
-        hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
-        hooks.EvalHook(cfg.train.eval_period, lambda: lazy_test(cfg, model)),
-        hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
-        if comm.is_main_process() else None,
-    ])
+    checkpointer = Checkpointer(
+        model, cfg.train.output_dir, trainer=trainer, allow_unsafe_pickle=allow_unsafe
+    )
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+            if comm.is_main_process()
+            else None,
+            hooks.EvalHook(cfg.train.eval_period, lambda: lazy_test(cfg, model)),
+            hooks.PeriodicWriter(
+                default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                period=cfg.train.log_period,
+            )
+            if comm.is_main_process()
+            else None,
+        ]
+    )
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
     trainer.train(start_iter, cfg.train.max_iter)
@@ -197,11 +221,20 @@ def main(args):
 
 def argument_parser():
     parser = default_argument_parser()
-    parser.add_argument("--eval-teacher", action="store_true",
-                        help="evaluate the teacher (MODEL.DISTILL.TEACHER) with the same evaluator")
-    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
-                        help="import this module or .py file first, e.g. one that registers your own "
-                             "distillation method (repeatable)")
+    parser.add_argument(
+        "--eval-teacher",
+        action="store_true",
+        help="evaluate the teacher (MODEL.DISTILL.TEACHER) with the same evaluator",
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="import this module or .py file first, e.g. one that registers your own "
+        "distillation method (repeatable)",
+    )
     return parser
 
 

@@ -13,6 +13,7 @@ the bare process). The FGD report of bench_fgd.py is appended.
 
     .venv/bin/python benchmarks/bench_distill.py [--steps 5] [--rounds 3] [--write BENCHMARKS.md]
 """
+
 import argparse
 import json
 import os
@@ -63,7 +64,6 @@ def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu"):
     """Run in a child process: returns median step seconds and peak memory (MB): the process's max
     RSS on CPU, ``torch.cuda.max_memory_allocated`` on a GPU."""
     import torch
-
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
     from detectron2.solver import build_optimizer
@@ -83,8 +83,13 @@ def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu"):
             cfg.MODEL.DISTILL.TEACHER.WEIGHTS = teacher_weights
         return cfg
 
-    cfg = cfg_of("student.yaml" if kind in ("student", "bare") else
-                 "teacher.yaml" if kind.startswith("teacher") else methods()[kind])
+    cfg = cfg_of(
+        "student.yaml"
+        if kind in ("student", "bare")
+        else "teacher.yaml"
+        if kind.startswith("teacher")
+        else methods()[kind]
+    )
     data = next(iter(build_detection_train_loader(cfg)))
     on_gpu = device.startswith("cuda")
 
@@ -132,8 +137,23 @@ def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu"):
 
 
 def _child(kind, teacher_weights, steps, device):
-    out = subprocess.run([sys.executable, __file__, "--child", kind, "--teacher", teacher_weights,
-                          "--steps", str(steps), "--device", device], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            kind,
+            "--teacher",
+            teacher_weights,
+            "--steps",
+            str(steps),
+            "--device",
+            device,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -159,7 +179,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--device", default="", help="cpu or cuda (default: cuda where a GPU exists)")
+    parser.add_argument(
+        "--device", default="", help="cpu or cuda (default: cuda where a GPU exists)"
+    )
     parser.add_argument("--write", default="")
     parser.add_argument("--child", default="")
     parser.add_argument("--teacher", default="")
@@ -176,9 +198,16 @@ def main():
     # each kind's figure is the median over rounds of its per-round median step
     distillers = list(methods())
     kinds = ["bare", "student", "teacher_fwd", "teacher_backbone_rpn", *distillers]
-    rounds = [{k: _child(k, weights, args.steps, device) for k in kinds} for _ in range(args.rounds)]
-    res = {k: {"step_s": statistics.median(r[k]["step_s"] for r in rounds),
-               "peak_mb": statistics.median(r[k]["peak_mb"] for r in rounds)} for k in kinds}
+    rounds = [
+        {k: _child(k, weights, args.steps, device) for k in kinds} for _ in range(args.rounds)
+    ]
+    res = {
+        k: {
+            "step_s": statistics.median(r[k]["step_s"] for r in rounds),
+            "peak_mb": statistics.median(r[k]["peak_mb"] for r in rounds),
+        }
+        for k in kinds
+    }
     bare = res["bare"]["peak_mb"]
     student, teacher = res["student"], res["teacher_fwd"]
     lines = [
@@ -199,22 +228,32 @@ def main():
     for k in distillers:
         r = res[k]
         time_ratio = (r["step_s"] - student["step_s"]) / teacher["step_s"]
-        mem_ratio = (r["peak_mb"] - bare) / ((student["peak_mb"] - bare) + (teacher["peak_mb"] - bare))
+        mem_ratio = (r["peak_mb"] - bare) / (
+            (student["peak_mb"] - bare) + (teacher["peak_mb"] - bare)
+        )
         partial_ratio = (r["step_s"] - student["step_s"]) / res["teacher_backbone_rpn"]["step_s"]
-        lines.append(f"| {k} | {r['step_s'] * 1e3:.0f} | {time_ratio:.2f} | {'ok' if time_ratio <= 1.25 else 'MISSED'} (<= 1.25)"
-                     f" | {partial_ratio:.2f} | {r['peak_mb']:.0f} | {mem_ratio:.2f} | {'ok' if mem_ratio <= 1.2 else 'MISSED'} (<= 1.2) |")
+        lines.append(
+            f"| {k} | {r['step_s'] * 1e3:.0f} | {time_ratio:.2f} | {'ok' if time_ratio <= 1.25 else 'MISSED'} (<= 1.25)"
+            f" | {partial_ratio:.2f} | {r['peak_mb']:.0f} | {mem_ratio:.2f} | {'ok' if mem_ratio <= 1.2 else 'MISSED'} (<= 1.2) |"
+        )
     text = "\n".join(lines)
     print(text)
-    fgd = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks/bench_fgd.py")], capture_output=True,
-                         text=True, cwd=ROOT)
+    fgd = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks/bench_fgd.py")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     fgd_text = "\n".join(line for line in fgd.stdout.splitlines() if not line.startswith("#"))
     print(fgd_text)
     if args.write:
         with open(args.write, "w") as f:
-            f.write("# detkd benchmarks\n\n"
-                    f"Measured {time.strftime('%Y-%m-%d')} with `{' '.join(['python'] + sys.argv)}` "
-                    "and `python benchmarks/bench_fgd.py` (both in `make bench`).\n\n"
-                    "## Distillation cost\n\n" + text + "\n\n## FGD\n\n" + fgd_text + "\n\n" + NOTES)
+            f.write(
+                "# detkd benchmarks\n\n"
+                f"Measured {time.strftime('%Y-%m-%d')} with `{' '.join(['python'] + sys.argv)}` "
+                "and `python benchmarks/bench_fgd.py` (both in `make bench`).\n\n"
+                "## Distillation cost\n\n" + text + "\n\n## FGD\n\n" + fgd_text + "\n\n" + NOTES
+            )
 
 
 if __name__ == "__main__":

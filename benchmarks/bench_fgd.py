@@ -9,6 +9,7 @@
 
     .venv/bin/python benchmarks/bench_fgd.py [--rounds R] [--step-rounds R] [--device cuda]
 """
+
 import argparse
 import os
 import platform
@@ -85,9 +86,11 @@ def bench_masks(rounds, device="cpu"):
         t_few.append(best_of_3(few))
         t_many.append(best_of_3(many))
     return dict(
-        vectorized=statistics.median(vec), loop=statistics.median(loop),
+        vectorized=statistics.median(vec),
+        loop=statistics.median(loop),
         speedup=statistics.median(lp / v for lp, v in zip(loop, vec)),
-        few=statistics.median(t_few), many=statistics.median(t_many),
+        few=statistics.median(t_few),
+        many=statistics.median(t_many),
         many_over_few=statistics.median(m / f for m, f in zip(t_many, t_few)),
     )
 
@@ -95,8 +98,8 @@ def bench_masks(rounds, device="cpu"):
 def bench_fgd_vs_step(rounds):
     """One student training step and FGD on 5 levels (forward + backward, best of 3) per round, both
     timed in each of the interleaved rounds; medians, and the median of the per-round shares."""
-    from detectron2.modeling import build_model
     from detectron2.data import build_detection_train_loader
+    from detectron2.modeling import build_model
     from detectron2.solver import build_optimizer
     from detectron2.utils.events import EventStorage
 
@@ -107,8 +110,10 @@ def bench_fgd_vs_step(rounds):
     from detkd.modeling.heads import capture_output
 
     register_shapes_datasets()
-    cfg = load_config(os.path.join(ROOT, "configs/demo/student.yaml"),
-                      ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", 0])
+    cfg = load_config(
+        os.path.join(ROOT, "configs/demo/student.yaml"),
+        ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", 0],
+    )
     model = build_model(cfg).train()
     optimizer = build_optimizer(cfg, model)
     data = next(iter(build_detection_train_loader(cfg)))
@@ -132,8 +137,13 @@ def bench_fgd_vs_step(rounds):
 
     def fgd_fwd_bwd():
         feats = {k: v.clone().requires_grad_(True) for k, v in s_feats.items()}
-        batch = DistillBatch(student=SideOutputs(features=feats), teacher=SideOutputs(features=t_feats),
-                             gt_boxes=gt, image_sizes=sizes, strides={k: 2.0 ** int(k[1]) for k in levels})
+        batch = DistillBatch(
+            student=SideOutputs(features=feats),
+            teacher=SideOutputs(features=t_feats),
+            gt_boxes=gt,
+            image_sizes=sizes,
+            strides={k: 2.0 ** int(k[1]) for k in levels},
+        )
         sum(fgd(batch).values()).backward()
 
     fgd_fwd_bwd()
@@ -147,23 +157,37 @@ def bench_fgd_vs_step(rounds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds of the masks test")
-    parser.add_argument("--step-rounds", type=int, default=10, help="interleaved rounds of the step test")
-    parser.add_argument("--device", default="cpu", help="device of the masks test (the step test runs on the CPU)")
+    parser.add_argument(
+        "--rounds", type=int, default=15, help="interleaved rounds of the masks test"
+    )
+    parser.add_argument(
+        "--step-rounds", type=int, default=10, help="interleaved rounds of the step test"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="device of the masks test (the step test runs on the CPU)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"# FGD benchmark — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"# FGD benchmark — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
     m = bench_masks(args.rounds, args.device)
-    print(f"masks on {args.device}, 100 boxes x 8 images, 200x336 grid: vectorized {m['vectorized'] * 1e3:.2f} ms, "
-          f"per-box loop {m['loop'] * 1e3:.1f} ms, speed-up {m['speedup']:.1f}x (median of {args.rounds} "
-          "interleaved rounds)")
-    print(f"masks, 500 vs 10 boxes per image (8 images, 200x336 grid): {m['many'] * 1e3:.2f} ms vs "
-          f"{m['few'] * 1e3:.2f} ms = {m['many_over_few']:.2f}x (target <= 3x)")
+    print(
+        f"masks on {args.device}, 100 boxes x 8 images, 200x336 grid: vectorized {m['vectorized'] * 1e3:.2f} ms, "
+        f"per-box loop {m['loop'] * 1e3:.1f} ms, speed-up {m['speedup']:.1f}x (median of {args.rounds} "
+        "interleaved rounds)"
+    )
+    print(
+        f"masks, 500 vs 10 boxes per image (8 images, 200x336 grid): {m['many'] * 1e3:.2f} ms vs "
+        f"{m['few'] * 1e3:.2f} ms = {m['many_over_few']:.2f}x (target <= 3x)"
+    )
     step, fgd, share = bench_fgd_vs_step(args.step_rounds)
-    print(f"student training step (demo config, batch 8): {step * 1e3:.1f} ms; FGD 5 levels fwd+bwd: "
-          f"{fgd * 1e3:.1f} ms = {100 * share:.1f} % of the step (median of {args.step_rounds} interleaved "
-          "rounds; target <= 10 %)")
+    print(
+        f"student training step (demo config, batch 8): {step * 1e3:.1f} ms; FGD 5 levels fwd+bwd: "
+        f"{fgd * 1e3:.1f} ms = {100 * share:.1f} % of the step (median of {args.step_rounds} interleaved "
+        "rounds; target <= 10 %)"
+    )
 
 
 if __name__ == "__main__":

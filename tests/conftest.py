@@ -1,15 +1,14 @@
 """Shared fixtures: a tiny embedded dataset and a tiny saved teacher, made once per session; every
 test starts from random states seeded by its own name, so a result does not depend on which tests ran
 before it (set DETKD_TEST_SEED to draw other states when hunting for flaky tests)."""
+
 import os
 import random
 import zlib
 
 import numpy as np
-
 import pytest
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
@@ -19,10 +18,28 @@ from detkd.data import ShapesSpec, register_shapes_datasets
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # small everything, so a training step takes a fraction of a second on 2 cores
 TINY = [
-    "INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 96, "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 96,
-    "SOLVER.IMS_PER_BATCH", 2, "DATALOADER.NUM_WORKERS", 0, "MODEL.DEVICE", "cpu",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", 64, "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200,
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32, "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 64,
+    "INPUT.MIN_SIZE_TRAIN",
+    (64,),
+    "INPUT.MAX_SIZE_TRAIN",
+    96,
+    "INPUT.MIN_SIZE_TEST",
+    64,
+    "INPUT.MAX_SIZE_TEST",
+    96,
+    "SOLVER.IMS_PER_BATCH",
+    2,
+    "DATALOADER.NUM_WORKERS",
+    0,
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    64,
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+    200,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    32,
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+    64,
 ]
 TEACHER_YAML = os.path.join(REPO, "configs/demo/teacher.yaml")
 
@@ -36,7 +53,9 @@ def make_cfg(path, *opts):
 def seeded_by_test_name(request):
     """torch, numpy and random seeded from the test's id (numpy's state also seeds detectron2's
     training sampler through ``comm.shared_random_seed``)."""
-    seed = zlib.crc32(f"{os.environ.get('DETKD_TEST_SEED', '')}{request.node.nodeid}".encode()) % 2**31
+    seed = (
+        zlib.crc32(f"{os.environ.get('DETKD_TEST_SEED', '')}{request.node.nodeid}".encode()) % 2**31
+    )
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
@@ -63,11 +82,19 @@ def teacher_weights(tmp_path_factory):
 @pytest.fixture
 def distill_cfg(teacher_weights):
     def make(path, *opts):
-        return make_cfg(path, "MODEL.DISTILL.TEACHER.CONFIG_FILE", TEACHER_YAML,
-                        "MODEL.DISTILL.TEACHER.WEIGHTS", teacher_weights, *opts)
+        return make_cfg(
+            path,
+            "MODEL.DISTILL.TEACHER.CONFIG_FILE",
+            TEACHER_YAML,
+            "MODEL.DISTILL.TEACHER.WEIGHTS",
+            teacher_weights,
+            *opts,
+        )
+
     return make
 
 
 def train_batch(cfg, n=2):
     from detectron2.data import build_detection_train_loader
+
     return next(iter(build_detection_train_loader(cfg)))

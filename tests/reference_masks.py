@@ -1,4 +1,5 @@
 """Straightforward per-box loops: the references the vectorized masks are checked (and timed) against."""
+
 import math
 
 import torch
@@ -32,8 +33,8 @@ def loop_fgd_masks(gt_boxes, image_sizes, feat_hw, stride):
         for box in gt_boxes[i].tolist():
             x0, y0, x1, y1 = _box_cells(box, stride, rows, cols)
             value = 1.0 / ((x1 - x0 + 1) * (y1 - y0 + 1))
-            region = fg[i, y0:y1 + 1, x0:x1 + 1]
-            fg[i, y0:y1 + 1, x0:x1 + 1] = torch.clamp(region, min=value)
+            region = fg[i, y0 : y1 + 1, x0 : x1 + 1]
+            fg[i, y0 : y1 + 1, x0 : x1 + 1] = torch.clamp(region, min=value)
         background = torch.zeros(h, w, dtype=torch.bool, device=device)
         background[:rows, :cols] = True
         background &= fg[i] == 0
@@ -57,7 +58,7 @@ def loop_gaussian_mask(gt_boxes, image_sizes, feat_hw, stride):
             cx = min(max(math.floor((box[0] + box[2]) / 2 / stride), x0), x1)
             cy = min(max(math.floor((box[1] + box[3]) / 2 / stride), y0), y1)
             sx, sy = (x1 - x0 + 1) / 6, (y1 - y0 + 1) / 6
-            g = torch.exp(-((xs - cx) ** 2 / (2 * sx ** 2) + (ys - cy) ** 2 / (2 * sy ** 2)))
-            region = out[i, y0:y1 + 1, x0:x1 + 1]
-            out[i, y0:y1 + 1, x0:x1 + 1] = torch.maximum(region, g[y0:y1 + 1, x0:x1 + 1])
+            g = torch.exp(-((xs - cx) ** 2 / (2 * sx**2) + (ys - cy) ** 2 / (2 * sy**2)))
+            region = out[i, y0 : y1 + 1, x0 : x1 + 1]
+            out[i, y0 : y1 + 1, x0 : x1 + 1] = torch.maximum(region, g[y0 : y1 + 1, x0 : x1 + 1])
     return out.float()

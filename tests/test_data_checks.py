@@ -1,18 +1,17 @@
 """Load-time dataset checks (issue #16): class indices outside [0, NUM_CLASSES) and too many
 metadata classes are refused when DistillTrainer builds its loaders, naming the dataset, image and
 class; an image that cannot be read or decoded raises an error naming the file."""
+
 import copy
 import re
 
 import pytest
-from PIL import UnidentifiedImageError
-
+from conftest import make_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import UnidentifiedImageError
 
 from detkd.data import SHAPE_CLASSES, FileNamingDatasetMapper, ImageReadError, check_class_indices
 from detkd.engine import DistillTrainer
-
-from conftest import make_cfg
 
 KEYS = "MODEL.ROI_HEADS.NUM_CLASSES, roi_heads.num_classes"
 
@@ -79,10 +78,15 @@ def test_negative_class_indices_are_refused_by_the_test_loader_too(register):
 
 
 def test_records_without_file_name_are_named_by_image_id():
-    records = [{"image_id": 7, "annotations": []},
-               {"image_id": 8, "annotations": [{"category_id": 9}]}]
-    with pytest.raises(ValueError, match=r"1 of 1 annotations \(in 1 images\).*first: class 9 in "
-                                         r"'image_id=8'; offending classes: \[9\]"):
+    records = [
+        {"image_id": 7, "annotations": []},
+        {"image_id": 8, "annotations": [{"category_id": 9}]},
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"1 of 1 annotations \(in 1 images\).*first: class 9 in "
+        r"'image_id=8'; offending classes: \[9\]",
+    ):
         check_class_indices(records, "ids_only", 5)
     check_class_indices([{"image_id": 1}], "no_annotations", 5)  # e.g. an unlabeled test set
 
@@ -99,9 +103,11 @@ def test_metadata_classes_must_fit_the_model_and_the_annotations(register):
     records = shapes_train()
     first = next(r for r in records if any(a["category_id"] == 4 for a in r["annotations"]))
     name = register("detkd_test_four_classes", records, SHAPE_CLASSES[:4])
-    expected = (r"Dataset 'detkd_test_four_classes': \d+ of \d+ annotations \(in \d+ images\) have "
-                r"a class index outside \[0, 4\), the number of thing_classes in its metadata; "
-                r"first: class 4 in " + re.escape(repr(first["file_name"])))
+    expected = (
+        r"Dataset 'detkd_test_four_classes': \d+ of \d+ annotations \(in \d+ images\) have "
+        r"a class index outside \[0, 4\), the number of thing_classes in its metadata; "
+        r"first: class 4 in " + re.escape(repr(first["file_name"]))
+    )
     with pytest.raises(ValueError, match=expected):
         DistillTrainer.build_train_loader(cfg_for(train=(name,)))
     # several datasets must agree on their classes, as in detectron2's own loader
@@ -118,18 +124,23 @@ def test_a_truncated_image_is_named_when_loaded(register, tmp_path, build):
     (tmp_path / "truncated.jpg").write_bytes(data[: len(data) // 2])
     name = register(f"detkd_test_truncated_{build}", [record])
     cfg = cfg_for(train=(name,), test=(name,))
-    loader = (DistillTrainer.build_train_loader(cfg) if build == "train"
-              else DistillTrainer.build_test_loader(cfg, name))
+    loader = (
+        DistillTrainer.build_train_loader(cfg)
+        if build == "train"
+        else DistillTrainer.build_test_loader(cfg, name)
+    )
     with pytest.raises(ImageReadError) as e:
         next(iter(loader))
     # PIL's own message is only "image file is truncated (N bytes not processed)"
     assert str(e.value).startswith(
-        f"Cannot read image {record['file_name']!r}: OSError: image file is truncated")
+        f"Cannot read image {record['file_name']!r}: OSError: image file is truncated"
+    )
     assert type(e.value.__cause__) is OSError
 
 
-@pytest.mark.parametrize("content,cause", [(b"not an image", UnidentifiedImageError),
-                                           (None, FileNotFoundError)])
+@pytest.mark.parametrize(
+    "content,cause", [(b"not an image", UnidentifiedImageError), (None, FileNotFoundError)]
+)
 def test_a_non_image_or_missing_file_is_named_when_mapped(tmp_path, content, cause):
     path = tmp_path / "image.jpg"
     if content is not None:

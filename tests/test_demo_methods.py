@@ -1,6 +1,7 @@
 """Which methods the demo and the benchmarks run comes from the registry and configs/demo alone:
 every registered method of detkd is enabled in a survey config of the demo (a new method without a
 demo config fails here), and the survey is discovered from the distill_*.yaml files."""
+
 import os
 import sys
 
@@ -27,13 +28,14 @@ def test_every_registered_method_is_enabled_in_a_survey_config():
         block = cls.config_block
         assert any(cfg.MODEL.DISTILL[block].ENABLED for cfg in cfgs), (
             f"{cls.__name__} (MODEL.DISTILL.{block}) is enabled in no survey config of the demo: "
-            "add a configs/demo/distill_<name>.yaml that enables it")
+            "add a configs/demo/distill_<name>.yaml that enables it"
+        )
 
 
 def test_survey_experiments_are_described_and_compared_with_the_baseline():
     known = experiments()
     survey = survey_experiments()
-    assert survey and list(known)[-len(survey):] == list(survey)  # the survey runs last
+    assert survey and list(known)[-len(survey) :] == list(survey)  # the survey runs last
     for name, e in survey.items():
         assert e.config == f"distill_{name}.yaml" and e.description and not e.gain
         assert e.baseline in known and not known[e.baseline].gain
@@ -50,8 +52,11 @@ def test_survey_discovery_rules(tmp_path):
     base = os.path.join(CONFIG_DIR, "{}.yaml")
     write("distill_one.yaml", f"# One method.\n_BASE_: \"{base.format('distill_fgd')}\"\n")
     write("distill_every.yaml", f"# Every method\n_BASE_: \"{base.format('distill_all')}\"\n")
-    write("distill_half.yaml", f"# Half resolution.\n_BASE_: \"{base.format('distill_fgd')}\"\n"
-          "MODEL:\n  DISTILL:\n    STUDENT_INPUT_SCALE: 0.5\n")
+    write(
+        "distill_half.yaml",
+        f"# Half resolution.\n_BASE_: \"{base.format('distill_fgd')}\"\n"
+        "MODEL:\n  DISTILL:\n    STUDENT_INPUT_SCALE: 0.5\n",
+    )
     write("distill_none.yaml", f"# No method.\n_BASE_: \"{base.format('student')}\"\n")
     write("other.yaml", f"# Not distill_.\n_BASE_: \"{base.format('distill_fgd')}\"\n")
     survey = survey_experiments(str(tmp_path))

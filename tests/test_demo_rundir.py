@@ -1,19 +1,24 @@
 """The demo's output directories: a run trained again starts clean (a stale metrics.json would mix
 two runs' AP curves), a directory the demo did not make is refused, and one demo at a time writes
 into an output directory."""
+
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-
-from detkd import demo
 from conftest import REPO, TINY
 
-STALE = {"metrics.json": json.dumps({"iteration": 999, "bbox/AP": 99.0}) + "\n",
-         "events.out.tfevents.1.host": "x", "last_checkpoint": "model_0000999.pth",
-         "model_0000999.pth": "x", "log.txt": "old run\n"}
+from detkd import demo
+
+STALE = {
+    "metrics.json": json.dumps({"iteration": 999, "bbox/AP": 99.0}) + "\n",
+    "events.out.tfevents.1.host": "x",
+    "last_checkpoint": "model_0000999.pth",
+    "model_0000999.pth": "x",
+    "log.txt": "old run\n",
+}
 
 
 def _stale_run(path, owned_by):
@@ -62,8 +67,15 @@ def test_demo_retrains_a_stale_run_from_a_clean_directory(tmp_path):
     run, teacher = tmp_path / "baseline" / "seed0", tmp_path / "teacher"
     _stale_run(run, owned_by="run.json")
     _stale_run(teacher, owned_by="CONFIG_FINGERPRINT")
-    demo.run_demo(str(tmp_path), ["baseline"], seeds=1, teacher_iters=1, student_iters=2,
-                  eval_points=1, extra_opts=TINY)
+    demo.run_demo(
+        str(tmp_path),
+        ["baseline"],
+        seeds=1,
+        teacher_iters=1,
+        student_iters=2,
+        eval_points=1,
+        extra_opts=TINY,
+    )
     curve = json.loads((tmp_path / "results.json").read_text())["curves"]["baseline"][0]
     assert curve and all(it < 999 for it, _ in curve)
     assert demo.ap_curve(str(run)) == [tuple(p) for p in curve]
@@ -93,9 +105,14 @@ def test_second_demo_process_on_one_output_fails_at_once(tmp_path):
     out = str(tmp_path / "demo")
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"))
     with demo.output_lock(out):
-        proc = subprocess.run([sys.executable, "-m", "detkd.demo", "--quick", "--jobs", "1",
-                               "--output", out], capture_output=True, text=True, cwd=REPO, env=env,
-                              timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "detkd.demo", "--quick", "--jobs", "1", "--output", out],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=120,
+        )
     assert proc.returncode != 0
     assert f"another demo (pid {os.getpid()}) is writing into {out}" in proc.stderr
     assert sorted(os.listdir(out)) == [demo.LOCK_FILE]  # it stopped before writing anything

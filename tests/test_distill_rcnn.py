@@ -1,14 +1,14 @@
 """DistillRCNN: behaves as the student in eval, as a student + distillers in training."""
+
 import pytest
 import torch
-
+from conftest import REPO, make_cfg, train_batch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import SimpleTrainer
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.utils.events import EventStorage
 
 from detkd.modeling import DistillRCNN
-from conftest import REPO, make_cfg, train_batch
 
 DETECTOR_LOSSES = {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}
 
@@ -42,6 +42,7 @@ def test_no_method_trains_as_the_student():
 def test_every_term_is_logged_in_event_storage(distill_cfg):
     cfg = distill_cfg("configs/demo/distill_all.yaml", "SOLVER.BASE_LR", 0.001)
     from detkd.engine import DistillTrainer
+
     model = build_model(cfg)
     data = [train_batch(cfg)]
     trainer = SimpleTrainer(model, iter(data * 2), DistillTrainer.build_optimizer(cfg, model))
@@ -51,9 +52,20 @@ def test_every_term_is_logged_in_event_storage(distill_cfg):
         logged = storage.latest()
     with EventStorage():
         terms = model(data[0])
-    expected = {"loss_hint_res4", "loss_hint_p3", "loss_soft_ce_rpn", "loss_soft_ce_rcn", "loss_bounded_reg_rpn",
-                "loss_bounded_reg_rcn", "loss_fgd_fg_p2", "loss_fgd_bg_p6", "loss_fgd_attention_p4",
-                "loss_fgd_global_p5", "loss_mssd_sd_p3", "loss_mssd_mask_p2"}
+    expected = {
+        "loss_hint_res4",
+        "loss_hint_p3",
+        "loss_soft_ce_rpn",
+        "loss_soft_ce_rcn",
+        "loss_bounded_reg_rpn",
+        "loss_bounded_reg_rcn",
+        "loss_fgd_fg_p2",
+        "loss_fgd_bg_p6",
+        "loss_fgd_attention_p4",
+        "loss_fgd_global_p5",
+        "loss_mssd_sd_p3",
+        "loss_mssd_mask_p2",
+    }
     assert expected <= set(terms)
     assert set(terms) <= set(logged), set(terms) - set(logged)
     assert "grad_global_norm" in logged and "distill/rcn_bound_active" in logged
@@ -63,7 +75,9 @@ def test_every_term_is_logged_in_event_storage(distill_cfg):
 def test_soft_ce_scales_the_hard_loss(distill_cfg):
     cfg = distill_cfg("configs/demo/distill_chen.yaml", "MODEL.DISTILL.SOFT_CE.MU", 0.25)
     model = build_model(cfg).train()
-    plain_cfg = distill_cfg("configs/demo/distill_chen.yaml", "MODEL.DISTILL.SOFT_CE.ENABLED", False)
+    plain_cfg = distill_cfg(
+        "configs/demo/distill_chen.yaml", "MODEL.DISTILL.SOFT_CE.ENABLED", False
+    )
     data = train_batch(cfg)
     torch.manual_seed(3)
     with EventStorage():
@@ -78,26 +92,45 @@ def test_soft_ce_scales_the_hard_loss(distill_cfg):
 
 
 def test_inherit_copies_matching_teacher_weights(distill_cfg):
-    cfg = distill_cfg("configs/demo/distill_fgd.yaml", "MODEL.DISTILL.INHERIT.ENABLED", True,
-                      "MODEL.DISTILL.INHERIT.PREFIXES", ["roi_heads.box_predictor."])
+    cfg = distill_cfg(
+        "configs/demo/distill_fgd.yaml",
+        "MODEL.DISTILL.INHERIT.ENABLED",
+        True,
+        "MODEL.DISTILL.INHERIT.PREFIXES",
+        ["roi_heads.box_predictor."],
+    )
     model = build_model(cfg)
     # the teacher's FC is 512 wide, the student's 256: only the same-shaped bias of the class
     # predictor can be inherited; everything inherited equals the teacher's
-    assert model.inherited == ["roi_heads.box_predictor.cls_score.bias", "roi_heads.box_predictor.bbox_pred.bias"]
+    assert model.inherited == [
+        "roi_heads.box_predictor.cls_score.bias",
+        "roi_heads.box_predictor.bbox_pred.bias",
+    ]
     t = model.teacher.state_dict()
     for k in model.inherited:
         assert torch.equal(model.student.state_dict()[k], t[k])
-    cfg = distill_cfg("configs/demo/distill_fgd.yaml", "MODEL.DISTILL.INHERIT.ENABLED", True,
-                      "MODEL.DISTILL.INHERIT.PREFIXES", ["no_such_module."])
+    cfg = distill_cfg(
+        "configs/demo/distill_fgd.yaml",
+        "MODEL.DISTILL.INHERIT.ENABLED",
+        True,
+        "MODEL.DISTILL.INHERIT.PREFIXES",
+        ["no_such_module."],
+    )
     with pytest.raises(ValueError, match="no student parameter"):
         build_model(cfg)
 
 
-@pytest.mark.parametrize("name,terms", [
-    ("demo_distill_fgd", {"loss_fgd_fg_p2", "loss_fgd_global_p6"}),
-    ("demo_distill_chen", {"loss_hint_res4", "loss_hint_p3", "loss_soft_ce_rpn", "loss_bounded_reg_rcn"}),
-    ("demo_distill_mssd", {"loss_mssd_sd_p3", "loss_mssd_mask_p5"}),
-])
+@pytest.mark.parametrize(
+    "name,terms",
+    [
+        ("demo_distill_fgd", {"loss_fgd_fg_p2", "loss_fgd_global_p6"}),
+        (
+            "demo_distill_chen",
+            {"loss_hint_res4", "loss_hint_p3", "loss_soft_ce_rpn", "loss_bounded_reg_rcn"},
+        ),
+        ("demo_distill_mssd", {"loss_mssd_sd_p3", "loss_mssd_mask_p5"}),
+    ],
+)
 def test_lazyconfigs_build_and_train(teacher_weights, name, terms):
     cfg = LazyConfig.load(f"{REPO}/configs/lazy/{name}.py")
     if cfg.model.get("teacher") is not None:

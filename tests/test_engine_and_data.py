@@ -1,9 +1,9 @@
 """Global-norm clipping, evaluator choice, and the embedded dataset."""
+
 import json
 
 import pytest
 import torch
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 
@@ -14,7 +14,9 @@ from detkd.engine import add_global_norm_clipping, build_evaluator
 def test_global_norm_clipping_scales_the_whole_gradient():
     a = torch.nn.Parameter(torch.zeros(2))
     b = torch.nn.Parameter(torch.zeros(1))
-    opt = add_global_norm_clipping(torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=1.0), max_norm=1.0)
+    opt = add_global_norm_clipping(
+        torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=1.0), max_norm=1.0
+    )
     a.grad = torch.tensor([3.0, 0.0])
     b.grad = torch.tensor([4.0])  # global norm 5: every gradient is scaled by 1/5, across groups
     opt.step()
@@ -40,17 +42,38 @@ def test_shapes_dataset_is_reproducible_and_in_both_formats(tmp_path):
     a = json.loads((tmp_path / "a/annotations/instances_train.json").read_text())
     b = json.loads((tmp_path / "b/annotations/instances_train.json").read_text())
     assert a == b and len(a["images"]) == 6 and len(a["categories"]) == 5
-    other = ensure_shapes_dataset(str(tmp_path / "c"), ShapesSpec({"train": 6, "val": 3}, image_size=(48, 64), seed=6))
+    other = ensure_shapes_dataset(
+        str(tmp_path / "c"), ShapesSpec({"train": 6, "val": 3}, image_size=(48, 64), seed=6)
+    )
     assert json.loads((tmp_path / "c/annotations/instances_train.json").read_text()) != a
     assert other.endswith("c")
     sizes = {(im["height"], im["width"]) for im in a["images"]}
     assert sizes <= {(48, 64), (64, 48)}  # non-square, both orientations
-    register_coco_json("detkd_test_coco", str(tmp_path / "a/annotations/instances_train.json"), str(tmp_path / "a/images/train"))
-    register_voc_folder("detkd_test_voc", str(tmp_path / "a/voc"), "train", ["square", "circle", "triangle", "cross", "diamond"])
+    register_coco_json(
+        "detkd_test_coco",
+        str(tmp_path / "a/annotations/instances_train.json"),
+        str(tmp_path / "a/images/train"),
+    )
+    register_voc_folder(
+        "detkd_test_voc",
+        str(tmp_path / "a/voc"),
+        "train",
+        ["square", "circle", "triangle", "cross", "diamond"],
+    )
     coco, voc = DatasetCatalog.get("detkd_test_coco"), DatasetCatalog.get("detkd_test_voc")
     assert len(coco) == len(voc) == 6
     # the same boxes in both formats (VOC's 1-based corners are converted back by detectron2's loader)
     box_c = sorted(tuple(round(v) for v in ann["bbox"]) for ann in coco[0]["annotations"])
-    box_v = sorted(tuple(round(v) for v in (ann["bbox"][0], ann["bbox"][1], ann["bbox"][2] - ann["bbox"][0],
-                                             ann["bbox"][3] - ann["bbox"][1])) for ann in voc[0]["annotations"])
+    box_v = sorted(
+        tuple(
+            round(v)
+            for v in (
+                ann["bbox"][0],
+                ann["bbox"][1],
+                ann["bbox"][2] - ann["bbox"][0],
+                ann["bbox"][3] - ann["bbox"][1],
+            )
+        )
+        for ann in voc[0]["annotations"]
+    )
     assert box_c == box_v

@@ -1,32 +1,50 @@
 """The demo pipeline, the visualize command and the benchmarks' helpers, on tiny schedules."""
+
 import os
 
 import pytest
+from conftest import TINY
 
 from detkd import demo
 from detkd.visualize import visualize
-from conftest import TINY
 
 pytestmark = pytest.mark.slow
 
 
 def test_demo_pipeline_writes_table_and_plots(tmp_path):
     # two runs at a time in worker processes (the default of `make demo`)
-    rows = demo.run_demo(str(tmp_path), ["baseline", "chen"], seeds=2, teacher_iters=2, student_iters=2,
-                         eval_points=1, extra_opts=TINY, jobs=2)
+    rows = demo.run_demo(
+        str(tmp_path),
+        ["baseline", "chen"],
+        seeds=2,
+        teacher_iters=2,
+        student_iters=2,
+        eval_points=1,
+        extra_opts=TINY,
+        jobs=2,
+    )
     assert set(rows) == {"teacher", "baseline", "chen"} and len(rows["chen"]) == 2
     for r in rows["chen"]:
         assert set(demo.COLUMNS) <= set(r) and r["params_M"] > 0 and r["ms_per_image"] > 0
     text = (tmp_path / "results.md").read_text()
     assert "| chen | 2 |" in text and "VOC_AP50" in text and "Per-seed AP" in text
-    assert (tmp_path / "results.png").stat().st_size > 1000 and (tmp_path / "ap_curves.png").stat().st_size > 1000
+    assert (tmp_path / "results.png").stat().st_size > 1000 and (
+        tmp_path / "ap_curves.png"
+    ).stat().st_size > 1000
     # the teacher is cached: a second run does not train it again
     mtime = os.path.getmtime(tmp_path / "teacher" / "model_final.pth")
     # and finished runs are read back: a new method trains in this process (jobs=1), the others not at all
     cached_run = tmp_path / "chen" / "seed1" / "run.json"
     run_mtime = os.path.getmtime(cached_run)
-    rows = demo.run_demo(str(tmp_path), ["baseline", "chen", "fgd"], seeds=2, teacher_iters=2, student_iters=2,
-                         eval_points=1, extra_opts=TINY)
+    rows = demo.run_demo(
+        str(tmp_path),
+        ["baseline", "chen", "fgd"],
+        seeds=2,
+        teacher_iters=2,
+        student_iters=2,
+        eval_points=1,
+        extra_opts=TINY,
+    )
     assert os.path.getmtime(tmp_path / "teacher" / "model_final.pth") == mtime
     assert os.path.getmtime(cached_run) == run_mtime and len(rows["fgd"]) == 2
 
@@ -50,16 +68,33 @@ def test_benchmark_child_measures_a_step(teacher_weights, kind):
     import sys
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, os.path.join(repo, "benchmarks/bench_distill.py"), "--child", kind,
-                          "--teacher", teacher_weights, "--steps", "1", "--device", "cpu"],
-                         capture_output=True, text=True, cwd=repo, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(repo, "benchmarks/bench_distill.py"),
+            "--child",
+            kind,
+            "--teacher",
+            teacher_weights,
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     assert 0 < figures["step_s"] < 60 and figures["peak_mb"] > 300
 
 
 def test_fgd_benchmark_masks_agree_with_the_loop():
-    sys_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    sys_path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"
+    )
     import sys
 
     sys.path.insert(0, sys_path)

@@ -1,6 +1,7 @@
 """A user's distillation method, defined in this file (outside projects/detkd), registered and trained
 from a yaml through train_net.py with no edit to detkd: in-process, and from the command line with
 ``--import`` as a user runs it."""
+
 import json
 import os
 import subprocess
@@ -8,13 +9,12 @@ import sys
 
 import pytest
 import torch
-from torch import nn
-
+from conftest import REPO, TEACHER_YAML, TINY, make_cfg
 from detectron2.config import configurable
 from detectron2.modeling import build_model
+from torch import nn
 
 from detkd.distillers import DISTILLER_REGISTRY, Distiller, feature_shape
-from conftest import REPO, TEACHER_YAML, TINY, make_cfg
 
 sys.path.insert(0, REPO)
 import train_net  # noqa: E402
@@ -43,9 +43,16 @@ class L1FeatureDistiller(Distiller):
     @classmethod
     def from_config(cls, cfg, student_shapes, teacher_shapes):
         c = cfg.MODEL.DISTILL.L1_FEATURE
-        return dict(feature=c.FEATURE, weight=c.WEIGHT,
-                    student_channels=feature_shape(student_shapes, c.FEATURE, "student", "L1_FEATURE").channels,
-                    teacher_channels=feature_shape(teacher_shapes, c.FEATURE, "teacher", "L1_FEATURE").channels)
+        return dict(
+            feature=c.FEATURE,
+            weight=c.WEIGHT,
+            student_channels=feature_shape(
+                student_shapes, c.FEATURE, "student", "L1_FEATURE"
+            ).channels,
+            teacher_channels=feature_shape(
+                teacher_shapes, c.FEATURE, "teacher", "L1_FEATURE"
+            ).channels,
+        )
 
     def teacher_features(self):
         return [self.feature]
@@ -53,6 +60,8 @@ class L1FeatureDistiller(Distiller):
     def forward(self, batch):
         s, t = batch.feature_pair(self.feature, self.feature)
         return {f"loss_l1_feature_{self.feature}": self.weight * (self.adapt(s) - t).abs().mean()}
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -62,7 +71,8 @@ def _user_yaml(tmp_path, teacher_weights):
         f'_BASE_: "{REPO}/configs/demo/student.yaml"\n'
         "MODEL:\n  DISTILL:\n"
         f'    TEACHER:\n      CONFIG_FILE: "{TEACHER_YAML}"\n      WEIGHTS: "{teacher_weights}"\n'
-        "    L1_FEATURE:\n      ENABLED: True\n      FEATURE: p4\n      WEIGHT: 0.25\n")
+        "    L1_FEATURE:\n      ENABLED: True\n      FEATURE: p4\n      WEIGHT: 0.25\n"
+    )
     return str(path)
 
 
@@ -71,15 +81,31 @@ def test_the_method_declares_its_block_and_builds_from_yaml(tmp_path, teacher_we
     assert default.MODEL.DISTILL.L1_FEATURE == {"ENABLED": False, "FEATURE": "p3", "WEIGHT": 1.0}
     model = build_model(make_cfg(_user_yaml(tmp_path, teacher_weights)))
     (method,) = model.distillers
-    assert isinstance(method, L1FeatureDistiller) and method.feature == "p4" and method.weight == 0.25
+    assert (
+        isinstance(method, L1FeatureDistiller) and method.feature == "p4" and method.weight == 0.25
+    )
     assert method.adapt.in_channels == 64 and method.adapt.out_channels == 128
 
 
 def test_trains_through_train_net(tmp_path, teacher_weights):
     out = tmp_path / "run"
-    train_net.invoke(["--config-file", _user_yaml(tmp_path, teacher_weights), *[str(o) for o in TINY],
-                      "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "1",
-                      "DATASETS.TEST", "()", "OUTPUT_DIR", str(out)])
+    train_net.invoke(
+        [
+            "--config-file",
+            _user_yaml(tmp_path, teacher_weights),
+            *[str(o) for o in TINY],
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.STEPS",
+            "()",
+            "SOLVER.WARMUP_ITERS",
+            "1",
+            "DATASETS.TEST",
+            "()",
+            "OUTPUT_DIR",
+            str(out),
+        ]
+    )
     rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     values = [r["loss_l1_feature_p4"] for r in rows if "loss_l1_feature_p4" in r]
     assert values and all(0 < v < float("inf") for v in values)
@@ -102,13 +128,35 @@ def test_a_term_named_against_the_convention_is_refused(tmp_path, teacher_weight
 def test_trains_from_the_command_line_with_import(tmp_path, teacher_weights):
     """What a user types: train_net.py --import their file (which registers the method)."""
     # this file imports the tests' helpers, so their folder is on the path (a user's file would not need it)
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), REPO]))
-    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--import", os.path.abspath(__file__),
-           "--config-file", _user_yaml(tmp_path, teacher_weights), *[str(o) for o in TINY],
-           "SOLVER.MAX_ITER", "1", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "1", "DATASETS.TEST", "()",
-           "DATASETS.TRAIN", "('detkd_shapes_train',)", "OUTPUT_DIR", str(tmp_path / "cli")]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), REPO]),
+    )
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "train_net.py"),
+        "--import",
+        os.path.abspath(__file__),
+        "--config-file",
+        _user_yaml(tmp_path, teacher_weights),
+        *[str(o) for o in TINY],
+        "SOLVER.MAX_ITER",
+        "1",
+        "SOLVER.STEPS",
+        "()",
+        "SOLVER.WARMUP_ITERS",
+        "1",
+        "DATASETS.TEST",
+        "()",
+        "DATASETS.TRAIN",
+        "('detkd_shapes_train',)",
+        "OUTPUT_DIR",
+        str(tmp_path / "cli"),
+    ]
     env["DETECTRON2_DATASETS"] = str(tmp_path / "data")
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "loss_l1_feature_p4" in (tmp_path / "cli" / "metrics.json").read_text()

@@ -1,12 +1,13 @@
 """FGD: masks, attentions and every loss term against hand-computed values and a loop reference."""
+
 import math
 
 import pytest
 import torch
+from reference_masks import loop_fgd_masks
 
 from detkd.distillers import FGDDistiller
 from detkd.losses import FGDLoss, GcBlock, channel_attention, fgd_masks, spatial_attention
-from reference_masks import loop_fgd_masks
 
 
 def test_mask_cells_of_a_box_hand_checked():
@@ -20,14 +21,20 @@ def test_mask_cells_of_a_box_hand_checked():
 
 
 def test_overlap_smallest_box_wins_and_border_boxes():
-    boxes = torch.tensor([
-        [0.0, 0.0, 16.0, 16.0],     # 4x4 cells -> 1/16
-        [4.0, 4.0, 8.0, 8.0],       # one cell (1,1) -> 1, inside the big box
-        [28.0, 28.0, 40.0, 40.0],   # crosses the image border: clamped to the last cell (7,7)
-        [-5.0, 20.0, 2.0, 24.0],    # starts left of the image: column 0, row 5
-    ])
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 16.0, 16.0],  # 4x4 cells -> 1/16
+            [4.0, 4.0, 8.0, 8.0],  # one cell (1,1) -> 1, inside the big box
+            [28.0, 28.0, 40.0, 40.0],  # crosses the image border: clamped to the last cell (7,7)
+            [-5.0, 20.0, 2.0, 24.0],  # starts left of the image: column 0, row 5
+        ]
+    )
     fg, _ = fgd_masks([boxes], [(32, 32)], (8, 8), stride=4)
-    assert fg[0, 1, 1] == 1.0 and fg[0, 0, 0] == pytest.approx(1 / 16) and fg[0, 3, 3] == pytest.approx(1 / 16)
+    assert (
+        fg[0, 1, 1] == 1.0
+        and fg[0, 0, 0] == pytest.approx(1 / 16)
+        and fg[0, 3, 3] == pytest.approx(1 / 16)
+    )
     assert fg[0, 7, 7] == 1.0 and fg[0, 5, 0] == 1.0
     assert fg[0, 4, 4] == 0
 
@@ -39,7 +46,9 @@ def test_empty_image_is_all_background_and_padding_is_excluded():
     assert fg[0].sum() == 0 and torch.allclose(bg[0], torch.full((8, 8), 1 / 64))
     assert fg[1, 0, 0] == 1.0 and fg[1].sum() == 1.0
     assert (bg[1, :, 4:] == 0).all()
-    assert bg[1, :, :4].sum().item() == pytest.approx(1.0) and bg[1, 0, 1].item() == pytest.approx(1 / 31)
+    assert bg[1, :, :4].sum().item() == pytest.approx(1.0) and bg[1, 0, 1].item() == pytest.approx(
+        1 / 31
+    )
 
 
 def test_tiny_and_degenerate_boxes_take_one_cell():
@@ -67,13 +76,17 @@ def test_masks_equal_loop_reference_on_random_batches(seed):
 
 def test_stride_is_inferred_with_padding():
     fg_inferred, _ = fgd_masks([torch.tensor([[10.0, 10.0, 30.0, 20.0]])], [(100, 70)], (28, 20))
-    fg_given, _ = fgd_masks([torch.tensor([[10.0, 10.0, 30.0, 20.0]])], [(100, 70)], (28, 20), stride=4)
+    fg_given, _ = fgd_masks(
+        [torch.tensor([[10.0, 10.0, 30.0, 20.0]])], [(100, 70)], (28, 20), stride=4
+    )
     assert torch.equal(fg_inferred, fg_given)
 
 
 def test_attentions_hand_values():
     feat = torch.zeros(1, 2, 1, 2)
-    feat[0, 0, 0, 0] = 1.0  # |F| channel-mean: [0.5, 0] over positions; spatial-mean: [0.5, 0] over channels
+    feat[0, 0, 0, 0] = (
+        1.0  # |F| channel-mean: [0.5, 0] over positions; spatial-mean: [0.5, 0] over channels
+    )
     T = 0.5
     sa = spatial_attention(feat, T)
     e = math.exp(1.0)
@@ -102,8 +115,10 @@ def _reference_fgd_terms(loss: FGDLoss, s, t, boxes, sizes, stride, alpha, beta,
     att = (a_s_t - a_s_s).abs().sum() + (a_c_t - a_c_s).abs().sum()
     glob = ((loss.gc_teacher(t) - loss.gc_student(sa)) ** 2).sum()
     return {
-        "loss_fgd_fg": alpha * fg_sum / n, "loss_fgd_bg": beta * bg_sum / n,
-        "loss_fgd_attention": gamma * att / n, "loss_fgd_global": lambda_ * glob / n,
+        "loss_fgd_fg": alpha * fg_sum / n,
+        "loss_fgd_bg": beta * bg_sum / n,
+        "loss_fgd_attention": gamma * att / n,
+        "loss_fgd_global": lambda_ * glob / n,
     }
 
 
@@ -149,7 +164,9 @@ def test_fgd_defaults_and_bad_weights():
     with pytest.raises(ValueError, match="ALPHA"):
         FGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[4], alpha=-1.0)
     with pytest.raises(ValueError, match="GAMMA"):
-        FGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[4], gamma=float("nan"))
+        FGDDistiller(
+            in_features=["p3"], student_channels=[4], teacher_channels=[4], gamma=float("nan")
+        )
 
 
 def test_gcblock_starts_as_identity_and_has_paper_structure():
@@ -212,27 +229,39 @@ def test_masks_with_a_box_of_about_2_to_the_14_cells(side):
 
 def test_masks_refuse_a_box_over_2_to_the_30_cells():
     with pytest.raises(ValueError, match="more than the 2\\^30"):
-        fgd_masks([torch.tensor([[0.0, 0.0, 4e5, 4e5]])], [(400000, 400000)], (100000, 100000), stride=4)
+        fgd_masks(
+            [torch.tensor([[0.0, 0.0, 4e5, 4e5]])], [(400000, 400000)], (100000, 100000), stride=4
+        )
 
 
 def test_masks_with_a_box_of_36100_cells():
     """A box of 190 x 190 = 36100 cells: the same masks as the loop, with smaller boxes inside it
     still winning."""
-    boxes = [torch.tensor([[0.0, 0.0, 760.0, 760.0], [40.0, 40.0, 48.0, 60.0], [700.0, 8.0, 799.0, 12.0]]),
-             torch.tensor([[4.0, 4.0, 8.0, 8.0]])]
+    boxes = [
+        torch.tensor(
+            [[0.0, 0.0, 760.0, 760.0], [40.0, 40.0, 48.0, 60.0], [700.0, 8.0, 799.0, 12.0]]
+        ),
+        torch.tensor([[4.0, 4.0, 8.0, 8.0]]),
+    ]
     sizes = [(800, 800), (800, 600)]
     fg, bg = fgd_masks(boxes, sizes, (200, 200), stride=4)
     rfg, rbg = loop_fgd_masks(boxes, sizes, (200, 200), 4)
     assert torch.allclose(fg, rfg, atol=1e-9) and torch.allclose(bg, rbg, atol=1e-9)
-    assert fg[0, 0, 0].item() == pytest.approx(1 / 36100) and fg[0, 12, 10].item() == pytest.approx(1 / 10)
+    assert fg[0, 0, 0].item() == pytest.approx(1 / 36100) and fg[0, 12, 10].item() == pytest.approx(
+        1 / 10
+    )
     assert fg[1, 1, 1] == 1.0 and (bg[1, :, 150:] == 0).all()
 
 
 def test_wide_box_rows_do_not_leak_into_the_next_grid_row():
     """Rows end and start next to each other in memory: a wide box on the last columns of one row and
     a narrow one at column 0 of the next must not see each other when blocks are pushed down."""
-    boxes = torch.tensor([[4.0, 0.0, 64.0, 4.0],   # row 0, columns 1..15 (level 3)
-                          [0.0, 4.0, 8.0, 8.0]])   # row 1, columns 0..1
+    boxes = torch.tensor(
+        [
+            [4.0, 0.0, 64.0, 4.0],  # row 0, columns 1..15 (level 3)
+            [0.0, 4.0, 8.0, 8.0],
+        ]
+    )  # row 1, columns 0..1
     fg, bg = fgd_masks([boxes], [(8, 64)], (2, 16), stride=4)
     expected = torch.zeros(2, 16)
     expected[0, 1:] = 1 / 15
@@ -246,7 +275,13 @@ def test_ragged_expansion_with_empty_rows():
 
     payload = torch.tensor([[10.0], [20.0], [30.0], [40.0]])
     repeated, index = _expand_ragged(payload, torch.tensor([2, 0, 3, 0]))
-    assert repeated.flatten().tolist() == [10.0, 10.0, 30.0, 30.0, 30.0] and index.tolist() == [0, 1, 0, 1, 2]
+    assert repeated.flatten().tolist() == [10.0, 10.0, 30.0, 30.0, 30.0] and index.tolist() == [
+        0,
+        1,
+        0,
+        1,
+        2,
+    ]
     repeated, index = _expand_ragged(payload, torch.zeros(4, dtype=torch.long))
     assert repeated.shape == (0, 1) and index.numel() == 0
 
@@ -254,8 +289,12 @@ def test_ragged_expansion_with_empty_rows():
 def test_masks_reject_bad_boxes_with_the_cause():
     for bad in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(ValueError, match="NaN or infinite"):
-            fgd_masks([torch.zeros(0, 4), torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, bad, 4.0]])],
-                      [(32, 32)] * 2, (8, 8), stride=4)
+            fgd_masks(
+                [torch.zeros(0, 4), torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, bad, 4.0]])],
+                [(32, 32)] * 2,
+                (8, 8),
+                stride=4,
+            )
     with pytest.raises(ValueError, match=r"shape \[K, 4\]"):
         fgd_masks([torch.zeros(3)], [(32, 32)], (8, 8), stride=4)
     with pytest.raises(ValueError, match="2 gt_boxes tensors for 1 image sizes"):

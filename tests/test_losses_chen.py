@@ -1,10 +1,16 @@
 """Chen et al. 2017 losses against values computed by hand on tiny tensors."""
+
 import math
 
 import pytest
 import torch
 
-from detkd.losses import HintLoss, binary_logits_to_two_class, bounded_regression_loss, class_weights
+from detkd.losses import (
+    HintLoss,
+    binary_logits_to_two_class,
+    bounded_regression_loss,
+    class_weights,
+)
 from detkd.losses import weighted_soft_cross_entropy as soft_ce
 
 
@@ -26,7 +32,8 @@ def test_soft_ce_temperature_softens_both_sides():
     t = torch.tensor([[0.0, 4.0]])
     T = 2.0
     # softmax([0, 1]) and softmax([0, 2])
-    ps1 = 1 / (1 + math.exp(-1.0)); pt1 = 1 / (1 + math.exp(-2.0))
+    ps1 = 1 / (1 + math.exp(-1.0))
+    pt1 = 1 / (1 + math.exp(-2.0))
     expected = -((1 - pt1) * math.log(1 - ps1) + pt1 * math.log(ps1))
     assert soft_ce(s, t, torch.ones(2), temperature=T).item() == pytest.approx(expected, rel=1e-6)
 

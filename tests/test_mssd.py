@@ -1,28 +1,30 @@
 """MSSD: Gaussian target mask by hand, PAFPN shapes, the self-distillation terms."""
+
 import math
 
 import pytest
 import torch
-
+from conftest import make_cfg, train_batch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+from reference_masks import loop_gaussian_mask
 
 from detkd.distillers import MSSDDistiller
 from detkd.losses import MSSDLoss, gaussian_target_mask
 from detkd.modeling import DistillBatch, SideOutputs
-from conftest import make_cfg, train_batch
-from reference_masks import loop_gaussian_mask
 
 
 def test_gaussian_peak_at_centre_and_zero_off_boxes():
     # stride 4: box [8, 8, 32, 20] covers columns 2..7 (6 cells), rows 2..4 (3 cells);
     # centre (20, 14) -> cell (col 5, row 3)
-    g = gaussian_target_mask([torch.tensor([[8.0, 8.0, 32.0, 20.0]])], [(40, 40)], (10, 10), stride=4)[0]
+    g = gaussian_target_mask(
+        [torch.tensor([[8.0, 8.0, 32.0, 20.0]])], [(40, 40)], (10, 10), stride=4
+    )[0]
     assert g[3, 5] == 1.0 and g.max() == 1.0
     sx, sy = 6 / 6, 3 / 6
-    assert g[3, 2].item() == pytest.approx(math.exp(-9 / (2 * sx ** 2)), rel=1e-5)
-    assert g[2, 5].item() == pytest.approx(math.exp(-1 / (2 * sy ** 2)), rel=1e-5)
-    assert g[4, 6].item() == pytest.approx(math.exp(-1 / 2) * math.exp(-1 / (2 * sy ** 2)), rel=1e-5)
+    assert g[3, 2].item() == pytest.approx(math.exp(-9 / (2 * sx**2)), rel=1e-5)
+    assert g[2, 5].item() == pytest.approx(math.exp(-1 / (2 * sy**2)), rel=1e-5)
+    assert g[4, 6].item() == pytest.approx(math.exp(-1 / 2) * math.exp(-1 / (2 * sy**2)), rel=1e-5)
     inside = torch.zeros(10, 10, dtype=torch.bool)
     inside[2:5, 2:8] = True
     assert (g[~inside] == 0).all() and (g[inside] > 0).all()
@@ -66,17 +68,28 @@ def test_pafpn_shapes_per_level():
 
 
 def test_mssd_terms_weights_and_detached_teacher():
-    mssd = MSSDDistiller(in_features=["p2", "p3"], channels=4, weights=[2.0, 0.0], mask_weights=[1.0, 3.0])
+    mssd = MSSDDistiller(
+        in_features=["p2", "p3"], channels=4, weights=[2.0, 0.0], mask_weights=[1.0, 3.0]
+    )
     fpn = {k: torch.randn(1, 4, 4, 4, requires_grad=True) for k in ("p2", "p3")}
     pan = {k: torch.randn(1, 4, 4, 4, requires_grad=True) for k in ("p2", "p3")}
     features = {**pan, **{f"fpn_{k}": v for k, v in fpn.items()}}
-    batch = DistillBatch(student=SideOutputs(features), teacher=None, gt_boxes=[torch.tensor([[0.0, 0.0, 8.0, 8.0]])],
-                         image_sizes=[(16, 16)], strides={"p2": 4.0, "p3": 4.0})
+    batch = DistillBatch(
+        student=SideOutputs(features),
+        teacher=None,
+        gt_boxes=[torch.tensor([[0.0, 0.0, 8.0, 8.0]])],
+        image_sizes=[(16, 16)],
+        strides={"p2": 4.0, "p3": 4.0},
+    )
     out = mssd(batch)
     # the loss itself is unweighted, student (PAN outputs) first
     plain = MSSDLoss(4, ["p2"])(pan, fpn, batch.gt_boxes, batch.image_sizes, batch.strides)
-    assert plain["sd_p2"].item() == pytest.approx(((pan["p2"] - fpn["p2"]) ** 2).mean().item(), rel=1e-6)
-    assert out["loss_mssd_sd_p2"].item() == pytest.approx(2.0 * ((pan["p2"] - fpn["p2"]) ** 2).mean().item(), rel=1e-6)
+    assert plain["sd_p2"].item() == pytest.approx(
+        ((pan["p2"] - fpn["p2"]) ** 2).mean().item(), rel=1e-6
+    )
+    assert out["loss_mssd_sd_p2"].item() == pytest.approx(
+        2.0 * ((pan["p2"] - fpn["p2"]) ** 2).mean().item(), rel=1e-6
+    )
     assert out["loss_mssd_sd_p3"].item() == 0.0
     sum(out.values()).backward()
     assert fpn["p2"].grad is None and pan["p2"].grad.abs().sum() > 0
@@ -85,7 +98,9 @@ def test_mssd_terms_weights_and_detached_teacher():
 
 
 def test_mssd_needs_a_pafpn_student():
-    cfg = make_cfg("configs/demo/distill_mssd.yaml", "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone")
+    cfg = make_cfg(
+        "configs/demo/distill_mssd.yaml", "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone"
+    )
     with pytest.raises(ValueError, match="build_resnet_pafpn_backbone"):
         build_model(cfg)
 

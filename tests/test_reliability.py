@@ -2,17 +2,16 @@
 
 import pytest
 import torch
-
+from conftest import make_cfg, train_batch
 from detectron2.data import DatasetMapper
 from detectron2.engine import SimpleTrainer
 from detectron2.modeling import build_model
-from detectron2.structures import BoxMode, Boxes, Instances
+from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.events import EventStorage
 
-from detkd.engine import DistillTrainer
 from detkd.distillers import FGDDistiller
+from detkd.engine import DistillTrainer
 from detkd.modeling import DistillRCNN
-from conftest import make_cfg, train_batch
 
 
 def _image(h, w, seed):
@@ -24,7 +23,9 @@ def _inputs(h, w, boxes, seed=0, classes=None):
     inst = Instances((h, w))
     inst.gt_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4))
     n = len(inst.gt_boxes)
-    inst.gt_classes = torch.as_tensor(classes if classes is not None else [i % 5 for i in range(n)], dtype=torch.long)
+    inst.gt_classes = torch.as_tensor(
+        classes if classes is not None else [i % 5 for i in range(n)], dtype=torch.long
+    )
     return {"image": _image(h, w, seed).float(), "height": h, "width": w, "instances": inst}
 
 
@@ -41,8 +42,11 @@ HARD_BATCHES = {
     "tiny_boxes": [_inputs(64, 96, [[10, 10, 10.5, 10.4], [40, 30, 41, 31], [5, 5, 60, 40]])],
     "degenerate_boxes": [_inputs(64, 96, [[10, 10, 10, 30], [20, 20, 40, 20], [5, 5, 60, 40]])],
     "many_boxes": [_inputs(96, 128, _many_boxes(600, 96, 128))],
-    "mixed_sizes": [_inputs(64, 96, [[5, 5, 30, 40]]), _inputs(96, 48, [[2, 60, 40, 90]], seed=2),
-                    _inputs(70, 70, [], seed=3)],
+    "mixed_sizes": [
+        _inputs(64, 96, [[5, 5, 30, 40]]),
+        _inputs(96, 48, [[2, 60, 40, 90]], seed=2),
+        _inputs(70, 70, [], seed=3),
+    ],
     "batch_of_one": [_inputs(64, 64, [[16, 16, 48, 48]])],
 }
 
@@ -66,15 +70,23 @@ def test_degenerate_boxes_through_the_data_mapper(distill_cfg):
     """detectron2's mapper drops empty boxes; the rest trains."""
     cfg = distill_cfg("configs/demo/distill_chen.yaml")
     mapper = DatasetMapper(cfg, is_train=True)
-    import numpy as np
     import tempfile
+
+    import numpy as np
     from PIL import Image
+
     path = tempfile.mktemp(suffix=".png")
     Image.fromarray(np.zeros((64, 96, 3), dtype=np.uint8)).save(path)
-    record = {"file_name": path, "height": 64, "width": 96, "image_id": 0, "annotations": [
-        {"bbox": [10, 10, 0, 20], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1},
-        {"bbox": [10, 10, 30, 20], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 2},
-    ]}
+    record = {
+        "file_name": path,
+        "height": 64,
+        "width": 96,
+        "image_id": 0,
+        "annotations": [
+            {"bbox": [10, 10, 0, 20], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1},
+            {"bbox": [10, 10, 30, 20], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 2},
+        ],
+    }
     data = [mapper(record)]
     model = build_model(cfg).train()
     with EventStorage():
@@ -84,14 +96,23 @@ def test_degenerate_boxes_through_the_data_mapper(distill_cfg):
 
 # ----- wrong configurations -------------------------------------------------------------------
 def test_rpn_distillation_with_different_anchors(distill_cfg):
-    cfg = distill_cfg("configs/demo/distill_chen.yaml", "MODEL.DISTILL.TEACHER.OPTS",
-                      ["MODEL.ANCHOR_GENERATOR.SIZES", "[[16], [32], [64], [128], [256]]"])
+    cfg = distill_cfg(
+        "configs/demo/distill_chen.yaml",
+        "MODEL.DISTILL.TEACHER.OPTS",
+        ["MODEL.ANCHOR_GENERATOR.SIZES", "[[16], [32], [64], [128], [256]]"],
+    )
     with pytest.raises(ValueError, match="identical anchors"):
         build_model(cfg)
     # the same teacher is fine when only the RCN is distilled
-    cfg = distill_cfg("configs/demo/distill_chen.yaml", "MODEL.DISTILL.TEACHER.OPTS",
-                      ["MODEL.ANCHOR_GENERATOR.SIZES", "[[16], [32], [64], [128], [256]]"],
-                      "MODEL.DISTILL.SOFT_CE.TARGETS", ["rcn"], "MODEL.DISTILL.BOUNDED_REG.TARGETS", ["rcn"])
+    cfg = distill_cfg(
+        "configs/demo/distill_chen.yaml",
+        "MODEL.DISTILL.TEACHER.OPTS",
+        ["MODEL.ANCHOR_GENERATOR.SIZES", "[[16], [32], [64], [128], [256]]"],
+        "MODEL.DISTILL.SOFT_CE.TARGETS",
+        ["rcn"],
+        "MODEL.DISTILL.BOUNDED_REG.TARGETS",
+        ["rcn"],
+    )
     assert isinstance(build_model(cfg), DistillRCNN)
 
 
@@ -100,17 +121,28 @@ def test_unknown_method_name():
         make_cfg("configs/demo/student.yaml", "MODEL.DISTILL.KD.ENABLED", True)
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("MODEL.DISTILL.FGD.ALPHA", -1.0, "FGD.ALPHA must be a non-negative number"),
-    ("MODEL.DISTILL.FGD.LAMBDA", float("nan"), "FGD.LAMBDA must be a non-negative number"),
-    ("MODEL.DISTILL.HINT.WEIGHT", -0.5, "HINT.WEIGHT must be a non-negative number"),
-    ("MODEL.DISTILL.SOFT_CE.WEIGHT", float("nan"), "SOFT_CE.WEIGHT must be a non-negative number"),
-    ("MODEL.DISTILL.SOFT_CE.MU", 1.5, "SOFT_CE.MU must be in"),
-    ("MODEL.DISTILL.SOFT_CE.TEMPERATURE", 0.0, "SOFT_CE.TEMPERATURE must be > 0"),
-    ("MODEL.DISTILL.BOUNDED_REG.NU", -1.0, "BOUNDED_REG.NU must be a non-negative number"),
-    ("MODEL.DISTILL.SOFT_CE.TARGETS", ["rpn", "roi"], "SOFT_CE.TARGETS must be a non-empty subset"),
-    ("MODEL.DISTILL.STUDENT_INPUT_SCALE", 0.0, "STUDENT_INPUT_SCALE must be in"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("MODEL.DISTILL.FGD.ALPHA", -1.0, "FGD.ALPHA must be a non-negative number"),
+        ("MODEL.DISTILL.FGD.LAMBDA", float("nan"), "FGD.LAMBDA must be a non-negative number"),
+        ("MODEL.DISTILL.HINT.WEIGHT", -0.5, "HINT.WEIGHT must be a non-negative number"),
+        (
+            "MODEL.DISTILL.SOFT_CE.WEIGHT",
+            float("nan"),
+            "SOFT_CE.WEIGHT must be a non-negative number",
+        ),
+        ("MODEL.DISTILL.SOFT_CE.MU", 1.5, "SOFT_CE.MU must be in"),
+        ("MODEL.DISTILL.SOFT_CE.TEMPERATURE", 0.0, "SOFT_CE.TEMPERATURE must be > 0"),
+        ("MODEL.DISTILL.BOUNDED_REG.NU", -1.0, "BOUNDED_REG.NU must be a non-negative number"),
+        (
+            "MODEL.DISTILL.SOFT_CE.TARGETS",
+            ["rpn", "roi"],
+            "SOFT_CE.TARGETS must be a non-empty subset",
+        ),
+        ("MODEL.DISTILL.STUDENT_INPUT_SCALE", 0.0, "STUDENT_INPUT_SCALE must be in"),
+    ],
+)
 def test_bad_values_are_rejected_by_name(distill_cfg, key, value, message):
     cfg = distill_cfg("configs/demo/distill_all.yaml", key, value)
     with pytest.raises(ValueError, match=message):
@@ -118,7 +150,9 @@ def test_bad_values_are_rejected_by_name(distill_cfg, key, value, message):
 
 
 def test_mssd_bad_weights(distill_cfg):
-    cfg = make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.WEIGHTS", [1.0, -1.0, 1.0, 1.0])
+    cfg = make_cfg(
+        "configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.WEIGHTS", [1.0, -1.0, 1.0, 1.0]
+    )
     with pytest.raises(ValueError, match="MSSD: weights must be non-negative"):
         build_model(cfg)
 
@@ -133,8 +167,13 @@ def test_channel_mismatch_without_align_layer(distill_cfg):
     """A LazyConfig-style distiller whose declared channels do not match the models."""
     cfg = distill_cfg("configs/demo/distill_fgd.yaml")
     model = build_model(cfg)
-    wrong = FGDDistiller(in_features=["p3"], student_channels=[64], teacher_channels=[64])  # teacher has 128
-    with pytest.raises(ValueError, match="teacher feature 'p3' has 128 channels but the align layer output expects 64"):
+    wrong = FGDDistiller(
+        in_features=["p3"], student_channels=[64], teacher_channels=[64]
+    )  # teacher has 128
+    with pytest.raises(
+        ValueError,
+        match="teacher feature 'p3' has 128 channels but the align layer output expects 64",
+    ):
         DistillRCNN(student=model.student, teacher=model.teacher, distillers=[wrong])
 
 

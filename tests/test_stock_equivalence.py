@@ -14,17 +14,17 @@ Tolerance: none, ``torch.equal`` throughout. Both sides run the same ops in the 
 same tensors; the loss dicts are summed in sorted key order on both sides (the gradient of a sum
 is 1 for every term, so the order affects no gradient, only the total).
 """
+
 import pytest
 import torch
-from torch.nn import functional as F
-
+from conftest import make_cfg
 from detectron2.modeling import GeneralizedRCNN, build_model
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
+from torch.nn import functional as F
 
 from detkd.engine.export import student_config
 from detkd.modeling import DistillRCNN
-from conftest import make_cfg
 
 DETECTOR_LOSSES = {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}
 SEED = 1234  # re-seeded right before each forward: both sides must draw the same samples
@@ -67,7 +67,8 @@ def assert_same_step(ours_losses, stock_losses, student, stock):
     assert no_grad == [], f"stock left these parameters without gradient: {no_grad}"
     differ = {
         n: (p.grad - stock_params[n].grad).abs().max().item()
-        for n, p in ours_params.items() if not torch.equal(p.grad, stock_params[n].grad)
+        for n, p in ours_params.items()
+        if not torch.equal(p.grad, stock_params[n].grad)
     }
     assert not differ, f"{len(differ)} parameter gradients differ (max abs difference): {differ}"
     assert sum(int(p.grad.count_nonzero()) for p in ours_params.values()) > 0
@@ -82,8 +83,12 @@ def assert_same_step(ours_losses, stock_losses, student, stock):
 SIZES = [(64, 96), (75, 83)]
 BOXES = [
     [[8.0, 6.0, 40.0, 30.0], [50.0, 20.0, 90.0, 60.0], [12.5, 33.0, 31.5, 58.0]],
-    [[4.0, 10.0, 36.0, 44.0], [40.0, 30.0, 80.0, 72.0], [20.0, 50.0, 60.0, 70.0],
-     [60.0, 4.0, 78.0, 22.0]],
+    [
+        [4.0, 10.0, 36.0, 44.0],
+        [40.0, 30.0, 80.0, 72.0],
+        [20.0, 50.0, 60.0, 70.0],
+        [60.0, 4.0, 78.0, 22.0],
+    ],
 ]
 CLASSES = [[0, 3, 1], [2, 4, 0, 1]]
 
@@ -95,7 +100,7 @@ def hand_made_inputs():
     for (h, w), boxes, classes in zip(SIZES, BOXES, CLASSES):
         image = torch.randint(0, 96, (3, h, w), generator=g, dtype=torch.uint8)
         for x0, y0, x1, y1 in boxes:
-            image[:, int(y0):int(y1), int(x0):int(x1)] = 200
+            image[:, int(y0) : int(y1), int(x0) : int(x1)] = 200
         instances = Instances((h, w))
         instances.gt_boxes = Boxes(torch.tensor(boxes))
         instances.gt_classes = torch.tensor(classes)
@@ -121,10 +126,16 @@ def downscaled_image_list(stock, batched_inputs, scale):
     images = [(x["image"] - stock.pixel_mean) / stock.pixel_std for x in batched_inputs]
     divisibility = int(stock.backbone.size_divisibility / scale)
     padded = ImageList.from_tensors(
-        images, divisibility, padding_constraints=stock.backbone.padding_constraints)
+        images, divisibility, padding_constraints=stock.backbone.padding_constraints
+    )
     h, w = padded.tensor.shape[-2:]
-    tensor = F.interpolate(padded.tensor, size=(round(h * scale), round(w * scale)),
-                           mode="bilinear", align_corners=False, antialias=True)
+    tensor = F.interpolate(
+        padded.tensor,
+        size=(round(h * scale), round(w * scale)),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )
     sizes = [(round(ih * scale), round(iw * scale)) for ih, iw in padded.image_sizes]
     return ImageList(tensor, sizes)
 

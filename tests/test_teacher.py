@@ -1,16 +1,16 @@
 """The teacher: strict loading, clear errors, frozen through training."""
+
 import copy
 
 import pytest
 import torch
-
+from conftest import TEACHER_YAML, make_cfg, train_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
 from detkd.modeling import TeacherWeightsError, teacher_from_config
-from conftest import TEACHER_YAML, make_cfg, train_batch
 
 
 def test_missing_weights_file_is_an_error(tmp_path):
@@ -43,7 +43,11 @@ def test_checkpoint_of_another_architecture_is_an_error(tmp_path):
 
 
 def test_class_count_mismatch_with_logit_method(distill_cfg):
-    cfg = distill_cfg("configs/demo/distill_chen.yaml", "MODEL.DISTILL.TEACHER.OPTS", ["MODEL.ROI_HEADS.NUM_CLASSES", 7])
+    cfg = distill_cfg(
+        "configs/demo/distill_chen.yaml",
+        "MODEL.DISTILL.TEACHER.OPTS",
+        ["MODEL.ROI_HEADS.NUM_CLASSES", 7],
+    )
     with pytest.raises(TeacherWeightsError, match="cls_score"):
         build_model(cfg)  # checkpoint has 5 classes, teacher config 7: the checkpoint does not fit
     cfg = distill_cfg("configs/demo/distill_chen.yaml", "MODEL.ROI_HEADS.NUM_CLASSES", 7)
@@ -76,7 +80,9 @@ def test_teacher_is_frozen_and_student_learns(distill_cfg):
             optimizer.step()
     for k, v in teacher.state_dict().items():  # BN running stats included
         assert torch.equal(v, teacher_before[k]), k
-    changed = [k for k, v in model.student.state_dict().items() if not torch.equal(v, student_before[k])]
+    changed = [
+        k for k, v in model.student.state_dict().items() if not torch.equal(v, student_before[k])
+    ]
     assert any(".bottom_up." in k for k in changed) and any("roi_heads" in k for k in changed)
     # the distillers' own modules receive gradients too
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.distillers.parameters())
@@ -84,6 +90,7 @@ def test_teacher_is_frozen_and_student_learns(distill_cfg):
 
 def test_lazyconfig_teacher_loads_the_same_checkpoint_strictly(teacher_weights):
     from conftest import REPO
+
     teacher = teacher_from_config(f"{REPO}/configs/lazy/demo_teacher.py", teacher_weights)
     yaml_state = torch.load(teacher_weights)["model"]
     state = teacher.state_dict()

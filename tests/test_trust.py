@@ -1,5 +1,6 @@
 """Nothing silent (issue #16): weight files load what they claim or fail by name, no code runs from a
 weight file, non-finite numbers stop the run, configs work from any directory."""
+
 import logging
 import math
 import os
@@ -9,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-
+from conftest import REPO, TEACHER_YAML, TINY, make_cfg, train_batch
 from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
@@ -27,7 +28,6 @@ from detkd.config import resolve_path, student_only_config
 from detkd.engine import DistillTrainer, add_global_norm_clipping
 from detkd.engine.export import student_config
 from detkd.modeling import DistillRCNN, TeacherWeightsError, teacher_from_config
-from conftest import REPO, TEACHER_YAML, TINY, make_cfg, train_batch
 
 sys.path.insert(0, REPO)
 import train_net  # noqa: E402
@@ -49,7 +49,9 @@ def _same(a, b):
     """Nested result dicts equal, NaN equal to NaN (COCO reports NaN for empty size ranges)."""
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+    return a == b or (
+        isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    )
 
 
 # ----- files whose unpickling would run code ----------------------------------------------------
@@ -70,8 +72,15 @@ def _bomb_pth(path, marker, state):
 
 def _bomb_pkl(path, marker, state):
     with open(path, "wb") as f:
-        pickle.dump({"model": {k: v.numpy() for k, v in state.items()}, "__author__": "test",
-                     "extra": _Bomb(marker)}, f, protocol=2)
+        pickle.dump(
+            {
+                "model": {k: v.numpy() for k, v in state.items()},
+                "__author__": "test",
+                "extra": _Bomb(marker),
+            },
+            f,
+            protocol=2,
+        )
     return str(path)
 
 
@@ -80,8 +89,10 @@ def bombs(tmp_path, teacher_weights):
     """A .pth and a .pkl, each holding the (valid) teacher weights plus a pickled side effect."""
     state = torch.load(teacher_weights, weights_only=True)["model"]
     marker = tmp_path / "MARKER"
-    files = {"pth": _bomb_pth(tmp_path / "bomb.pth", marker, state),
-             "pkl": _bomb_pkl(tmp_path / "bomb.pkl", marker, state)}
+    files = {
+        "pth": _bomb_pth(tmp_path / "bomb.pth", marker, state),
+        "pkl": _bomb_pkl(tmp_path / "bomb.pkl", marker, state),
+    }
     yield files, marker
     assert not marker.exists(), "a weight file ran code"
 
@@ -89,7 +100,9 @@ def bombs(tmp_path, teacher_weights):
 @pytest.mark.parametrize("kind", ["pth", "pkl"])
 def test_unsafe_file_refused_as_teacher_weights(bombs, kind):
     files, marker = bombs
-    with pytest.raises(UnsafeWeightsError, match=rf"refused to read .*bomb\.{kind}.*ALLOW_UNSAFE_PICKLE") as info:
+    with pytest.raises(
+        UnsafeWeightsError, match=rf"refused to read .*bomb\.{kind}.*ALLOW_UNSAFE_PICKLE"
+    ) as info:
         teacher_from_config(TEACHER_YAML, files[kind])
     # it names what the file asked for
     assert "io.open" in str(info.value)
@@ -98,7 +111,13 @@ def test_unsafe_file_refused_as_teacher_weights(bombs, kind):
 @pytest.mark.parametrize("kind", ["pth", "pkl"])
 def test_unsafe_file_refused_as_model_weights_and_on_resume(bombs, kind, tmp_path):
     files, _ = bombs
-    cfg = make_cfg("configs/demo/student.yaml", "MODEL.WEIGHTS", files[kind], "OUTPUT_DIR", str(tmp_path / "out"))
+    cfg = make_cfg(
+        "configs/demo/student.yaml",
+        "MODEL.WEIGHTS",
+        files[kind],
+        "OUTPUT_DIR",
+        str(tmp_path / "out"),
+    )
     model = build_model(cfg)
     with pytest.raises(UnsafeWeightsError, match=f"bomb.{kind}"):
         Checkpointer(model).load(files[kind])
@@ -119,15 +138,35 @@ def test_unsafe_file_refused_through_train_net_export_visualize_and_bench(bombs,
     with pytest.raises(UnsafeWeightsError):  # MODEL.WEIGHTS
         train_net.invoke(["--eval-only", *common, "MODEL.WEIGHTS", files["pth"]])
     with pytest.raises(UnsafeWeightsError):  # the teacher, when training
-        train_net.invoke([*common, "MODEL.DISTILL.TEACHER.WEIGHTS", files["pkl"], "SOLVER.MAX_ITER", "1"])
+        train_net.invoke(
+            [*common, "MODEL.DISTILL.TEACHER.WEIGHTS", files["pkl"], "SOLVER.MAX_ITER", "1"]
+        )
     from detkd.engine.export import main as export_main
     from detkd.visualize import main as visualize_main
 
     with pytest.raises(UnsafeWeightsError):
-        export_main(["--config-file", config, "--output", str(tmp_path / "e"), "MODEL.WEIGHTS", files["pth"]])
+        export_main(
+            [
+                "--config-file",
+                config,
+                "--output",
+                str(tmp_path / "e"),
+                "MODEL.WEIGHTS",
+                files["pth"],
+            ]
+        )
     with pytest.raises(UnsafeWeightsError):
-        visualize_main(["--config-file", config, "--output", str(tmp_path / "v"), "--student-only",
-                        "MODEL.WEIGHTS", files["pkl"]])
+        visualize_main(
+            [
+                "--config-file",
+                config,
+                "--output",
+                str(tmp_path / "v"),
+                "--student-only",
+                "MODEL.WEIGHTS",
+                files["pkl"],
+            ]
+        )
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     import bench_distill
 
@@ -139,12 +178,21 @@ def test_opt_in_reads_a_trusted_pickle(tmp_path, teacher_weights):
     state = torch.load(teacher_weights, weights_only=True)["model"]
     marker = tmp_path / "MARKER"
     path = _bomb_pkl(tmp_path / "trusted.pkl", marker, state)
-    cfg = make_cfg("configs/demo/distill_fgd.yaml", "MODEL.DISTILL.TEACHER.CONFIG_FILE", TEACHER_YAML,
-                   "MODEL.DISTILL.TEACHER.WEIGHTS", path, "MODEL.DISTILL.ALLOW_UNSAFE_PICKLE", True)
+    cfg = make_cfg(
+        "configs/demo/distill_fgd.yaml",
+        "MODEL.DISTILL.TEACHER.CONFIG_FILE",
+        TEACHER_YAML,
+        "MODEL.DISTILL.TEACHER.WEIGHTS",
+        path,
+        "MODEL.DISTILL.ALLOW_UNSAFE_PICKLE",
+        True,
+    )
     model = build_model(cfg)
     assert marker.exists()  # the opt-in is real full unpickling
-    assert torch.equal(model.teacher.state_dict()["backbone.fpn_lateral3.weight"],
-                       state["backbone.fpn_lateral3.weight"])
+    assert torch.equal(
+        model.teacher.state_dict()["backbone.fpn_lateral3.weight"],
+        state["backbone.fpn_lateral3.weight"],
+    )
 
 
 def test_model_zoo_style_pkl_loads_without_opt_in(tmp_path, teacher_weights):
@@ -152,8 +200,14 @@ def test_model_zoo_style_pkl_loads_without_opt_in(tmp_path, teacher_weights):
     state = torch.load(teacher_weights, weights_only=True)["model"]
     path = tmp_path / "model_final_zoo.pkl"
     with open(path, "wb") as f:
-        pickle.dump({"model": {k: v.numpy() for k, v in state.items()}, "__author__": "Detectron2 Model Zoo"},
-                    f, protocol=2)
+        pickle.dump(
+            {
+                "model": {k: v.numpy() for k, v in state.items()},
+                "__author__": "Detectron2 Model Zoo",
+            },
+            f,
+            protocol=2,
+        )
     teacher = teacher_from_config(TEACHER_YAML, str(path))
     for k, v in teacher.state_dict().items():
         assert torch.equal(v, state[k]), k
@@ -163,8 +217,11 @@ def test_imagenet_backbone_pkl_loads_partially_and_reports(tmp_path, detkd_log):
     """An ImageNet-style backbone .pkl (no __author__: detectron2's name matching) for a fresh student."""
     cfg = make_cfg("configs/demo/distill_fgd.yaml")
     source = build_model(student_config(cfg))
-    backbone = {k[len("backbone.bottom_up."):]: v.numpy()
-                for k, v in source.state_dict().items() if k.startswith("backbone.bottom_up.")}
+    backbone = {
+        k[len("backbone.bottom_up.") :]: v.numpy()
+        for k, v in source.state_dict().items()
+        if k.startswith("backbone.bottom_up.")
+    }
     path = tmp_path / "R-18-like.pkl"
     with open(path, "wb") as f:
         pickle.dump(backbone, f, protocol=2)
@@ -174,7 +231,9 @@ def test_imagenet_backbone_pkl_loads_partially_and_reports(tmp_path, detkd_log):
         if k.startswith("backbone.bottom_up.") and "num_batches" not in k:
             assert torch.equal(model.student.state_dict()[k], v), k
     report = [r.getMessage() for r in detkd_log.records if "student tensors" in r.getMessage()]
-    assert report and "left at their initialisation" in report[0] and "proposal_generator" in report[0]
+    assert (
+        report and "left at their initialisation" in report[0] and "proposal_generator" in report[0]
+    )
 
 
 # ----- the student gets the weights it was given ------------------------------------------------
@@ -188,7 +247,10 @@ def _plain_checkpoint(tmp_path, cfg, seed=3):
 def _predict(model, batch):
     model.eval()
     with torch.no_grad():
-        return [o["instances"] for o in model([{k: v for k, v in x.items() if k != "instances"} for x in batch])]
+        return [
+            o["instances"]
+            for o in model([{k: v for k, v in x.items() if k != "instances"} for x in batch])
+        ]
 
 
 def test_plain_checkpoint_predictions_equal_stock(tmp_path):
@@ -206,9 +268,14 @@ def test_plain_checkpoint_predictions_equal_stock(tmp_path):
 
 def test_weights_of_another_model_are_an_error_naming_the_file(tmp_path):
     path = tmp_path / "classifier.pth"
-    torch.save({"features.0.weight": torch.randn(64, 3, 3, 3), "classifier.weight": torch.randn(10, 64)}, path)
+    torch.save(
+        {"features.0.weight": torch.randn(64, 3, 3, 3), "classifier.weight": torch.randn(10, 64)},
+        path,
+    )
     model = build_model(make_cfg("configs/demo/student.yaml"))
-    with pytest.raises(WeightsMismatchError, match=r"classifier\.pth does not fit the student.*0\.0%"):
+    with pytest.raises(
+        WeightsMismatchError, match=r"classifier\.pth does not fit the student.*0\.0%"
+    ):
         Checkpointer(model).load(str(path))
     # the teacher (a plain detector) too
     with pytest.raises(TeacherWeightsError, match="classifier.pth"):
@@ -227,7 +294,9 @@ def test_distill_checkpoint_is_accepted_as_teacher(tmp_path, teacher_weights):
 
 def test_unused_teacher_keys_are_an_error_unless_ignored(tmp_path, teacher_weights):
     # a ResNet-34 teacher checkpoint into a ResNet-18 teacher config: blocks res2.2, res3.2, ... unused
-    with pytest.raises(TeacherWeightsError, match=r"teacher does not use: backbone\.bottom_up\.res2\.2\."):
+    with pytest.raises(
+        TeacherWeightsError, match=r"teacher does not use: backbone\.bottom_up\.res2\.2\."
+    ):
         teacher_from_config(TEACHER_YAML, teacher_weights, ["MODEL.RESNETS.DEPTH", 18])
     state = torch.load(teacher_weights, weights_only=True)
     state["model"]["roi_heads.mask_head.conv.weight"] = torch.zeros(1)
@@ -247,7 +316,9 @@ def test_export_refuses_a_student_that_was_not_loaded(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"model": {"head.weight": torch.zeros(3)}}, path)
     with pytest.raises(WeightsMismatchError, match="other.pth"):
-        export_main(["--config-file", config, "--output", str(tmp_path), "MODEL.WEIGHTS", str(path)])
+        export_main(
+            ["--config-file", config, "--output", str(tmp_path), "MODEL.WEIGHTS", str(path)]
+        )
     assert not (tmp_path / "model_student.pth").exists()
 
 
@@ -259,17 +330,38 @@ def test_eval_only_with_plain_checkpoint_equals_stock_and_needs_no_teacher(tmp_p
     stock_cfg.DATASETS.TEST = ("detkd_shapes_val",)
     expected = DistillTrainer.test(stock_cfg, stock)
     out = tmp_path / "eval"
-    res = train_net.invoke(["--eval-only", "--config-file", os.path.join(REPO, "configs/demo/distill_fgd.yaml"),
-                            *[str(o) for o in TINY], "OUTPUT_DIR", str(out), "MODEL.WEIGHTS", path,
-                            # the teacher's weights do not exist: evaluation must not need them
-                            "MODEL.DISTILL.TEACHER.WEIGHTS", str(tmp_path / "no_such_teacher.pth")])
+    res = train_net.invoke(
+        [
+            "--eval-only",
+            "--config-file",
+            os.path.join(REPO, "configs/demo/distill_fgd.yaml"),
+            *[str(o) for o in TINY],
+            "OUTPUT_DIR",
+            str(out),
+            "MODEL.WEIGHTS",
+            path,
+            # the teacher's weights do not exist: evaluation must not need them
+            "MODEL.DISTILL.TEACHER.WEIGHTS",
+            str(tmp_path / "no_such_teacher.pth"),
+        ]
+    )
     assert _same(res, expected) and "AP" in res["bbox"]
     log = (out / "log.txt").read_text()
-    assert "plain detector checkpoint: loading it into the student" in log  # detkd's logger reaches log.txt
+    assert (
+        "plain detector checkpoint: loading it into the student" in log
+    )  # detkd's logger reaches log.txt
     assert "Loaded " in log and "student tensors (100.0% of its parameters)" in log
     with pytest.raises(ValueError, match="--eval-only needs MODEL.WEIGHTS"):
-        train_net.invoke(["--eval-only", "--config-file", os.path.join(REPO, "configs/demo/distill_fgd.yaml"),
-                          *[str(o) for o in TINY], "OUTPUT_DIR", str(out)])
+        train_net.invoke(
+            [
+                "--eval-only",
+                "--config-file",
+                os.path.join(REPO, "configs/demo/distill_fgd.yaml"),
+                *[str(o) for o in TINY],
+                "OUTPUT_DIR",
+                str(out),
+            ]
+        )
 
 
 @pytest.mark.slow
@@ -278,16 +370,31 @@ def test_visualize_student_only_needs_no_teacher(tmp_path):
 
     cfg = make_cfg("configs/demo/distill_fgd.yaml")
     _, path = _plain_checkpoint(tmp_path, cfg)
-    visualize_main(["--config-file", os.path.join(REPO, "configs/demo/distill_fgd.yaml"), "--output",
-                    str(tmp_path / "v"), "--student-only", *[str(o) for o in TINY], "MODEL.WEIGHTS", path,
-                    "MODEL.DISTILL.TEACHER.WEIGHTS", str(tmp_path / "missing.pth")])
+    visualize_main(
+        [
+            "--config-file",
+            os.path.join(REPO, "configs/demo/distill_fgd.yaml"),
+            "--output",
+            str(tmp_path / "v"),
+            "--student-only",
+            *[str(o) for o in TINY],
+            "MODEL.WEIGHTS",
+            path,
+            "MODEL.DISTILL.TEACHER.WEIGHTS",
+            str(tmp_path / "missing.pth"),
+        ]
+    )
     assert (tmp_path / "v" / "detections.png").is_file()
 
 
 # ----- unreadable files and resume -----------------------------------------------------------------
 def test_truncated_and_missing_files_are_named(tmp_path, teacher_weights):
     data = open(teacher_weights, "rb").read()
-    for name, content in (("half.pth", data[: len(data) // 2]), ("empty.pkl", b""), ("text.pth", b"hello")):
+    for name, content in (
+        ("half.pth", data[: len(data) // 2]),
+        ("empty.pkl", b""),
+        ("text.pth", b"hello"),
+    ):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(CheckpointReadError, match=name):
             load_weights_file(str(tmp_path / name))
@@ -315,7 +422,9 @@ def test_resume_past_a_broken_last_checkpoint(tmp_path, detkd_log):
     assert "model_0000009.pth" in warning and "model_0000004.pth" in warning
     # nothing readable: an error naming the broken file and what was tried
     (tmp_path / "model_0000004.pth").write_bytes(b"")
-    with pytest.raises(CheckpointReadError, match=r"cannot resume .*model_0000009\.pth.*model_0000004\.pth"):
+    with pytest.raises(
+        CheckpointReadError, match=r"cannot resume .*model_0000009\.pth.*model_0000004\.pth"
+    ):
         Checkpointer(model, str(tmp_path)).resume_or_load("", resume=True)
 
 
@@ -329,9 +438,14 @@ def test_infinite_gradient_norm_raises_with_iteration_and_names(distill_cfg):
         if p.requires_grad:
             p.grad = torch.zeros_like(p)
     model.student.roi_heads.box_predictor.cls_score.weight.grad[0, 0] = float("inf")
-    with EventStorage(start_iter=7), pytest.raises(
-            FloatingPointError, match=r"iteration 7: the global gradient norm is inf.*1 parameters.*"
-                                      r"student\.roi_heads\.box_predictor\.cls_score\.weight"):
+    with (
+        EventStorage(start_iter=7),
+        pytest.raises(
+            FloatingPointError,
+            match=r"iteration 7: the global gradient norm is inf.*1 parameters.*"
+            r"student\.roi_heads\.box_predictor\.cls_score\.weight",
+        ),
+    ):
         optimizer.step()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
@@ -340,31 +454,64 @@ def test_nan_gradient_norm_raises_outside_training_loop():
     a = torch.nn.Parameter(torch.ones(2))
     opt = add_global_norm_clipping(torch.optim.SGD([a], lr=1.0), 1.0, {id(a): "a"})
     a.grad = torch.tensor([float("nan"), 0.0])
-    with pytest.raises(FloatingPointError, match=r"iteration \?: the global gradient norm is nan.*first: a"):
+    with pytest.raises(
+        FloatingPointError, match=r"iteration \?: the global gradient norm is nan.*first: a"
+    ):
         opt.step()
     assert torch.equal(a.detach(), torch.ones(2))
 
 
-@pytest.mark.parametrize("config", ["configs/demo/distill_chen.yaml", "configs/demo/distill_fgd.yaml"])
+@pytest.mark.parametrize(
+    "config", ["configs/demo/distill_chen.yaml", "configs/demo/distill_fgd.yaml"]
+)
 def test_nan_teacher_is_an_error_naming_the_tensor(distill_cfg, config):
     cfg = distill_cfg(config)
     model = build_model(cfg).train()
     with torch.no_grad():
         model.teacher.backbone.fpn_output3.weight.fill_(float("nan"))  # p3 and everything under it
-    with EventStorage(), pytest.raises(FloatingPointError, match=r"teacher's outputs .*features\['p3'\]"):
+    with (
+        EventStorage(),
+        pytest.raises(FloatingPointError, match=r"teacher's outputs .*features\['p3'\]"),
+    ):
         model(train_batch(cfg))
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("MODEL.DISTILL.FGD.ALPHA", float("inf"), "FGD.ALPHA must be a non-negative number and finite"),
-    ("MODEL.DISTILL.HINT.WEIGHT", float("inf"), "HINT.WEIGHT must be a non-negative number and finite"),
-    ("MODEL.DISTILL.BOUNDED_REG.MARGIN", float("nan"), "BOUNDED_REG.MARGIN must be a finite number"),
-    ("MODEL.DISTILL.FGD.TEMPERATURE", float("inf"), "FGD.TEMPERATURE must be > 0 and finite"),
-    ("MODEL.DISTILL.MSSD.WEIGHTS", [0.1, float("inf"), 0.1, 0.1], "MSSD: weights must be non-negative"),
-    ("MODEL.DISTILL.HINT.STUDENT_FEATURES", ["res4", "res4"], r"HINT.STUDENT_FEATURES names \['res4'\] more "
-                                                              "than once"),
-    ("MODEL.DISTILL.FGD.IN_FEATURES", ["p3", "p3"], r"FGD.IN_FEATURES names \['p3'\] more than once"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        (
+            "MODEL.DISTILL.FGD.ALPHA",
+            float("inf"),
+            "FGD.ALPHA must be a non-negative number and finite",
+        ),
+        (
+            "MODEL.DISTILL.HINT.WEIGHT",
+            float("inf"),
+            "HINT.WEIGHT must be a non-negative number and finite",
+        ),
+        (
+            "MODEL.DISTILL.BOUNDED_REG.MARGIN",
+            float("nan"),
+            "BOUNDED_REG.MARGIN must be a finite number",
+        ),
+        ("MODEL.DISTILL.FGD.TEMPERATURE", float("inf"), "FGD.TEMPERATURE must be > 0 and finite"),
+        (
+            "MODEL.DISTILL.MSSD.WEIGHTS",
+            [0.1, float("inf"), 0.1, 0.1],
+            "MSSD: weights must be non-negative",
+        ),
+        (
+            "MODEL.DISTILL.HINT.STUDENT_FEATURES",
+            ["res4", "res4"],
+            r"HINT.STUDENT_FEATURES names \['res4'\] more " "than once",
+        ),
+        (
+            "MODEL.DISTILL.FGD.IN_FEATURES",
+            ["p3", "p3"],
+            r"FGD.IN_FEATURES names \['p3'\] more than once",
+        ),
+    ],
+)
 def test_non_finite_weights_and_repeated_features_are_refused(distill_cfg, key, value, message):
     opts = [key, value]
     if key.startswith("MODEL.DISTILL.HINT.STUDENT"):
@@ -381,8 +528,12 @@ def test_non_finite_clip_norm_is_refused(distill_cfg):
 
 
 # ----- paths ------------------------------------------------------------------------------------------
-SHIPPED = [os.path.relpath(os.path.join(d, f), REPO) for d, _, files in os.walk(os.path.join(REPO, "configs"))
-           for f in files if f.endswith(".yaml")]
+SHIPPED = [
+    os.path.relpath(os.path.join(d, f), REPO)
+    for d, _, files in os.walk(os.path.join(REPO, "configs"))
+    for f in files
+    if f.endswith(".yaml")
+]
 
 
 @pytest.mark.parametrize("config", sorted(SHIPPED))
@@ -401,14 +552,17 @@ def test_lazy_configs_name_their_teacher_from_any_directory(tmp_path, monkeypatc
         assert os.path.isfile(cfg.model.teacher.config_file), name
 
 
-def test_teacher_paths_relative_to_the_config_that_names_them(tmp_path, monkeypatch, teacher_weights):
+def test_teacher_paths_relative_to_the_config_that_names_them(
+    tmp_path, monkeypatch, teacher_weights
+):
     folder = tmp_path / "project" / "configs"
     folder.mkdir(parents=True)
     (folder / "weights").mkdir()
     os.symlink(teacher_weights, folder / "weights" / "teacher.pth")
     (folder / "mine.yaml").write_text(
         f'_BASE_: "{REPO}/configs/demo/distill_fgd.yaml"\n'
-        'MODEL:\n  DISTILL:\n    TEACHER:\n      WEIGHTS: "weights/teacher.pth"\n')
+        'MODEL:\n  DISTILL:\n    TEACHER:\n      WEIGHTS: "weights/teacher.pth"\n'
+    )
     monkeypatch.chdir(tmp_path)
     cfg = load_config(str(folder / "mine.yaml"), TINY)
     assert cfg.MODEL.DISTILL.TEACHER.WEIGHTS == str(folder / "weights" / "teacher.pth")
@@ -416,7 +570,10 @@ def test_teacher_paths_relative_to_the_config_that_names_them(tmp_path, monkeypa
     assert cfg.MODEL.DISTILL.TEACHER.CONFIG_FILE == os.path.join(REPO, "configs/demo/teacher.yaml")
     assert isinstance(build_model(cfg), DistillRCNN)
     # a path given on the command line is relative to the working directory
-    cfg = load_config(str(folder / "mine.yaml"), ["MODEL.DISTILL.TEACHER.WEIGHTS", "project/configs/weights/teacher.pth"])
+    cfg = load_config(
+        str(folder / "mine.yaml"),
+        ["MODEL.DISTILL.TEACHER.WEIGHTS", "project/configs/weights/teacher.pth"],
+    )
     assert cfg.MODEL.DISTILL.TEACHER.WEIGHTS == str(folder / "weights" / "teacher.pth")
     # the same relative name existing in both places, as different files, is an error
     (tmp_path / "weights").mkdir()
@@ -430,17 +587,34 @@ def test_model_zoo_config_names(tmp_path):
     assert os.path.isfile(path) and path.endswith("faster_rcnn_R_101_FPN_3x.yaml")
     with pytest.raises(FileNotFoundError, match="not a config of detectron2's model zoo"):
         resolve_path("model_zoo://COCO-Detection/no_such.yaml")
-    with pytest.raises(TeacherWeightsError, match="not found"):  # the config itself is found and built
-        teacher_from_config("model_zoo://COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", str(tmp_path / "w.pth"))
+    with pytest.raises(
+        TeacherWeightsError, match="not found"
+    ):  # the config itself is found and built
+        teacher_from_config(
+            "model_zoo://COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml", str(tmp_path / "w.pth")
+        )
 
 
 @pytest.mark.slow
 def test_train_net_runs_from_another_directory(tmp_path, monkeypatch, teacher_weights):
     monkeypatch.chdir(tmp_path)
-    res = train_net.invoke(["--config-file", os.path.join(REPO, "configs/demo/distill_fgd.yaml"),
-                            *[str(o) for o in TINY], "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "()",
-                            "SOLVER.WARMUP_ITERS", "1", "OUTPUT_DIR", str(tmp_path / "run"),
-                            "MODEL.DISTILL.TEACHER.WEIGHTS", teacher_weights])
+    res = train_net.invoke(
+        [
+            "--config-file",
+            os.path.join(REPO, "configs/demo/distill_fgd.yaml"),
+            *[str(o) for o in TINY],
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.STEPS",
+            "()",
+            "SOLVER.WARMUP_ITERS",
+            "1",
+            "OUTPUT_DIR",
+            str(tmp_path / "run"),
+            "MODEL.DISTILL.TEACHER.WEIGHTS",
+            teacher_weights,
+        ]
+    )
     assert "AP" in res["bbox"]
 
 
@@ -449,7 +623,9 @@ def test_dataset_without_evaluator_type_is_skipped_with_a_warning(caplog):
     name = "detkd_no_evaluator_val"
     if name not in DatasetCatalog.list():
         DatasetCatalog.register(name, lambda: DatasetCatalog.get("detkd_shapes_val")[:2])
-        MetadataCatalog.get(name).set(thing_classes=MetadataCatalog.get("detkd_shapes_val").thing_classes)
+        MetadataCatalog.get(name).set(
+            thing_classes=MetadataCatalog.get("detkd_shapes_val").thing_classes
+        )
     cfg = make_cfg("configs/demo/student.yaml", "DATASETS.TEST", (name,))
     model = build_model(cfg)
     with caplog.at_level("WARNING"):

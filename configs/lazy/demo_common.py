@@ -2,6 +2,7 @@
 model-zoo LazyConfig pieces. Import ``student``, ``dataloader``, ``optimizer``, ``lr_multiplier``
 and ``train`` from here and wrap the student in ``model = L(DistillRCNN)(student=student, ...)``:
 the datasets are checked against ``model.student.roi_heads.num_classes`` when loaded."""
+
 from detectron2.config import LazyCall as L
 from detectron2.data import transforms as T
 from detectron2.evaluation import COCOEvaluator
@@ -59,7 +60,9 @@ optimizer = get_config("common/optim.py").SGD
 optimizer.lr = 0.02
 
 lr_multiplier = L(WarmupParamScheduler)(
-    scheduler=L(MultiStepParamScheduler)(values=[1.0, 0.1, 0.01], milestones=[450, 550], num_updates=600),
+    scheduler=L(MultiStepParamScheduler)(
+        values=[1.0, 0.1, 0.01], milestones=[450, 550], num_updates=600
+    ),
     warmup_length=50 / 600,
     warmup_factor=0.001,
 )

@@ -1,5 +1,6 @@
 """Chen et al. 2017 on the CPU demo, as LazyConfig (= configs/demo/distill_chen.yaml):
 hints on res4 and p3, class-weighted soft CE and teacher-bounded regression on RPN and RCN."""
+
 import os
 
 from detectron2.config import LazyCall as L
@@ -18,9 +19,15 @@ model = L(DistillRCNN)(
     ),
     distillers=[
         # ResNet-18 res4 has 256 channels, ResNet-34's too; the FPN maps have 64 and 128
-        L(HintDistiller)(student_features=["res4", "p3"], teacher_features=["res4", "p3"],
-                         student_channels=[256, 64], teacher_channels=[256, 128],
-                         weight=0.5, kernel_size=1, norm="l2"),
+        L(HintDistiller)(
+            student_features=["res4", "p3"],
+            teacher_features=["res4", "p3"],
+            student_channels=[256, 64],
+            teacher_channels=[256, 128],
+            weight=0.5,
+            kernel_size=1,
+            norm="l2",
+        ),
         L(SoftCEDistiller)(targets=["rpn", "rcn"], mu=0.5, temperature=1.0, background_weight=1.5),
         L(BoundedRegressionDistiller)(targets=["rpn", "rcn"], nu=0.5, margin=0.0),
     ],

@@ -1,4 +1,5 @@
 """FGD on the CPU demo, as LazyConfig (the same model as configs/demo/distill_fgd.yaml)."""
+
 import os
 
 from detectron2.config import LazyCall as L
@@ -18,8 +19,14 @@ model = L(DistillRCNN)(
     ),
     distillers=[
         L(FGDDistiller)(
-            in_features=LEVELS, student_channels=[64] * 5, teacher_channels=[128] * 5,
-            temperature=0.5, alpha=5e-5, beta=2.5e-5, gamma=5e-5, lambda_=5e-7,
+            in_features=LEVELS,
+            student_channels=[64] * 5,
+            teacher_channels=[128] * 5,
+            temperature=0.5,
+            alpha=5e-5,
+            beta=2.5e-5,
+            gamma=5e-5,
+            lambda_=5e-7,
         )
     ],
 )

@@ -1,5 +1,6 @@
 """The demo teacher (configs/demo/teacher.yaml: ResNet-34, FPN-128, FC-512) as LazyConfig, e.g. for
 ``MODEL.DISTILL.TEACHER.CONFIG_FILE: configs/lazy/demo_teacher.py`` or ``teacher_from_config``."""
+
 from detectron2.layers import ShapeSpec
 
 from .demo_common import student as model

@@ -29,6 +29,7 @@ initialisation. When they cover less than :data:`MIN_LOADED_FRACTION` of the tar
 A resume whose ``last_checkpoint`` names a missing or unreadable file falls back, with a warning,
 to the newest readable checkpoint in the output directory, or fails naming every file it tried.
 """
+
 import glob
 import logging
 import os
@@ -37,9 +38,8 @@ import re
 from typing import Dict, List, Optional
 
 import torch
-from torch import nn
-
 from detectron2.checkpoint import DetectionCheckpointer
+from torch import nn
 
 __all__ = [
     "CheckpointReadError",
@@ -79,15 +79,25 @@ class NumpyUnpickler(pickle.Unpickler):
     """
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
         ("collections", "OrderedDict"),
         # protocol-2 pickles written by Python 3 encode bytes (array data) through this
         ("_codecs", "encode"),
-        ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "set"),
-        ("builtins", "frozenset"), ("builtins", "int"), ("builtins", "float"), ("builtins", "str"),
-        ("builtins", "bytes"), ("builtins", "bool"),
+        ("builtins", "dict"),
+        ("builtins", "list"),
+        ("builtins", "tuple"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "int"),
+        ("builtins", "float"),
+        ("builtins", "str"),
+        ("builtins", "bytes"),
+        ("builtins", "bool"),
     }
 
     def find_class(self, module, name):
@@ -120,8 +130,9 @@ def load_weights_file(path: str, allow_unsafe_pickle: bool = False) -> Dict:
             raise _refused(path, found.group(0) if found else str(e).splitlines()[0]) from None
         raise CheckpointReadError(f"weight file {path} is corrupt or truncated ({e})") from e
     except Exception as e:  # a broken file fails in any of the parsers' own ways
-        raise CheckpointReadError(f"weight file {path} is corrupt or truncated "
-                                  f"({type(e).__name__}: {e})") from e
+        raise CheckpointReadError(
+            f"weight file {path} is corrupt or truncated " f"({type(e).__name__}: {e})"
+        ) from e
 
 
 def _load_trusted(path: str):
@@ -144,7 +155,7 @@ def plain_detector_state(state: Dict[str, object]) -> Dict[str, object]:
     """A ``DistillRCNN`` state dict's student part with plain detector names; others unchanged."""
     if not any(k.startswith("student.") for k in state):
         return state
-    return {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+    return {k[len("student.") :]: v for k, v in state.items() if k.startswith("student.")}
 
 
 def _is_distill_model(model: nn.Module) -> bool:
@@ -165,8 +176,15 @@ class Checkpointer(DetectionCheckpointer):
         min_loaded_fraction: refuse a file whose tensors cover less of the target's parameters.
     """
 
-    def __init__(self, model, save_dir="", *, allow_unsafe_pickle: bool = False,
-                 min_loaded_fraction: float = MIN_LOADED_FRACTION, **checkpointables):
+    def __init__(
+        self,
+        model,
+        save_dir="",
+        *,
+        allow_unsafe_pickle: bool = False,
+        min_loaded_fraction: float = MIN_LOADED_FRACTION,
+        **checkpointables,
+    ):
         super().__init__(model, save_dir, **checkpointables)
         self.allow_unsafe_pickle = allow_unsafe_pickle
         self.min_loaded_fraction = min_loaded_fraction
@@ -190,7 +208,9 @@ class Checkpointer(DetectionCheckpointer):
     def _load_file(self, filename):
         data = load_weights_file(filename, self.allow_unsafe_pickle)
         if not isinstance(data, dict):
-            raise CheckpointReadError(f"weight file {filename} holds a {type(data).__name__}, not a dict")
+            raise CheckpointReadError(
+                f"weight file {filename} holds a {type(data).__name__}, not a dict"
+            )
         if filename.endswith(".pkl"):
             if "model" in data and "__author__" in data:  # detectron2's model zoo
                 return data
@@ -201,7 +221,11 @@ class Checkpointer(DetectionCheckpointer):
         if filename.endswith(".pyth"):  # pycls
             if "model_state" not in data:
                 raise CheckpointReadError(f"{filename}: a pycls checkpoint must hold 'model_state'")
-            state = {k: v for k, v in data["model_state"].items() if not k.endswith("num_batches_tracked")}
+            state = {
+                k: v
+                for k, v in data["model_state"].items()
+                if not k.endswith("num_batches_tracked")
+            }
             return {"model": state, "__author__": "pycls", "matching_heuristics": True}
         if "model" not in data:
             data = {"model": data}
@@ -222,8 +246,12 @@ class Checkpointer(DetectionCheckpointer):
                 for k in dropped:
                     del state[k]
                 if dropped:
-                    logger.info("%d distiller tensors in %s are not used by this model (no "
-                                "distillation method is enabled)", len(dropped), path)
+                    logger.info(
+                        "%d distiller tensors in %s are not used by this model (no "
+                        "distillation method is enabled)",
+                        len(dropped),
+                        path,
+                    )
         else:
             checkpoint["model"] = plain_detector_state(state)
         incompatible = super()._load_model(checkpoint)
@@ -231,8 +259,11 @@ class Checkpointer(DetectionCheckpointer):
         return incompatible
 
     def _load_into_student(self, checkpoint):
-        inner = Checkpointer(self.model.student, allow_unsafe_pickle=self.allow_unsafe_pickle,
-                             min_loaded_fraction=self.min_loaded_fraction)
+        inner = Checkpointer(
+            self.model.student,
+            allow_unsafe_pickle=self.allow_unsafe_pickle,
+            min_loaded_fraction=self.min_loaded_fraction,
+        )
         inner._path, inner.target_name = self._path, "student"
         incompatible = inner._load_model(checkpoint)
         inner._log_incompatible_keys(incompatible)
@@ -245,7 +276,9 @@ class Checkpointer(DetectionCheckpointer):
     def _check_loaded(self, incompatible) -> None:
         target = self._target()
         prefix = "student." if target is not self.model else ""
-        not_loaded = set(incompatible.missing_keys) | {k for k, _, _ in incompatible.incorrect_shapes}
+        not_loaded = set(incompatible.missing_keys) | {
+            k for k, _, _ in incompatible.incorrect_shapes
+        }
         params = {prefix + n: p.numel() for n, p in target.named_parameters()}
         # BatchNorm fills a missing num_batches_tracked without reporting it: not counted
         tensors = [prefix + n for n in target.state_dict() if not n.endswith("num_batches_tracked")]
@@ -262,9 +295,15 @@ class Checkpointer(DetectionCheckpointer):
                 f"{_prefixes(tensors)[:6]}"
             )
         left = sorted(n for n in tensors if n in not_loaded)
-        logger.info("Loaded %d of %d %s tensors (%.1f%% of its parameters) from %s%s", len(loaded),
-                    len(tensors), what, 100 * fraction, self._path,
-                    f"; left at their initialisation: {', '.join(_prefixes(left, 3))}" if left else "")
+        logger.info(
+            "Loaded %d of %d %s tensors (%.1f%% of its parameters) from %s%s",
+            len(loaded),
+            len(tensors),
+            what,
+            100 * fraction,
+            self._path,
+            f"; left at their initialisation: {', '.join(_prefixes(left, 3))}" if left else "",
+        )
         self.loaded_from = self._path
 
     # ----- resume ----------------------------------------------------------------------------
@@ -276,8 +315,11 @@ class Checkpointer(DetectionCheckpointer):
             return self.load(last)
         except CheckpointReadError as e:
             first_error = e
-        candidates = sorted(glob.glob(os.path.join(self.save_dir, "model_*.pth")),
-                            key=os.path.getmtime, reverse=True)
+        candidates = sorted(
+            glob.glob(os.path.join(self.save_dir, "model_*.pth")),
+            key=os.path.getmtime,
+            reverse=True,
+        )
         tried = [last]
         for candidate in candidates:
             if os.path.abspath(candidate) == os.path.abspath(last):
@@ -287,9 +329,14 @@ class Checkpointer(DetectionCheckpointer):
                 result = self.load(candidate)
             except CheckpointReadError:
                 continue
-            logger.warning("RESUME: last_checkpoint names %s, which cannot be read (%s); resumed from "
-                           "%s, the newest readable checkpoint in %s instead", last, first_error,
-                           candidate, self.save_dir)
+            logger.warning(
+                "RESUME: last_checkpoint names %s, which cannot be read (%s); resumed from "
+                "%s, the newest readable checkpoint in %s instead",
+                last,
+                first_error,
+                candidate,
+                self.save_dir,
+            )
             return result
         raise CheckpointReadError(
             f"cannot resume from {self.save_dir}: last_checkpoint names {last} ({first_error}) and no "

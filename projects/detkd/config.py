@@ -8,6 +8,7 @@ distils (``STUDENT_FEATURES`` / ``TEACHER_FEATURES`` or ``TARGETS``), its loss w
 its own hyper-parameters. The method blocks come from the registered methods
 (:mod:`detkd.distillers`): each method's class declares its own block.
 """
+
 import os
 
 from detectron2.config import CfgNode as CN
@@ -90,9 +91,11 @@ def resolve_path(path: str, config_file: str = "") -> str:
         from detectron2 import model_zoo
 
         try:
-            return model_zoo.get_config_file(path[len(MODEL_ZOO_PREFIX):])
+            return model_zoo.get_config_file(path[len(MODEL_ZOO_PREFIX) :])
         except RuntimeError as e:
-            raise FileNotFoundError(f"{path}: not a config of detectron2's model zoo ({e})") from None
+            raise FileNotFoundError(
+                f"{path}: not a config of detectron2's model zoo ({e})"
+            ) from None
     path = os.path.expanduser(path)
     if os.path.isabs(path):
         return path
@@ -101,8 +104,10 @@ def resolve_path(path: str, config_file: str = "") -> str:
         candidates.append(os.path.abspath(os.path.join(os.path.dirname(config_file), path)))
     found = list(dict.fromkeys(c for c in candidates if os.path.exists(c)))
     if len(found) > 1 and not os.path.samefile(found[0], found[1]):
-        raise ValueError(f"{path!r} (named in {config_file}) is ambiguous: both {found[0]} (from the working "
-                         f"directory) and {found[1]} (next to the config) exist; give an absolute path")
+        raise ValueError(
+            f"{path!r} (named in {config_file}) is ambiguous: both {found[0]} (from the working "
+            f"directory) and {found[1]} (next to the config) exist; give an absolute path"
+        )
     return found[0] if found else path
 
 
@@ -146,7 +151,9 @@ def load_config(config_file: str, opts=()) -> CN:
         for part in name[:-1]:
             node = node[part]
         in_opts = key in opts[0::2]
-        node[name[-1]] = resolve_path(node[name[-1]], "" if in_opts else _file_setting(config_file, key))
+        node[name[-1]] = resolve_path(
+            node[name[-1]], "" if in_opts else _file_setting(config_file, key)
+        )
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     return cfg

@@ -1,4 +1,5 @@
 """Small helpers shared across detkd."""
+
 from detectron2.utils.events import get_event_storage
 
 __all__ = ["put_scalar"]

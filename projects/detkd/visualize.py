@@ -14,12 +14,12 @@ writes
 ``--student-only`` draws the student alone: the teacher is not built, so its files are not needed.
 Weights are read through :class:`detkd.checkpoint.Checkpointer` (safe, mapped onto the student).
 """
+
 import argparse
 import os
 
 import numpy as np
 import torch
-
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.visualizer import Visualizer
@@ -35,6 +35,7 @@ __all__ = ["visualize", "main"]
 
 def _grid(panels, titles, path, suptitle):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -57,7 +58,9 @@ def visualize(cfg, output: str, dataset: str, index: int):
     os.makedirs(output, exist_ok=True)
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        Checkpointer(model, allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE).load(cfg.MODEL.WEIGHTS)
+        Checkpointer(model, allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE).load(
+            cfg.MODEL.WEIGHTS
+        )
     model.eval()
     record = DatasetCatalog.get(dataset)[index]
     mapper_cfg = cfg.clone()
@@ -76,9 +79,12 @@ def visualize(cfg, output: str, dataset: str, index: int):
     strides = {k: float(v.stride) for k, v in model.student.backbone.output_shape().items()}
 
     masks = [fgd_masks([gt], sizes, s_feats[f].shape[-2:], strides[f]) for f in levels]
-    _grid([[fg[0].numpy() for fg, _ in masks], [bg[0].numpy() for _, bg in masks]],
-          [[f"{f} foreground scale" for f in levels], [f"{f} background" for f in levels]],
-          os.path.join(output, "fgd_masks.png"), "FGD masks (Yang et al. 2022)")
+    _grid(
+        [[fg[0].numpy() for fg, _ in masks], [bg[0].numpy() for _, bg in masks]],
+        [[f"{f} foreground scale" for f in levels], [f"{f} background" for f in levels]],
+        os.path.join(output, "fgd_masks.png"),
+        "FGD masks (Yang et al. 2022)",
+    )
 
     rows, titles = [], []
     if t_feats is not None:
@@ -88,16 +94,28 @@ def visualize(cfg, output: str, dataset: str, index: int):
     titles.append([f"student {f}" for f in levels])
     _grid(rows, titles, os.path.join(output, "attention.png"), "spatial attention, T = 0.5")
 
-    targets = [gaussian_target_mask([gt], sizes, s_feats[f].shape[-2:], strides[f])[0].numpy() for f in levels]
+    targets = [
+        gaussian_target_mask([gt], sizes, s_feats[f].shape[-2:], strides[f])[0].numpy()
+        for f in levels
+    ]
     rows, titles = [targets], [[f"{f} Gaussian target" for f in levels]]
     # a method with mask heads (MSSD) draws what they predict
     mask_methods = [d for d in model.distillers if hasattr(d, "predicted_masks")]
     if mask_methods:
         predicted = mask_methods[0].predicted_masks(s_feats)
-        rows.append([predicted[f][0].numpy() if f in predicted else np.zeros_like(t)
-                     for f, t in zip(levels, targets)])
+        rows.append(
+            [
+                predicted[f][0].numpy() if f in predicted else np.zeros_like(t)
+                for f, t in zip(levels, targets)
+            ]
+        )
         titles.append([f"{f} predicted mask" for f in levels])
-    _grid(rows, titles, os.path.join(output, "mssd_gaussian.png"), "MSSD Gaussian mask (Jia et al. 2024)")
+    _grid(
+        rows,
+        titles,
+        os.path.join(output, "mssd_gaussian.png"),
+        "MSSD Gaussian mask (Jia et al. 2024)",
+    )
 
     image = inputs["image"].permute(1, 2, 0).numpy()
     if cfg.INPUT.FORMAT == "BGR":
@@ -107,10 +125,14 @@ def visualize(cfg, output: str, dataset: str, index: int):
     for name, detector in (("teacher", model.teacher), ("student", model)):
         if detector is None:
             continue
-        out = detector([{"image": inputs["image"], "height": image.shape[0], "width": image.shape[1]}])[0]
+        out = detector(
+            [{"image": inputs["image"], "height": image.shape[0], "width": image.shape[1]}]
+        )[0]
         inst = out["instances"].to("cpu")
         inst = inst[inst.scores > 0.5]
-        panels.append(Visualizer(image, meta, scale=2.0).draw_instance_predictions(inst).get_image())
+        panels.append(
+            Visualizer(image, meta, scale=2.0).draw_instance_predictions(inst).get_image()
+        )
         names.append(f"{name}: {len(inst)} detections (score > 0.5)")
     _grid([panels], [names], os.path.join(output, "detections.png"), "teacher vs student")
     return sorted(os.listdir(output))
@@ -122,8 +144,11 @@ def main(argv=None):
     parser.add_argument("--output", required=True)
     parser.add_argument("--dataset", default="detkd_shapes_val")
     parser.add_argument("--index", type=int, default=0)
-    parser.add_argument("--student-only", action="store_true",
-                        help="draw the student alone (no teacher is built or loaded)")
+    parser.add_argument(
+        "--student-only",
+        action="store_true",
+        help="draw the student alone (no teacher is built or loaded)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
     cfg = load_config(args.config_file, args.opts)

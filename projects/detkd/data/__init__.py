@@ -1,4 +1,5 @@
 """Datasets: the embedded demo data, registration helpers, and load-time checks."""
+
 from .checks import (
     FileNamingDatasetMapper,
     ImageReadError,

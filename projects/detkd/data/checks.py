@@ -8,10 +8,10 @@
   truncated, not an image) as :class:`ImageReadError` naming the file; PIL's own messages
   (e.g. "image file is truncated") do not.
 """
+
 import itertools
 
 import numpy as np
-
 from detectron2.data import DatasetMapper, MetadataCatalog, get_detection_dataset_dicts
 from detectron2.data.build import print_instances_class_histogram
 from detectron2.data.detection_utils import check_metadata_consistency
@@ -28,8 +28,9 @@ __all__ = [
 ]
 
 
-def check_class_indices(dataset_dicts, dataset_name: str, num_classes: int,
-                        limit: str = MODEL_CLASSES):
+def check_class_indices(
+    dataset_dicts, dataset_name: str, num_classes: int, limit: str = MODEL_CLASSES
+):
     """Raise ValueError if an annotation's ``category_id`` is outside ``[0, num_classes)``
     (``limit`` says, in the message, where ``num_classes`` comes from).
 
@@ -39,8 +40,11 @@ def check_class_indices(dataset_dicts, dataset_name: str, num_classes: int,
     """
     anns = [r.get("annotations", ()) for r in dataset_dicts]
     counts = np.fromiter(map(len, anns), np.int64, count=len(anns))
-    classes = np.fromiter((a["category_id"] for a in itertools.chain.from_iterable(anns)),
-                          np.int64, count=int(counts.sum()))
+    classes = np.fromiter(
+        (a["category_id"] for a in itertools.chain.from_iterable(anns)),
+        np.int64,
+        count=int(counts.sum()),
+    )
     bad = (classes < 0) | (classes >= num_classes)
     if not bad.any():
         return
@@ -71,8 +75,9 @@ def check_thing_classes(dataset_name: str, num_classes: int):
         )
 
 
-def get_checked_dataset_dicts(names, num_classes: int, filter_empty=True, min_keypoints=0,
-                              proposal_files=None):
+def get_checked_dataset_dicts(
+    names, num_classes: int, filter_empty=True, min_keypoints=0, proposal_files=None
+):
     """detectron2's ``get_detection_dataset_dicts``, loaded one name at a time so that
     :func:`check_thing_classes` and :func:`check_class_indices` can name the dataset at fault.
 
@@ -95,7 +100,9 @@ def get_checked_dataset_dicts(names, num_classes: int, filter_empty=True, min_ke
     per_name = []
     for i, name in enumerate(names):
         dicts = get_detection_dataset_dicts(
-            name, filter_empty=filter_empty, min_keypoints=min_keypoints,
+            name,
+            filter_empty=filter_empty,
+            min_keypoints=min_keypoints,
             proposal_files=None if proposal_files is None else [proposal_files[i]],
             check_consistency=False,
         )
@@ -106,8 +113,9 @@ def get_checked_dataset_dicts(names, num_classes: int, filter_empty=True, min_ke
             )
         check_class_indices(dicts, name, num_classes)
         if thing_classes[i] is not None and len(thing_classes[i]) < num_classes:
-            check_class_indices(dicts, name, len(thing_classes[i]),
-                                "the number of thing_classes in its metadata")
+            check_class_indices(
+                dicts, name, len(thing_classes[i]), "the number of thing_classes in its metadata"
+            )
         per_name.append(dicts)
     dicts = list(itertools.chain.from_iterable(per_name))
     if has_classes and "annotations" in dicts[0]:

@@ -6,6 +6,7 @@ detectron2 registers its builtin names (``coco_2017_train``, ``voc_2007_trainval
 :func:`register_voc_folder`. The embedded demo data is ``detkd_shapes_{train,val}`` (COCO form)
 and ``detkd_shapes_voc_{train,val}`` (VOC form), generated on first use.
 """
+
 import os
 from typing import Sequence
 
@@ -15,10 +16,21 @@ from detectron2.data.datasets.pascal_voc import load_voc_instances
 
 from .shapes import SHAPE_CLASSES, ShapesSpec, ensure_shapes_dataset
 
-__all__ = ["register_coco_json", "register_voc_folder", "register_shapes_datasets", "register_datasets",
-           "shapes_root", "SHAPES_DATASETS"]
+__all__ = [
+    "register_coco_json",
+    "register_voc_folder",
+    "register_shapes_datasets",
+    "register_datasets",
+    "shapes_root",
+    "SHAPES_DATASETS",
+]
 
-SHAPES_DATASETS = ("detkd_shapes_train", "detkd_shapes_val", "detkd_shapes_voc_train", "detkd_shapes_voc_val")
+SHAPES_DATASETS = (
+    "detkd_shapes_train",
+    "detkd_shapes_val",
+    "detkd_shapes_voc_train",
+    "detkd_shapes_voc_val",
+)
 
 
 def register_coco_json(name: str, json_file: str, image_root: str):
@@ -26,13 +38,20 @@ def register_coco_json(name: str, json_file: str, image_root: str):
     register_coco_instances(name, {}, json_file, image_root)
 
 
-def register_voc_folder(name: str, dirname: str, split: str, class_names: Sequence[str], year: int = 2012):
+def register_voc_folder(
+    name: str, dirname: str, split: str, class_names: Sequence[str], year: int = 2012
+):
     """Register a VOC-layout folder (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/{split}.txt``),
     evaluated with PascalVOCDetectionEvaluator (``year=2007`` uses the VOC2007 11-point metric)."""
     class_names = list(class_names)
     DatasetCatalog.register(name, lambda: load_voc_instances(dirname, split, class_names))
-    MetadataCatalog.get(name).set(thing_classes=class_names, dirname=dirname, year=year, split=split,
-                                  evaluator_type="pascal_voc")
+    MetadataCatalog.get(name).set(
+        thing_classes=class_names,
+        dirname=dirname,
+        year=year,
+        split=split,
+        evaluator_type="pascal_voc",
+    )
 
 
 def shapes_root() -> str:
@@ -67,9 +86,16 @@ def register_shapes_datasets(root: str = None, spec: ShapesSpec = None, generate
     if generate:
         ensure_shapes_dataset(root, spec or ShapesSpec())
     elif not os.path.isfile(os.path.join(root, "SPEC.json")):
-        raise FileNotFoundError(f"register_shapes_datasets: no generated shapes dataset under {root}")
+        raise FileNotFoundError(
+            f"register_shapes_datasets: no generated shapes dataset under {root}"
+        )
     for split in ("train", "val"):
-        register_coco_json(f"detkd_shapes_{split}", os.path.join(root, "annotations", f"instances_{split}.json"),
-                           os.path.join(root, "images", split))
+        register_coco_json(
+            f"detkd_shapes_{split}",
+            os.path.join(root, "annotations", f"instances_{split}.json"),
+            os.path.join(root, "images", split),
+        )
         MetadataCatalog.get(f"detkd_shapes_{split}").set(thing_classes=list(SHAPE_CLASSES))
-        register_voc_folder(f"detkd_shapes_voc_{split}", os.path.join(root, "voc"), split, SHAPE_CLASSES)
+        register_voc_folder(
+            f"detkd_shapes_voc_{split}", os.path.join(root, "voc"), split, SHAPE_CLASSES
+        )

@@ -9,6 +9,7 @@ them twice, as COCO json and as a VOC folder, so both of detectron2's evaluators
 Five classes, object sizes from a few pixels to half the image (small, medium and large by the
 COCO definition relative to the image), several objects per image, some overlapping.
 """
+
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -29,8 +30,15 @@ _CLASS_COLOURS = [(220, 40, 40), (40, 200, 40), (40, 80, 230), (230, 200, 30), (
 class ShapesSpec:
     """Size of the demo data. ``image_size`` is (min side, max side): images are non-square."""
 
-    def __init__(self, splits: Dict[str, int] = None, image_size: Tuple[int, int] = (96, 128),
-                 max_objects: int = 6, min_box: int = 6, max_box_frac: float = 0.6, seed: int = 0):
+    def __init__(
+        self,
+        splits: Dict[str, int] = None,
+        image_size: Tuple[int, int] = (96, 128),
+        max_objects: int = 6,
+        min_box: int = 6,
+        max_box_frac: float = 0.6,
+        seed: int = 0,
+    ):
         self.splits = dict(splits or {"train": 400, "val": 100})
         self.image_size = tuple(image_size)
         self.max_objects = max_objects
@@ -71,7 +79,9 @@ def _render(rng: np.random.Generator, spec: ShapesSpec):
     for _ in range(int(rng.integers(1, spec.max_objects + 1))):
         cls = int(rng.integers(0, len(SHAPE_CLASSES)))
         # log-uniform size: many small objects, some large ones
-        size = float(np.exp(rng.uniform(np.log(spec.min_box), np.log(spec.max_box_frac * min(h, w)))))
+        size = float(
+            np.exp(rng.uniform(np.log(spec.min_box), np.log(spec.max_box_frac * min(h, w))))
+        )
         aspect = float(np.exp(rng.uniform(-0.3, 0.3)))
         bw, bh = max(size * aspect, 3.0), max(size / aspect, 3.0)
         x0 = float(rng.uniform(0, w - bw))
@@ -123,10 +133,16 @@ def generate_split(root: str, split: str, count: int, spec: ShapesSpec, split_se
         images.append({"id": i + 1, "file_name": f"{file_id}.jpg", "height": h, "width": w})
         for cls, (x0, y0, x1, y1) in objects:
             bw, bh = x1 - x0, y1 - y0
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": i + 1, "category_id": cls + 1,
-                "bbox": [x0, y0, bw, bh], "area": float(bw * bh), "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": cls + 1,
+                    "bbox": [x0, y0, bw, bh],
+                    "area": float(bw * bh),
+                    "iscrowd": 0,
+                }
+            )
     coco = {
         "images": images,
         "annotations": annotations,

@@ -31,6 +31,7 @@ Modules: :mod:`.experiments` (what runs), :mod:`.runner` (the run loop, teacher 
 :mod:`.training` (one run), :mod:`.rundirs` (run directories and the lock), :mod:`.report`
 (table, summary, results files), :mod:`.plots`, :mod:`.cli` (``main``).
 """
+
 from .cli import main
 from .experiments import CONFIG_DIR, Experiment, experiments, survey_experiments
 from .report import COLUMNS, format_table, summarize
@@ -39,7 +40,18 @@ from .runner import run_demo
 from .training import ap_curve
 
 __all__ = [
-    "CONFIG_DIR", "COLUMNS", "Experiment", "LOCK_FILE", "RUN_MARKER", "ap_curve", "experiments",
-    "format_table", "fresh_run_dir", "main", "output_lock", "run_demo", "summarize",
+    "CONFIG_DIR",
+    "COLUMNS",
+    "Experiment",
+    "LOCK_FILE",
+    "RUN_MARKER",
+    "ap_curve",
+    "experiments",
+    "format_table",
+    "fresh_run_dir",
+    "main",
+    "output_lock",
+    "run_demo",
+    "summarize",
     "survey_experiments",
 ]

@@ -1,6 +1,7 @@
 """Which experiments the demo runs: the low-resolution comparison and the survey's baseline, listed
 here, and the survey of the distillation methods, discovered from ``configs/demo`` and the registry
 (:func:`survey_experiments`, which the benchmarks use too)."""
+
 import glob
 import os
 from typing import Dict, NamedTuple
@@ -24,14 +25,21 @@ class Experiment(NamedTuple):
 # the comparison the demo is built around (run with --seeds), then the survey's baseline: the
 # demo's own experiments, not methods of the registry
 GAIN_COMPARISON = {
-    "lowres_baseline": Experiment("lowres_student.yaml",
-                                  "teacher architecture at half resolution, no teacher", gain=True),
-    "lowres_inherit": Experiment("lowres_inherit.yaml",
-                                 "half resolution, inherits the teacher, no distillation loss",
-                                 "lowres_baseline", True),
-    "lowres_chen_inherit": Experiment("lowres_distill_chen.yaml",
-                                      "half resolution, inherits the teacher, Chen hints + RCN "
-                                      "soft CE + bounded reg", "lowres_baseline", True),
+    "lowres_baseline": Experiment(
+        "lowres_student.yaml", "teacher architecture at half resolution, no teacher", gain=True
+    ),
+    "lowres_inherit": Experiment(
+        "lowres_inherit.yaml",
+        "half resolution, inherits the teacher, no distillation loss",
+        "lowres_baseline",
+        True,
+    ),
+    "lowres_chen_inherit": Experiment(
+        "lowres_distill_chen.yaml",
+        "half resolution, inherits the teacher, Chen hints + RCN " "soft CE + bounded reg",
+        "lowres_baseline",
+        True,
+    ),
 }
 BASELINES = {SURVEY_BASELINE: Experiment("student.yaml", "ResNet-18/FPN-64 student, no teacher")}
 
@@ -59,9 +67,10 @@ def survey_experiments(config_dir: str = CONFIG_DIR) -> Dict[str, Experiment]:
         if not enabled or cfg.MODEL.DISTILL.STUDENT_INPUT_SCALE != 1.0:
             continue
         file = os.path.basename(path)
-        name = file[len(SURVEY_PREFIX):-len(".yaml")]
-        found.append((len(enabled), name,
-                      Experiment(file, config_description(path), SURVEY_BASELINE)))
+        name = file[len(SURVEY_PREFIX) : -len(".yaml")]
+        found.append(
+            (len(enabled), name, Experiment(file, config_description(path), SURVEY_BASELINE))
+        )
     return {name: experiment for _, name, experiment in sorted(found, key=lambda f: f[:2])}
 
 

@@ -1,5 +1,6 @@
 """The demo's plots: AP per method (``results.png``) and AP against iteration
 (``ap_curves.png``)."""
+
 import os
 from typing import Dict, List
 
@@ -9,6 +10,7 @@ from .report import mean_std
 def plot_results(rows: Dict[str, List[Dict]], curves: Dict[str, List], output: str):
     """A bar plot of each row's AP (mean +- std over seeds) and the AP curve of every run."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -28,8 +30,14 @@ def plot_results(rows: Dict[str, List[Dict]], curves: Dict[str, List], output: s
         for k, curve in enumerate(per_seed):
             if curve:
                 xs, ys = zip(*curve)
-                ax.plot(xs, ys, marker="o", label=name if k == 0 else None,
-                        color=f"C{list(curves).index(name)}", alpha=0.8)
+                ax.plot(
+                    xs,
+                    ys,
+                    marker="o",
+                    label=name if k == 0 else None,
+                    color=f"C{list(curves).index(name)}",
+                    alpha=0.8,
+                )
     ax.set_xlabel("iteration")
     ax.set_ylabel("COCO AP (val)")
     ax.legend(fontsize=8)

@@ -1,5 +1,6 @@
 """The demo's output directories: one demo at a time writes into an output (a lock file there),
 and a run trained again starts in an emptied directory the demo made."""
+
 import contextlib
 import fcntl
 import os
@@ -27,8 +28,10 @@ def output_lock(output: str):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            why = (f"demo: another demo (pid {holder}) is writing into {output} (it holds {path}); "
-                   "wait for it or choose another --output")
+            why = (
+                f"demo: another demo (pid {holder}) is writing into {output} (it holds {path}); "
+                "wait for it or choose another --output"
+            )
             raise RuntimeError(why) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -44,9 +47,11 @@ def fresh_run_dir(path: str):
     removed, and said so; a non-empty one it did not make is refused, not deleted."""
     if os.path.isdir(path) and os.listdir(path):
         if not any(os.path.exists(os.path.join(path, f)) for f in OWNED_BY):
-            raise RuntimeError(f"demo: run directory {path} holds files the demo did not write "
-                               f"(none of {', '.join(OWNED_BY)}); move it away or choose another "
-                               "--output")
+            raise RuntimeError(
+                f"demo: run directory {path} holds files the demo did not write "
+                f"(none of {', '.join(OWNED_BY)}); move it away or choose another "
+                "--output"
+            )
         print(f"[demo] removing the stale run in {path}", flush=True)
         shutil.rmtree(path)
     os.makedirs(path, exist_ok=True)

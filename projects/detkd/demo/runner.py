@@ -1,6 +1,7 @@
 """The demo's run loop: the teacher (trained once, cached while its config is unchanged), then
 every student run (read back from its ``run.json`` while its training config and the teacher are
 unchanged, else trained ``jobs`` at a time), its inference timed alone, then report and plots."""
+
 import json
 import multiprocessing
 import os
@@ -32,6 +33,7 @@ from .training import (
 class Job(NamedTuple):
     """One student run: ``key`` fingerprints its training config and the teacher's; ``cache`` is
     its ``run.json``."""
+
     name: str
     seed: int
     cfg: object
@@ -39,8 +41,16 @@ class Job(NamedTuple):
     cache: str
 
 
-def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student_iters: int,
-             eval_points: int = 3, extra_opts: List = (), jobs: int = 1) -> Dict:
+def run_demo(
+    output: str,
+    methods: List[str],
+    seeds,
+    teacher_iters: int,
+    student_iters: int,
+    eval_points: int = 3,
+    extra_opts: List = (),
+    jobs: int = 1,
+) -> Dict:
     """``seeds``: one count for every method, or a dict method -> count. ``jobs`` student runs
     train at once, each in its own process with ``cpu_count // jobs`` threads (``jobs=1``: in this
     process, with torch's default threads). Holds ``<output>/.demo.lock`` throughout: a second
@@ -56,8 +66,16 @@ def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student
         os.makedirs(output, exist_ok=True)
         start = time.perf_counter()
         teacher_run, weights, fp, cached = _teacher(output, teacher_iters, extra_opts)
-        jobs_of, runs, pending = _plan(output, {m: known[m] for m in methods}, seeds_of,
-                                       student_iters, eval_points, extra_opts, weights, fp)
+        jobs_of, runs, pending = _plan(
+            output,
+            {m: known[m] for m in methods},
+            seeds_of,
+            student_iters,
+            eval_points,
+            extra_opts,
+            weights,
+            fp,
+        )
         for job in pending:  # all checked before a student trains: a refused directory stops it
             fresh_run_dir(job.cfg.OUTPUT_DIR)
         _train_pending(pending, runs, jobs, threads)
@@ -75,8 +93,15 @@ def run_demo(output: str, methods: List[str], seeds, teacher_iters: int, student
             curves[name] = [runs[name, seed]["curve"] for seed in range(seeds_of[name])]
         baseline_of = {n: known[n].baseline for n in methods}
         table = format_table(rows) + "\n\n" + summarize(rows, baseline_of)
-        head = header(teacher_iters, student_iters, jobs, threads,
-                      (time.perf_counter() - start) / 60, cached, torch.get_num_threads())
+        head = header(
+            teacher_iters,
+            student_iters,
+            jobs,
+            threads,
+            (time.perf_counter() - start) / 60,
+            cached,
+            torch.get_num_threads(),
+        )
         write_results(output, head, table, {n: known[n] for n in methods}, rows, curves)
         plot_results(rows, curves, output)
         print("\n" + table, flush=True)
@@ -88,10 +113,22 @@ def _teacher(output: str, teacher_iters: int, extra_opts: List):
     """The teacher's run (trained, or its cached weights evaluated), its weights file, its config
     fingerprint, and whether it was cached."""
     teacher_dir = os.path.join(output, "teacher")
-    t_cfg = demo_config(os.path.join(CONFIG_DIR, "teacher.yaml"), [
-        "SOLVER.MAX_ITER", teacher_iters, "SOLVER.STEPS", lr_steps(teacher_iters),
-        "OUTPUT_DIR", teacher_dir, "DATASETS.TEST", TEST_SETS[:1], "TEST.EVAL_PERIOD", 0,
-        *extra_opts])
+    t_cfg = demo_config(
+        os.path.join(CONFIG_DIR, "teacher.yaml"),
+        [
+            "SOLVER.MAX_ITER",
+            teacher_iters,
+            "SOLVER.STEPS",
+            lr_steps(teacher_iters),
+            "OUTPUT_DIR",
+            teacher_dir,
+            "DATASETS.TEST",
+            TEST_SETS[:1],
+            "TEST.EVAL_PERIOD",
+            0,
+            *extra_opts,
+        ],
+    )
     weights = os.path.join(teacher_dir, "model_final.pth")
     stamp = os.path.join(teacher_dir, "CONFIG_FINGERPRINT")
     fp = fingerprint(t_cfg)
@@ -106,9 +143,13 @@ def _teacher(output: str, teacher_iters: int, extra_opts: List):
         Checkpointer(model).load(weights)
         both = t_cfg.clone()
         both.DATASETS.TEST = TEST_SETS
-        run = dict(results=DistillTrainer.test(both, model), curve=[], train_seconds=float("nan"),
-                   params=sum(p.numel() for p in model.parameters()),
-                   ms_per_image=inference_ms(model, t_cfg))
+        run = dict(
+            results=DistillTrainer.test(both, model),
+            curve=[],
+            train_seconds=float("nan"),
+            params=sum(p.numel() for p in model.parameters()),
+            ms_per_image=inference_ms(model, t_cfg),
+        )
     else:
         print(f"[demo] teacher: training {teacher_iters} iterations", flush=True)
         fresh_run_dir(teacher_dir)
@@ -119,8 +160,16 @@ def _teacher(output: str, teacher_iters: int, extra_opts: List):
     return run, weights, fp, cached
 
 
-def _plan(output: str, chosen: Dict, seeds_of: Dict, student_iters: int, eval_points: int,
-          extra_opts: List, weights: str, fp: str):
+def _plan(
+    output: str,
+    chosen: Dict,
+    seeds_of: Dict,
+    student_iters: int,
+    eval_points: int,
+    extra_opts: List,
+    weights: str,
+    fp: str,
+):
     """Every student run of the ``chosen`` experiments (name -> Experiment): a dict (name, seed)
     -> Job, the runs read back from a ``run.json`` of the same key, and the jobs left to train."""
     runs, pending, jobs_of = {}, [], {}
@@ -129,13 +178,25 @@ def _plan(output: str, chosen: Dict, seeds_of: Dict, student_iters: int, eval_po
         uses_teacher = bool(demo_config(config, []).MODEL.DISTILL.TEACHER.CONFIG_FILE)
         for seed in range(seeds_of[name]):
             out = os.path.join(output, name, f"seed{seed}")
-            cfg = demo_config(config, [
-                "SEED", seed, "OUTPUT_DIR", out, "SOLVER.MAX_ITER", student_iters,
-                "SOLVER.STEPS", lr_steps(student_iters),
-                "TEST.EVAL_PERIOD", max(student_iters // eval_points, 1),
-                "DATASETS.TEST", TEST_SETS[:1],
-                *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if uses_teacher else []),
-                *extra_opts])
+            cfg = demo_config(
+                config,
+                [
+                    "SEED",
+                    seed,
+                    "OUTPUT_DIR",
+                    out,
+                    "SOLVER.MAX_ITER",
+                    student_iters,
+                    "SOLVER.STEPS",
+                    lr_steps(student_iters),
+                    "TEST.EVAL_PERIOD",
+                    max(student_iters // eval_points, 1),
+                    "DATASETS.TEST",
+                    TEST_SETS[:1],
+                    *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if uses_teacher else []),
+                    *extra_opts,
+                ],
+            )
             job = Job(name, seed, cfg, fingerprint(cfg) + "-" + fp, os.path.join(out, "run.json"))
             jobs_of[name, seed] = job
             saved = None
@@ -164,11 +225,16 @@ def _train_pending(pending: List[Job], runs: Dict, jobs: int, threads: int):
         runs[job.name, job.seed] = run
         _save(job, run)
         eta = (time.perf_counter() - run_start) / count * (len(pending) - count) / 60
-        print(f"[demo] {job.name} seed {job.seed} done ({count}/{len(pending)} trained), "
-              f"ETA {eta:.1f} min", flush=True)
+        print(
+            f"[demo] {job.name} seed {job.seed} done ({count}/{len(pending)} trained), "
+            f"ETA {eta:.1f} min",
+            flush=True,
+        )
 
-    print(f"[demo] {len(pending)} runs to train, {jobs} at a time with {threads} thread(s) each",
-          flush=True)
+    print(
+        f"[demo] {len(pending)} runs to train, {jobs} at a time with {threads} thread(s) each",
+        flush=True,
+    )
     if jobs == 1:
         for count, job in enumerate(pending, 1):
             print(f"[demo] training {job.name} seed {job.seed}", flush=True)
@@ -177,9 +243,12 @@ def _train_pending(pending: List[Job], runs: Dict, jobs: int, threads: int):
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawned, not forked: a fork of a process whose OpenMP pool is running can hang
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=init_worker,
-                             initargs=(threads, registered_shapes_root())) as pool:
+    with ProcessPoolExecutor(
+        jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=init_worker,
+        initargs=(threads, registered_shapes_root()),
+    ) as pool:
         futures = {pool.submit(train_run, job.name, job.seed, job.cfg): job for job in pending}
         for count, future in enumerate(as_completed(futures), 1):
             finished(futures[future], future.result(), count)

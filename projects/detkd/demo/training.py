@@ -1,5 +1,6 @@
 """One run of the demo: train and evaluate a config (in this process or a worker process), its AP
 curve, its inference speed, and the fingerprint that says whether a saved run is still valid."""
+
 import hashlib
 import json
 import logging
@@ -21,8 +22,9 @@ TEST_SETS = ("detkd_shapes_val", "detkd_shapes_voc_val")
 
 def demo_config(config_file: str, opts: List):
     """``config_file`` with ``KEY VALUE`` ``opts`` (values other than lists made strings)."""
-    return load_config(config_file,
-                       [str(o) if not isinstance(o, (list, tuple)) else o for o in opts])
+    return load_config(
+        config_file, [str(o) if not isinstance(o, (list, tuple)) else o for o in opts]
+    )
 
 
 def lr_steps(max_iter: int):
@@ -69,8 +71,12 @@ def train(cfg) -> Dict:
     voc_cfg.defrost()
     voc_cfg.DATASETS.TEST = (TEST_SETS[1],)
     results[TEST_SETS[1]] = DistillTrainer.test(voc_cfg, model)
-    return dict(results=results, curve=ap_curve(cfg.OUTPUT_DIR), train_seconds=seconds,
-                params=sum(p.numel() for p in student.parameters()))
+    return dict(
+        results=results,
+        curve=ap_curve(cfg.OUTPUT_DIR),
+        train_seconds=seconds,
+        params=sum(p.numel() for p in student.parameters()),
+    )
 
 
 def inference_ms(model, cfg, n_images: int = 20) -> float:
@@ -119,5 +125,11 @@ def train_run(name: str, seed: int, cfg) -> Dict:
         return train(cfg)
     except FloatingPointError as e:
         print(f"[demo] {name} seed {seed} diverged: {e}", flush=True)
-        return dict(results={}, curve=[], train_seconds=float("nan"), params=0,
-                    ms_per_image=float("nan"), diverged=True)
+        return dict(
+            results={},
+            curve=[],
+            train_seconds=float("nan"),
+            params=0,
+            ms_per_image=float("nan"),
+            diverged=True,
+        )

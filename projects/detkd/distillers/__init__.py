@@ -1,9 +1,11 @@
+# ruff: noqa: I001  (the import order below is the methods' registration order)
 """Distillation methods, one module each, registered in :data:`DISTILLER_REGISTRY`.
 
 Importing this package registers detkd's methods; see :mod:`detkd.distillers.base` for how a method
 (detkd's or your own, in your own file) declares its config block, its terms and what it needs from
 the teacher.
 """
+
 from .base import (
     DISTILLER_REGISTRY,
     Distiller,
@@ -16,6 +18,8 @@ from .base import (
     feature_shape,
     registered_distillers,
 )
+# The import order is the registration order: the order of the MODEL.DISTILL blocks and of
+# DistillRCNN.distillers, whose index is in checkpoint keys (distillers.<i>.*). Keep it.
 from .hint import HintDistiller
 from .soft_ce import SoftCEDistiller
 from .bounded_reg import BoundedRegressionDistiller

@@ -17,14 +17,14 @@ A method is one module (see ``fgd.py`` for an example) holding a ``Distiller`` s
 The loss convention: loss functions take ``(student, teacher, ...)`` in that order and return
 unweighted values; the distiller multiplies them by the weights of its config block.
 """
+
 import math
 from typing import Dict, List, Sequence
 
 import torch
-from torch import nn
-
 from detectron2.config import CfgNode
 from detectron2.utils.registry import Registry
+from torch import nn
 
 from ..modeling.batch import STAGES, DistillBatch
 
@@ -105,24 +105,35 @@ def build_distillers(cfg, student_shapes, teacher_shapes) -> List[Distiller]:
 # ----- checks for the constructors: errors name the config key -------------------------------------
 def check_weight(method: str, name: str, value: float):
     """``value`` is a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"MODEL.DISTILL.{method}.{name} must be a non-negative number and finite, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"MODEL.DISTILL.{method}.{name} must be a non-negative number and finite, got {value!r}"
+        )
 
 
 def check_unique(method: str, name: str, features: Sequence[str]):
     """No feature named twice in ``features``."""
     repeated = sorted({f for f in features if list(features).count(f) > 1})
     if repeated:
-        raise ValueError(f"MODEL.DISTILL.{method}.{name} names {repeated} more than once; each feature "
-                         f"is distilled once (got {list(features)})")
+        raise ValueError(
+            f"MODEL.DISTILL.{method}.{name} names {repeated} more than once; each feature "
+            f"is distilled once (got {list(features)})"
+        )
 
 
 def check_targets(method: str, targets: Sequence[str]):
     """``targets`` is a non-empty subset of the stages ``rpn`` and ``rcn``."""
     bad = [t for t in targets if t not in STAGES]
     if bad or not targets:
-        raise ValueError(f"MODEL.DISTILL.{method}.TARGETS must be a non-empty subset of {list(STAGES)}, "
-                         f"got {list(targets)}")
+        raise ValueError(
+            f"MODEL.DISTILL.{method}.TARGETS must be a non-empty subset of {list(STAGES)}, "
+            f"got {list(targets)}"
+        )
 
 
 def feature_shape(shapes, name, side, method):
@@ -146,7 +157,14 @@ def check_channels(method, side, name, actual, expected, what):
 
 def check_pair(method, names, shapes, channels, layer):
     """Both sides of a distilled pair exist and have the channels the layer between them expects."""
-    for side, name, side_shapes, expected, end in zip(("student", "teacher"), names, shapes, channels,
-                                                       ("input", "output")):
-        check_channels(method, side, name, feature_shape(side_shapes, name, side, method).channels,
-                       expected, f"{layer} {end}")
+    for side, name, side_shapes, expected, end in zip(
+        ("student", "teacher"), names, shapes, channels, ("input", "output")
+    ):
+        check_channels(
+            method,
+            side,
+            name,
+            feature_shape(side_shapes, name, side, method).channels,
+            expected,
+            f"{layer} {end}",
+        )

@@ -4,6 +4,7 @@ deltas: ``L_sL1 + nu * L_b``; the loss is :func:`detkd.losses.bounded_regression
 Config block ``MODEL.DISTILL.BOUNDED_REG``; terms ``loss_bounded_reg_rpn``, ``loss_bounded_reg_rcn``;
 the share of samples whose bound is active is logged as ``distill/<stage>_bound_active``.
 """
+
 import math
 
 from detectron2.config import CfgNode, configurable
@@ -34,7 +35,9 @@ class BoundedRegressionDistiller(Distiller):
         check_targets("BOUNDED_REG", targets)
         check_weight("BOUNDED_REG", "NU", nu)
         if not isinstance(margin, (int, float)) or not math.isfinite(margin):
-            raise ValueError(f"MODEL.DISTILL.BOUNDED_REG.MARGIN must be a finite number, got {margin!r}")
+            raise ValueError(
+                f"MODEL.DISTILL.BOUNDED_REG.MARGIN must be a finite number, got {margin!r}"
+            )
         self.targets = list(targets)
         self.teacher_needs = frozenset(self.targets)
         self.nu, self.margin = nu, margin

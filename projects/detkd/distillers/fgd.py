@@ -4,13 +4,21 @@
 Config block ``MODEL.DISTILL.FGD`` (the paper's Faster R-CNN release values); terms
 ``loss_fgd_{fg,bg,attention,global}_<level>``, weighted by ``ALPHA``, ``BETA``, ``GAMMA``, ``LAMBDA``.
 """
+
 import math
 
 from detectron2.config import CfgNode, configurable
 from torch import nn
 
 from ..losses import FGDLoss
-from .base import DISTILLER_REGISTRY, Distiller, check_pair, check_unique, check_weight, feature_shape
+from .base import (
+    DISTILLER_REGISTRY,
+    Distiller,
+    check_pair,
+    check_unique,
+    check_weight,
+    feature_shape,
+)
 
 __all__ = ["FGDDistiller"]
 
@@ -33,31 +41,51 @@ class FGDDistiller(Distiller):
         node.LAMBDA = 5e-7  # global (GcBlock) term
 
     @configurable
-    def __init__(self, *, in_features, student_channels, teacher_channels, temperature=0.5,
-                 alpha=5e-5, beta=2.5e-5, gamma=5e-5, lambda_=5e-7):
+    def __init__(
+        self,
+        *,
+        in_features,
+        student_channels,
+        teacher_channels,
+        temperature=0.5,
+        alpha=5e-5,
+        beta=2.5e-5,
+        gamma=5e-5,
+        lambda_=5e-7,
+    ):
         super().__init__()
         for name, v in dict(ALPHA=alpha, BETA=beta, GAMMA=gamma, LAMBDA=lambda_).items():
             check_weight("FGD", name, v)
         if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"MODEL.DISTILL.FGD.TEMPERATURE must be > 0 and finite, got {temperature!r}")
+            raise ValueError(
+                f"MODEL.DISTILL.FGD.TEMPERATURE must be > 0 and finite, got {temperature!r}"
+            )
         check_unique("FGD", "IN_FEATURES", in_features)
         self.in_features = list(in_features)
         self.weights = {"fg": alpha, "bg": beta, "attention": gamma, "global": lambda_}
-        self.levels = nn.ModuleDict({
-            f: FGDLoss(sc, tc, temperature)
-            for f, sc, tc in zip(in_features, student_channels, teacher_channels)
-        })
+        self.levels = nn.ModuleDict(
+            {
+                f: FGDLoss(sc, tc, temperature)
+                for f, sc, tc in zip(in_features, student_channels, teacher_channels)
+            }
+        )
 
     @classmethod
     def from_config(cls, cfg, student_shapes, teacher_shapes):
         c = cfg.MODEL.DISTILL.FGD
         return dict(
             in_features=list(c.IN_FEATURES),
-            student_channels=[feature_shape(student_shapes, f, "student", "FGD").channels
-                              for f in c.IN_FEATURES],
-            teacher_channels=[feature_shape(teacher_shapes, f, "teacher", "FGD").channels
-                              for f in c.IN_FEATURES],
-            temperature=c.TEMPERATURE, alpha=c.ALPHA, beta=c.BETA, gamma=c.GAMMA, lambda_=c.LAMBDA,
+            student_channels=[
+                feature_shape(student_shapes, f, "student", "FGD").channels for f in c.IN_FEATURES
+            ],
+            teacher_channels=[
+                feature_shape(teacher_shapes, f, "teacher", "FGD").channels for f in c.IN_FEATURES
+            ],
+            temperature=c.TEMPERATURE,
+            alpha=c.ALPHA,
+            beta=c.BETA,
+            gamma=c.GAMMA,
+            lambda_=c.LAMBDA,
         )
 
     def teacher_features(self):
@@ -66,8 +94,13 @@ class FGDDistiller(Distiller):
     def check_shapes(self, student_shapes, teacher_shapes):
         for f in self.in_features:
             level = self.levels[f]
-            check_pair("FGD", (f, f), (student_shapes, teacher_shapes),
-                       (level.student_channels, level.teacher_channels), "align layer")
+            check_pair(
+                "FGD",
+                (f, f),
+                (student_shapes, teacher_shapes),
+                (level.student_channels, level.teacher_channels),
+                "align layer",
+            )
 
     def forward(self, batch):
         losses = {}

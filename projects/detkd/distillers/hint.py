@@ -3,11 +3,19 @@ teacher features ``V`` and student features ``Z``; the loss is :class:`detkd.los
 
 Config block ``MODEL.DISTILL.HINT``; terms ``loss_hint_<student feature>``.
 """
+
 from detectron2.config import CfgNode, configurable
 from torch import nn
 
 from ..losses import HintLoss
-from .base import DISTILLER_REGISTRY, Distiller, check_pair, check_unique, check_weight, feature_shape
+from .base import (
+    DISTILLER_REGISTRY,
+    Distiller,
+    check_pair,
+    check_unique,
+    check_weight,
+    feature_shape,
+)
 
 __all__ = ["HintDistiller"]
 
@@ -30,8 +38,17 @@ class HintDistiller(Distiller):
         node.NORM = "l2"  # "l2" or "l1"
 
     @configurable
-    def __init__(self, *, student_features, teacher_features, student_channels, teacher_channels,
-                 weight=0.5, kernel_size=1, norm="l2"):
+    def __init__(
+        self,
+        *,
+        student_features,
+        teacher_features,
+        student_channels,
+        teacher_channels,
+        weight=0.5,
+        kernel_size=1,
+        norm="l2",
+    ):
         super().__init__()
         check_weight("HINT", "WEIGHT", weight)
         if len(student_features) != len(teacher_features) or not student_features:
@@ -42,21 +59,30 @@ class HintDistiller(Distiller):
         check_unique("HINT", "STUDENT_FEATURES", student_features)
         self.pairs = list(zip(student_features, teacher_features))
         self.weight = weight
-        self.hints = nn.ModuleDict({
-            s: HintLoss(sc, tc, kernel_size, norm)
-            for s, sc, tc in zip(student_features, student_channels, teacher_channels)
-        })
+        self.hints = nn.ModuleDict(
+            {
+                s: HintLoss(sc, tc, kernel_size, norm)
+                for s, sc, tc in zip(student_features, student_channels, teacher_channels)
+            }
+        )
 
     @classmethod
     def from_config(cls, cfg, student_shapes, teacher_shapes):
         c = cfg.MODEL.DISTILL.HINT
         return dict(
-            student_features=list(c.STUDENT_FEATURES), teacher_features=list(c.TEACHER_FEATURES),
-            student_channels=[feature_shape(student_shapes, f, "student", "HINT").channels
-                              for f in c.STUDENT_FEATURES],
-            teacher_channels=[feature_shape(teacher_shapes, f, "teacher", "HINT").channels
-                              for f in c.TEACHER_FEATURES],
-            weight=c.WEIGHT, kernel_size=c.ADAPTATION_KERNEL, norm=c.NORM,
+            student_features=list(c.STUDENT_FEATURES),
+            teacher_features=list(c.TEACHER_FEATURES),
+            student_channels=[
+                feature_shape(student_shapes, f, "student", "HINT").channels
+                for f in c.STUDENT_FEATURES
+            ],
+            teacher_channels=[
+                feature_shape(teacher_shapes, f, "teacher", "HINT").channels
+                for f in c.TEACHER_FEATURES
+            ],
+            weight=c.WEIGHT,
+            kernel_size=c.ADAPTATION_KERNEL,
+            norm=c.NORM,
         )
 
     def teacher_features(self):
@@ -65,8 +91,13 @@ class HintDistiller(Distiller):
     def check_shapes(self, student_shapes, teacher_shapes):
         for s_name, t_name in self.pairs:
             conv = self.hints[s_name].adaptation
-            check_pair("HINT", (s_name, t_name), (student_shapes, teacher_shapes),
-                       (conv.in_channels, conv.out_channels), "adaptation layer")
+            check_pair(
+                "HINT",
+                (s_name, t_name),
+                (student_shapes, teacher_shapes),
+                (conv.in_channels, conv.out_channels),
+                "adaptation layer",
+            )
 
     def forward(self, batch):
         losses = {}

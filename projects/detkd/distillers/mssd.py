@@ -5,6 +5,7 @@ Config block ``MODEL.DISTILL.MSSD``; needs no teacher, but a student backbone wi
 (``MODEL.BACKBONE.NAME: build_resnet_pafpn_backbone``); terms ``loss_mssd_{sd,mask}_<level>``,
 weighted per level by ``WEIGHTS`` and ``MASK_WEIGHTS``.
 """
+
 import math
 
 import torch
@@ -62,29 +63,51 @@ class MSSDDistiller(Distiller):
     def from_config(cls, cfg, student_shapes, teacher_shapes=None):
         c = cfg.MODEL.DISTILL.MSSD
         _check_bottom_up(student_shapes, c.IN_FEATURES)
-        channels = {feature_shape(student_shapes, f, "student", "MSSD").channels for f in c.IN_FEATURES}
+        channels = {
+            feature_shape(student_shapes, f, "student", "MSSD").channels for f in c.IN_FEATURES
+        }
         if len(channels) != 1:
-            raise ValueError(f"MODEL.DISTILL.MSSD.IN_FEATURES must share one channel count, got {channels}")
-        return dict(in_features=list(c.IN_FEATURES), channels=channels.pop(),
-                    weights=list(c.WEIGHTS), mask_weights=list(c.MASK_WEIGHTS))
+            raise ValueError(
+                f"MODEL.DISTILL.MSSD.IN_FEATURES must share one channel count, got {channels}"
+            )
+        return dict(
+            in_features=list(c.IN_FEATURES),
+            channels=channels.pop(),
+            weights=list(c.WEIGHTS),
+            mask_weights=list(c.MASK_WEIGHTS),
+        )
 
     def check_shapes(self, student_shapes, teacher_shapes):
         _check_bottom_up(student_shapes, self.in_features)
         for f in self.in_features:
-            check_channels("MSSD", "student", f, student_shapes[f].channels,
-                           self.loss.mask_heads[f].in_channels, "mask head input")
+            check_channels(
+                "MSSD",
+                "student",
+                f,
+                student_shapes[f].channels,
+                self.loss.mask_heads[f].in_channels,
+                "mask head input",
+            )
 
     def predicted_masks(self, features):
         """``{level: (N, H, W)}`` masks the mask heads predict from the PAN outputs ``features``."""
-        return {f: torch.sigmoid(self.loss.mask_heads[f](features[f]))[:, 0]
-                for f in self.in_features if f in features}
+        return {
+            f: torch.sigmoid(self.loss.mask_heads[f](features[f]))[:, 0]
+            for f in self.in_features
+            if f in features
+        }
 
     def forward(self, batch):
         feats = batch.student.features
         pan = {f: feats[f] for f in self.in_features}
         top_down = {f: feats[f"fpn_{f}"] for f in self.in_features}
-        terms = self.loss(pan, top_down, batch.gt_boxes, batch.image_sizes,
-                          {f: batch.strides[f] for f in self.in_features})
+        terms = self.loss(
+            pan,
+            top_down,
+            batch.gt_boxes,
+            batch.image_sizes,
+            {f: batch.strides[f] for f in self.in_features},
+        )
         losses = {}
         for f in self.in_features:
             losses[f"loss_mssd_sd_{f}"] = self.weights[f] * terms[f"sd_{f}"]

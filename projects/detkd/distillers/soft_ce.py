@@ -5,6 +5,7 @@ and the RCN's class logits: ``(1 - mu) * L_hard + mu * L_soft``; the loss is
 Config block ``MODEL.DISTILL.SOFT_CE``; terms ``loss_soft_ce_rpn``, ``loss_soft_ce_rcn``; detectron2's
 ``loss_rpn_cls`` / ``loss_cls`` are scaled by ``1 - mu``.
 """
+
 import math
 
 from detectron2.config import CfgNode, configurable
@@ -34,8 +35,9 @@ class SoftCEDistiller(Distiller):
         node.WEIGHT = 1.0
 
     @configurable
-    def __init__(self, *, targets=("rpn", "rcn"), mu=0.5, temperature=1.0, background_weight=1.5,
-                 weight=1.0):
+    def __init__(
+        self, *, targets=("rpn", "rcn"), mu=0.5, temperature=1.0, background_weight=1.5, weight=1.0
+    ):
         super().__init__()
         check_targets("SOFT_CE", targets)
         for name, v in dict(WEIGHT=weight, BACKGROUND_WEIGHT=background_weight).items():
@@ -43,7 +45,9 @@ class SoftCEDistiller(Distiller):
         if not (0.0 <= mu <= 1.0):
             raise ValueError(f"MODEL.DISTILL.SOFT_CE.MU must be in [0, 1], got {mu!r}")
         if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"MODEL.DISTILL.SOFT_CE.TEMPERATURE must be > 0 and finite, got {temperature!r}")
+            raise ValueError(
+                f"MODEL.DISTILL.SOFT_CE.TEMPERATURE must be > 0 and finite, got {temperature!r}"
+            )
         self.targets = list(targets)
         self.teacher_needs = frozenset(self.targets)
         self.mu, self.temperature = mu, temperature
@@ -52,8 +56,13 @@ class SoftCEDistiller(Distiller):
     @classmethod
     def from_config(cls, cfg, student_shapes=None, teacher_shapes=None):
         c = cfg.MODEL.DISTILL.SOFT_CE
-        return dict(targets=list(c.TARGETS), mu=c.MU, temperature=c.TEMPERATURE,
-                    background_weight=c.BACKGROUND_WEIGHT, weight=c.WEIGHT)
+        return dict(
+            targets=list(c.TARGETS),
+            mu=c.MU,
+            temperature=c.TEMPERATURE,
+            background_weight=c.BACKGROUND_WEIGHT,
+            weight=c.WEIGHT,
+        )
 
     def hard_loss_scales(self):
         return {HARD_CLS_LOSS[t]: 1.0 - self.mu for t in self.targets}
@@ -62,6 +71,8 @@ class SoftCEDistiller(Distiller):
         losses = {}
         for stage in self.targets:
             s, t, weights_for = batch.classification_pairs(stage)
-            soft = weighted_soft_cross_entropy(s, t, weights_for(self.background_weight), self.temperature)
+            soft = weighted_soft_cross_entropy(
+                s, t, weights_for(self.background_weight), self.temperature
+            )
             losses[f"loss_soft_ce_{stage}"] = self.weight * self.mu * soft
         return losses

@@ -1,4 +1,5 @@
 """Training, evaluation and export."""
+
 from .clipping import add_global_norm_clipping
 from .export import export_student, student_config
 from .trainer import DistillTrainer, build_evaluator

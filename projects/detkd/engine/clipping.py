@@ -9,6 +9,7 @@ zero (and a NaN norm every parameter into NaN) while the run goes on. ``step()``
 ``FloatingPointError`` naming the iteration and the first parameters whose gradients are not
 finite, before anything is updated.
 """
+
 import math
 from typing import Dict, Optional
 
@@ -28,25 +29,33 @@ def _iteration() -> str:
         return "?"
 
 
-def add_global_norm_clipping(optimizer: torch.optim.Optimizer, max_norm: float,
-                             param_names: Optional[Dict[int, str]] = None) -> torch.optim.Optimizer:
+def add_global_norm_clipping(
+    optimizer: torch.optim.Optimizer, max_norm: float, param_names: Optional[Dict[int, str]] = None
+) -> torch.optim.Optimizer:
     """Clip the global gradient norm to ``max_norm`` in every ``optimizer.step()``.
 
     ``param_names`` maps ``id(parameter)`` to its name, for the error on a non-finite norm (e.g.
     ``{id(p): n for n, p in model.named_parameters()}``).
     """
     if not (max_norm > 0 and math.isfinite(max_norm)):
-        raise ValueError(f"SOLVER.GLOBAL_GRAD_CLIP_NORM must be > 0 and finite to clip, got {max_norm}")
+        raise ValueError(
+            f"SOLVER.GLOBAL_GRAD_CLIP_NORM must be > 0 and finite to clip, got {max_norm}"
+        )
     base = type(optimizer)
     names = dict(param_names or {})
 
     class GlobalNormClipped(base):
         def step(self, closure=None):
-            params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+            params = [
+                p for group in self.param_groups for p in group["params"] if p.grad is not None
+            ]
             total = torch.nn.utils.clip_grad_norm_(params, max_norm)
             if not torch.isfinite(total):
-                bad = [names.get(id(p), f"<unnamed parameter {tuple(p.shape)}>")
-                       for p in params if not torch.isfinite(p.grad).all()]
+                bad = [
+                    names.get(id(p), f"<unnamed parameter {tuple(p.shape)}>")
+                    for p in params
+                    if not torch.isfinite(p.grad).all()
+                ]
                 raise FloatingPointError(
                     f"iteration {_iteration()}: the global gradient norm is {total.item()}; "
                     f"{len(bad)} parameters have non-finite gradients, first: {', '.join(bad[:5])}. "

@@ -9,6 +9,7 @@ missing or unexpected keys. A student with the PAFPN backbone needs ``import det
 The teacher is neither built nor read. ``MODEL.WEIGHTS`` is required and must load into the
 student (see :mod:`detkd.checkpoint`): exporting a randomly initialised student is refused.
 """
+
 import argparse
 import os
 
@@ -47,17 +48,23 @@ def export_student(model, cfg: CfgNode, output_dir: str) -> str:
 def main(argv=None):
     from detectron2.modeling import build_model
 
-    parser = argparse.ArgumentParser(description="Export a DistillRCNN's student for stock detectron2")
+    parser = argparse.ArgumentParser(
+        description="Export a DistillRCNN's student for stock detectron2"
+    )
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[])
     args = parser.parse_args(argv)
     cfg = student_only_config(load_config(args.config_file, args.opts))
     if not cfg.MODEL.WEIGHTS:
-        raise ValueError("export needs MODEL.WEIGHTS (the trained checkpoint): without it the exported "
-                         "student would be randomly initialised")
+        raise ValueError(
+            "export needs MODEL.WEIGHTS (the trained checkpoint): without it the exported "
+            "student would be randomly initialised"
+        )
     model = build_model(cfg)
-    Checkpointer(model, allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE).load(cfg.MODEL.WEIGHTS)
+    Checkpointer(model, allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE).load(
+        cfg.MODEL.WEIGHTS
+    )
     path = export_student(model, cfg, args.output)
     print(f"wrote {path}")
 

@@ -1,19 +1,22 @@
 """DistillTrainer: detectron2's DefaultTrainer with detkd's evaluator choice, global-norm
 clipping, and DDP that also works on CPU (gloo)."""
+
 import logging
 import math
 import os
 import weakref
 
 import torch
-
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from detectron2.data import MetadataCatalog
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 
 from ..checkpoint import Checkpointer
 from ..data.checks import FileNamingDatasetMapper, get_checked_dataset_dicts
@@ -33,8 +36,10 @@ def build_evaluator(dataset_name: str, output_folder: str):
         return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
     if evaluator_type == "pascal_voc":
         return PascalVOCDetectionEvaluator(dataset_name)
-    message = (f"No evaluator for dataset {dataset_name!r} (evaluator_type={evaluator_type!r}); it is not "
-               "evaluated. Register it with detkd.data.register_coco_json or register_voc_folder")
+    message = (
+        f"No evaluator for dataset {dataset_name!r} (evaluator_type={evaluator_type!r}); it is not "
+        "evaluated. Register it with detkd.data.register_coco_json or register_voc_folder"
+    )
     logging.getLogger(__name__).warning(message)
     raise NotImplementedError(message)
 
@@ -61,10 +66,16 @@ class DistillTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = wrap_ddp(model)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            model, data_loader, optimizer
+        )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
-                                         allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE)
+        self.checkpointer = Checkpointer(
+            model,
+            cfg.OUTPUT_DIR,
+            trainer=weakref.proxy(self),
+            allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE,
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -81,10 +92,12 @@ class DistillTrainer(DefaultTrainer):
         checked against MODEL.ROI_HEADS.NUM_CLASSES as the data is loaded, and image read errors
         that name the file (detkd.data.checks)."""
         dataset = get_checked_dataset_dicts(
-            cfg.DATASETS.TRAIN, cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            cfg.DATASETS.TRAIN,
+            cfg.MODEL.ROI_HEADS.NUM_CLASSES,
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE
-            if cfg.MODEL.KEYPOINT_ON else 0,
+            if cfg.MODEL.KEYPOINT_ON
+            else 0,
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
         mapper = FileNamingDatasetMapper(cfg, is_train=True)
@@ -95,11 +108,18 @@ class DistillTrainer(DefaultTrainer):
         """detectron2's default test loader (same dataset options), with the checks of
         build_train_loader."""
         names = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name)
-        proposal_files = [
-            cfg.DATASETS.PROPOSAL_FILES_TEST[list(cfg.DATASETS.TEST).index(name)] for name in names
-        ] if cfg.MODEL.LOAD_PROPOSALS else None
+        proposal_files = (
+            [
+                cfg.DATASETS.PROPOSAL_FILES_TEST[list(cfg.DATASETS.TEST).index(name)]
+                for name in names
+            ]
+            if cfg.MODEL.LOAD_PROPOSALS
+            else None
+        )
         dataset = get_checked_dataset_dicts(
-            names, cfg.MODEL.ROI_HEADS.NUM_CLASSES, filter_empty=False,
+            names,
+            cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            filter_empty=False,
             proposal_files=proposal_files,
         )
         mapper = FileNamingDatasetMapper(cfg, is_train=False)
@@ -117,7 +137,9 @@ class DistillTrainer(DefaultTrainer):
         optimizer = super().build_optimizer(cfg, model)
         clip = cfg.SOLVER.GLOBAL_GRAD_CLIP_NORM
         if not (math.isfinite(clip) and clip >= 0):
-            raise ValueError(f"SOLVER.GLOBAL_GRAD_CLIP_NORM must be >= 0 and finite (0 = off), got {clip}")
+            raise ValueError(
+                f"SOLVER.GLOBAL_GRAD_CLIP_NORM must be >= 0 and finite (0 = off), got {clip}"
+            )
         if clip > 0:
             names = {id(p): n for n, p in model.named_parameters()}
             optimizer = add_global_norm_clipping(optimizer, clip, names)

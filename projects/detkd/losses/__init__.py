@@ -1,4 +1,5 @@
 """detkd's losses: one loss per file, each with its formula and paper section."""
+
 from .bounded_regression import bounded_regression_loss
 from .fgd import FGDLoss, GcBlock, channel_attention, spatial_attention
 from .hint import HintLoss

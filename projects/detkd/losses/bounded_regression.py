@@ -10,6 +10,7 @@ term, the caller adds ``nu * L_b`` with the smooth-L1 term's own normalizer (det
 box loss by all sampled anchors/proposals, not only the foreground), so the two stay on one scale.
 Without ``normalizer`` the sum is averaged over the foreground samples.
 """
+
 import torch
 
 __all__ = ["bounded_regression_loss"]

@@ -18,6 +18,7 @@ Every sum is divided by the batch size ``N``. The terms are returned unweighted;
 weights ``alpha, beta, gamma, lambda`` (``L = alpha L_fg + beta L_bg + gamma L_at + lambda L_global``)
 are applied by :class:`detkd.distillers.FGDDistiller`.
 """
+
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -115,14 +116,21 @@ class FGDLoss(nn.Module):
             )
         n = t.shape[0]
         fg_scale, bg_scale = fgd_masks(gt_boxes, image_sizes, t.shape[-2:], stride)
-        t_spatial, t_channel = spatial_attention(t, self.temperature), channel_attention(t, self.temperature)
-        s_spatial, s_channel = spatial_attention(s, self.temperature), channel_attention(s, self.temperature)
+        t_spatial, t_channel = (
+            spatial_attention(t, self.temperature),
+            channel_attention(t, self.temperature),
+        )
+        s_spatial, s_channel = (
+            spatial_attention(s, self.temperature),
+            channel_attention(s, self.temperature),
+        )
 
         # (T - f(S))^2 weighted by the teacher's attention, summed over channels: (N, H, W)
         weighted = ((t - s) ** 2 * t_channel[:, :, None, None]).sum(dim=1) * t_spatial
         return {
             "fg": (weighted * fg_scale).sum() / n,
             "bg": (weighted * bg_scale).sum() / n,
-            "attention": ((t_spatial - s_spatial).abs().sum() + (t_channel - s_channel).abs().sum()) / n,
+            "attention": ((t_spatial - s_spatial).abs().sum() + (t_channel - s_channel).abs().sum())
+            / n,
             "global": ((self.gc_teacher(t) - self.gc_student(s)) ** 2).sum() / n,
         }

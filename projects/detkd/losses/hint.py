@@ -7,6 +7,7 @@ a 1x1 or 3x3 convolution ``adapt``, averaged over the elements. The adaptation l
 when the channel counts match: Chen et al. found hints with adaptation better than without. It
 trains with the student and is dropped at export.
 """
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -15,14 +16,18 @@ __all__ = ["HintLoss"]
 
 
 class HintLoss(nn.Module):
-    def __init__(self, student_channels: int, teacher_channels: int, kernel_size: int = 1, norm: str = "l2"):
+    def __init__(
+        self, student_channels: int, teacher_channels: int, kernel_size: int = 1, norm: str = "l2"
+    ):
         super().__init__()
         if kernel_size not in (1, 3):
             raise ValueError(f"HintLoss: adaptation kernel must be 1 or 3, got {kernel_size}")
         if norm not in ("l2", "l1"):
             raise ValueError(f"HintLoss: norm must be 'l2' or 'l1', got {norm!r}")
         self.norm = norm
-        self.adaptation = nn.Conv2d(student_channels, teacher_channels, kernel_size, padding=kernel_size // 2)
+        self.adaptation = nn.Conv2d(
+            student_channels, teacher_channels, kernel_size, padding=kernel_size // 2
+        )
 
     def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
         adapted = self.adaptation(student_feat)

@@ -29,6 +29,7 @@ expansion (:func:`_expand_ragged`).
 * The Gaussian mask changes value per cell, so box rows are expanded into cells and the per-cell
   maximum is one ``scatter_reduce``.
 """
+
 import math
 from typing import List, NamedTuple, Sequence, Tuple
 
@@ -37,7 +38,7 @@ import torch
 __all__ = ["infer_stride", "fgd_masks", "gaussian_target_mask"]
 
 # box areas (in cells) are held in float32; larger boxes are refused rather than silently rounded
-MAX_BOX_CELLS = 2 ** 30
+MAX_BOX_CELLS = 2**30
 
 
 def infer_stride(image_sizes: Sequence[Tuple[int, int]], feat_hw: Tuple[int, int]) -> float:
@@ -75,15 +76,22 @@ def _boxes_on_grid(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride) -
         raise ValueError(f"{len(gt_boxes)} gt_boxes tensors for {len(image_sizes)} image sizes")
     for i, image_boxes in enumerate(gt_boxes):
         if image_boxes.dim() != 2 or image_boxes.shape[-1] != 4:
-            raise ValueError(f"gt_boxes[{i}] must have shape [K, 4] (XYXY pixels), got {tuple(image_boxes.shape)}")
+            raise ValueError(
+                f"gt_boxes[{i}] must have shape [K, 4] (XYXY pixels), got {tuple(image_boxes.shape)}"
+            )
     stride = float(infer_stride(image_sizes, (h, w)) if stride is None else stride)
     n = len(gt_boxes)
     device = gt_boxes[0].device if n else torch.device("cpu")
     boxes = torch.cat(list(gt_boxes)).double() if n else torch.zeros(0, 4, dtype=torch.float64)
     if not torch.isfinite(boxes).all():
         raise ValueError("gt_boxes hold NaN or infinite coordinates")
-    content = torch.tensor([[min(max(math.ceil(ih / stride), 1), h), min(max(math.ceil(iw / stride), 1), w)]
-                            for ih, iw in image_sizes], device=device).reshape(n, 2)
+    content = torch.tensor(
+        [
+            [min(max(math.ceil(ih / stride), 1), h), min(max(math.ceil(iw / stride), 1), w)]
+            for ih, iw in image_sizes
+        ],
+        device=device,
+    ).reshape(n, 2)
     counts = torch.tensor([len(b) for b in gt_boxes], device=device)
     image = torch.repeat_interleave(torch.arange(n, device=device), counts)
     last_row = (content[image, 0] - 1).double()
@@ -93,8 +101,19 @@ def _boxes_on_grid(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride) -
     y0 = torch.minimum(torch.floor(boxes[:, 1] / stride).clamp(min=0), last_row)
     x1 = torch.maximum(torch.minimum(torch.ceil(boxes[:, 2] / stride) - 1, last_col), x0)
     y1 = torch.maximum(torch.minimum(torch.ceil(boxes[:, 3] / stride) - 1, last_row), y0)
-    return _BoxesOnGrid(n, h, w, stride, content, boxes, image, x0.long(), y0.long(),
-                        (x1 - x0 + 1).long(), (y1 - y0 + 1).long())
+    return _BoxesOnGrid(
+        n,
+        h,
+        w,
+        stride,
+        content,
+        boxes,
+        image,
+        x0.long(),
+        y0.long(),
+        (x1 - x0 + 1).long(),
+        (y1 - y0 + 1).long(),
+    )
 
 
 def _expand_ragged(payload: torch.Tensor, counts: torch.Tensor):
@@ -130,7 +149,9 @@ def _min_over_rectangles(top, left, height, width, value, n_rows: int, n_cols: i
     first = rows[:, 0] + row_in_rect * n_cols
     starts = torch.stack([first, first + rows[:, 1]], 1).view(-1)  # both blocks of a row together
     values = value[order].repeat_interleave(2 * height[order])
-    per_level = torch.zeros(int(level[0]) + 1, dtype=torch.long).index_add_(0, level.cpu(), height[order].cpu())
+    per_level = torch.zeros(int(level[0]) + 1, dtype=torch.long).index_add_(
+        0, level.cpu(), height[order].cpu()
+    )
     begin = 0
     for k in range(len(per_level) - 1, -1, -1):  # over log2 levels, not over boxes
         if k < len(per_level) - 1:
@@ -158,10 +179,13 @@ def fgd_masks(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride=None):
     g = _boxes_on_grid(gt_boxes, image_sizes, feat_hw, stride)
     area = g.width * g.height
     if area.numel() and int(area.max()) > MAX_BOX_CELLS:
-        raise ValueError(f"a box covers {int(area.max())} grid cells, more than the 2^30 the masks hold")
+        raise ValueError(
+            f"a box covers {int(area.max())} grid cells, more than the 2^30 the masks hold"
+        )
     # the images' grids stacked into one (N * H, W) grid
-    smallest_area = _min_over_rectangles(g.image * g.h + g.y0, g.x0, g.height, g.width, area.float(),
-                                         g.n * g.h, g.w).view(g.n, g.h, g.w)
+    smallest_area = _min_over_rectangles(
+        g.image * g.h + g.y0, g.x0, g.height, g.width, area.float(), g.n * g.h, g.w
+    ).view(g.n, g.h, g.w)
     fg_scale = smallest_area.reciprocal()  # 1 / inf = 0 where no box
     rows_in = torch.arange(g.h, device=area.device).view(1, -1, 1) < g.content[:, 0].view(-1, 1, 1)
     cols_in = torch.arange(g.w, device=area.device).view(1, 1, -1) < g.content[:, 1].view(-1, 1, 1)
@@ -184,11 +208,17 @@ def gaussian_target_mask(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, str
     centre_x = torch.minimum(torch.maximum(centre_x, g.x0.double()), (g.x0 + g.width - 1).double())
     centre_y = torch.minimum(torch.maximum(centre_y, g.y0.double()), (g.y0 + g.height - 1).double())
     # per box: its first cell (flat), width, the centre's offsets from the first cell, 2 sigma^2 per axis
-    per_box = torch.stack([
-        ((g.image * g.h + g.y0) * g.w + g.x0).double(), g.width.double(),
-        centre_x - g.x0, centre_y - g.y0,
-        2.0 * (g.width / 6.0) ** 2, 2.0 * (g.height / 6.0) ** 2,
-    ], 1)
+    per_box = torch.stack(
+        [
+            ((g.image * g.h + g.y0) * g.w + g.x0).double(),
+            g.width.double(),
+            centre_x - g.x0,
+            centre_y - g.y0,
+            2.0 * (g.width / 6.0) ** 2,
+            2.0 * (g.height / 6.0) ** 2,
+        ],
+        1,
+    )
     rows, row_in_box = _expand_ragged(per_box, g.height)
     rows[:, 0] += row_in_box * g.w
     rows[:, 3] -= row_in_box  # y offset of the centre from this row

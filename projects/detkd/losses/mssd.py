@@ -18,6 +18,7 @@ a plain linear head, un-normalized FPN features made it diverge on the demo.
 
 Neither changes the detector at inference: the adaptation layers are dropped at export.
 """
+
 from typing import Dict, List, Sequence
 
 import torch
@@ -41,7 +42,9 @@ class MSSDLoss(nn.Module):
     def __init__(self, channels: int, level_names: Sequence[str]):
         super().__init__()
         self.level_names = list(level_names)
-        self.mask_heads = nn.ModuleDict({name: nn.Conv2d(channels, 1, kernel_size=1) for name in level_names})
+        self.mask_heads = nn.ModuleDict(
+            {name: nn.Conv2d(channels, 1, kernel_size=1) for name in level_names}
+        )
 
     def forward(
         self,

@@ -10,13 +10,16 @@ scales detectron2's own hard loss by ``1 - mu`` and adds ``mu * L_soft``.
 The RPN's objectness is one logit ``z`` per anchor (a sigmoid); its two-class form is
 ``softmax([0, z])``, see :func:`binary_logits_to_two_class` (background first).
 """
+
 import torch
 from torch.nn import functional as F
 
 __all__ = ["weighted_soft_cross_entropy", "binary_logits_to_two_class", "class_weights"]
 
 
-def class_weights(num_classes_with_bg: int, background_index: int, background_weight: float, device=None):
+def class_weights(
+    num_classes_with_bg: int, background_index: int, background_weight: float, device=None
+):
     """``(C,)`` weights: 1 everywhere, ``background_weight`` at ``background_index``."""
     w = torch.ones(num_classes_with_bg, device=device)
     w[background_index] = background_weight

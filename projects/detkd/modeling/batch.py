@@ -4,14 +4,14 @@ It is filled by :class:`detkd.modeling.DistillRCNN` and read by the distillers; 
 configs or models. Selecting the RPN or the RCN samples lives here, once, so the soft-CE and
 bounded-regression losses share one path for both stages.
 """
+
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch.nn import functional as F
-
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Instances
+from torch.nn import functional as F
 
 from ..losses.soft_ce import binary_logits_to_two_class, class_weights
 
@@ -64,7 +64,9 @@ class DistillBatch:
     num_classes: int = 0
 
     # ----- features -------------------------------------------------------------------------
-    def feature_pair(self, student_name: str, teacher_name: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    def feature_pair(
+        self, student_name: str, teacher_name: str
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Student and teacher maps of one distilled pair, resized to one size (see feature_resize)."""
         s = _lookup(self.student.features, student_name, "student")
         t = _lookup(self.teacher.features, teacher_name, "teacher")
@@ -114,14 +116,22 @@ class DistillBatch:
             fg = self.rpn_gt_labels == 1
             anchors = self.rpn_anchors.unsqueeze(0).expand_as(self.rpn_gt_boxes)[fg]
             target = self.rpn_box2box.get_deltas(anchors, self.rpn_gt_boxes[fg])
-            return self.student.rpn_deltas[fg], self.teacher.rpn_deltas[fg], target, self.rpn_loss_normalizer
+            return (
+                self.student.rpn_deltas[fg],
+                self.teacher.rpn_deltas[fg],
+                target,
+                self.rpn_loss_normalizer,
+            )
         gt_classes = torch.cat([p.gt_classes for p in self.rcn_proposals])
         fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
         boxes = torch.cat([p.proposal_boxes.tensor for p in self.rcn_proposals])[fg]
         # detectron2 sets gt_boxes only on images that have GT; their proposals are all background
-        gt = torch.cat([
-            (p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in self.rcn_proposals
-        ])[fg]
+        gt = torch.cat(
+            [
+                (p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor
+                for p in self.rcn_proposals
+            ]
+        )[fg]
         target = self.rcn_box2box.get_deltas(boxes, gt)
         return (
             _deltas_for_class(self.student.rcn_deltas[fg], gt_classes[fg]),

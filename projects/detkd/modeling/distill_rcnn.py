@@ -17,21 +17,28 @@ own modules (adaptation, align, GcBlock, mask heads), a resumed run reloads the 
 own weights, and DDP syncs no teacher gradients. ``to()``/``cuda()`` still move it (``_apply``)
 and ``train()`` keeps it in eval mode.
 """
+
 import logging
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from torch import nn
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList, Instances
+from torch import nn
+from torch.nn import functional as F
 
-from .batch import DistillBatch, SideOutputs
 from ..distillers import Distiller, build_distillers
 from ..utils import put_scalar
-from .heads import box_head_predictions, capture_output, feature_shapes, rpn_head_outputs, run_backbone, run_rpn
+from .batch import DistillBatch, SideOutputs
+from .heads import (
+    box_head_predictions,
+    capture_output,
+    feature_shapes,
+    rpn_head_outputs,
+    run_backbone,
+    run_rpn,
+)
 from .teacher import freeze, teacher_from_config
 
 __all__ = ["DistillRCNN", "inherit_from_teacher"]
@@ -39,7 +46,9 @@ __all__ = ["DistillRCNN", "inherit_from_teacher"]
 logger = logging.getLogger(__name__)
 
 
-def inherit_from_teacher(student: nn.Module, teacher: nn.Module, prefixes: Sequence[str]) -> List[str]:
+def inherit_from_teacher(
+    student: nn.Module, teacher: nn.Module, prefixes: Sequence[str]
+) -> List[str]:
     """Copy teacher parameters/buffers into the student where name (under ``prefixes``) and shape match.
 
     Returns the copied names; raises if none matched (the switch would silently do nothing).
@@ -84,10 +93,18 @@ def _rescale_instances(instances: Instances, scale: float, image_size) -> Instan
 def _check_teacher_finite(out: SideOutputs, feature_names: Optional[Sequence[str]]) -> None:
     """Raise ``FloatingPointError`` naming every teacher output a distiller reads that holds NaN or
     inf (a diverged teacher checkpoint). One device sync for all of them."""
-    named = {f"features[{k!r}]": v for k, v in out.features.items()
-             if feature_names is None or k in feature_names}
-    named.update({k: getattr(out, k) for k in ("rpn_objectness", "rpn_deltas", "rcn_scores", "rcn_deltas")
-                  if getattr(out, k) is not None})
+    named = {
+        f"features[{k!r}]": v
+        for k, v in out.features.items()
+        if feature_names is None or k in feature_names
+    }
+    named.update(
+        {
+            k: getattr(out, k)
+            for k in ("rpn_objectness", "rpn_deltas", "rcn_scores", "rcn_deltas")
+            if getattr(out, k) is not None
+        }
+    )
     if not named:
         return
     finite = torch.stack([torch.isfinite(v).all() for v in named.values()])
@@ -124,10 +141,14 @@ class DistillRCNN(nn.Module):
         """
         super().__init__()
         if not (0 < student_input_scale <= 1):
-            raise ValueError(f"MODEL.DISTILL.STUDENT_INPUT_SCALE must be in (0, 1], got {student_input_scale}")
+            raise ValueError(
+                f"MODEL.DISTILL.STUDENT_INPUT_SCALE must be in (0, 1], got {student_input_scale}"
+            )
         if feature_resize not in ("teacher_to_student", "student_to_teacher"):
-            raise ValueError(f"MODEL.DISTILL.FEATURE_RESIZE must be 'teacher_to_student' or "
-                             f"'student_to_teacher', got {feature_resize!r}")
+            raise ValueError(
+                f"MODEL.DISTILL.FEATURE_RESIZE must be 'teacher_to_student' or "
+                f"'student_to_teacher', got {feature_resize!r}"
+            )
         self.student = student
         object.__setattr__(self, "teacher", freeze(teacher) if teacher is not None else None)
         self.distillers = nn.ModuleList(distillers)
@@ -145,7 +166,9 @@ class DistillRCNN(nn.Module):
         # stride of every student feature, in student input pixels (fixed by the architecture)
         self._student_strides = {k: float(v.stride) for k, v in student_shapes.items()}
         self._size_divisibility = self._common_size_divisibility()
-        self.inherited = inherit_from_teacher(student, teacher, inherit_prefixes) if inherit_prefixes else []
+        self.inherited = (
+            inherit_from_teacher(student, teacher, inherit_prefixes) if inherit_prefixes else []
+        )
 
     @classmethod
     def from_config(cls, cfg):
@@ -154,16 +177,24 @@ class DistillRCNN(nn.Module):
         teacher = None
         if d.TEACHER.CONFIG_FILE:
             teacher = teacher_from_config(
-                d.TEACHER.CONFIG_FILE, d.TEACHER.WEIGHTS, d.TEACHER.OPTS, cfg.MODEL.DEVICE,
-                ignored_key_prefixes=d.TEACHER.IGNORED_KEY_PREFIXES, allow_unsafe_pickle=d.ALLOW_UNSAFE_PICKLE,
+                d.TEACHER.CONFIG_FILE,
+                d.TEACHER.WEIGHTS,
+                d.TEACHER.OPTS,
+                cfg.MODEL.DEVICE,
+                ignored_key_prefixes=d.TEACHER.IGNORED_KEY_PREFIXES,
+                allow_unsafe_pickle=d.ALLOW_UNSAFE_PICKLE,
             )
         elif d.TEACHER.WEIGHTS:
-            raise ValueError("MODEL.DISTILL.TEACHER.WEIGHTS is set but TEACHER.CONFIG_FILE is empty")
+            raise ValueError(
+                "MODEL.DISTILL.TEACHER.WEIGHTS is set but TEACHER.CONFIG_FILE is empty"
+            )
         distillers = build_distillers(
             cfg, feature_shapes(student), feature_shapes(teacher) if teacher is not None else None
         )
         if d.INHERIT.ENABLED and teacher is None:
-            raise ValueError("MODEL.DISTILL.INHERIT.ENABLED needs a teacher (MODEL.DISTILL.TEACHER.CONFIG_FILE)")
+            raise ValueError(
+                "MODEL.DISTILL.INHERIT.ENABLED needs a teacher (MODEL.DISTILL.TEACHER.CONFIG_FILE)"
+            )
         return dict(
             student=student,
             teacher=teacher,
@@ -193,11 +224,15 @@ class DistillRCNN(nn.Module):
     # ----- checks done once, before training -------------------------------------------------
     def _check_compatible(self):
         if self.teacher_needs and self.teacher is None:
-            raise ValueError("a distiller needs a teacher but none is configured (MODEL.DISTILL.TEACHER)")
+            raise ValueError(
+                "a distiller needs a teacher but none is configured (MODEL.DISTILL.TEACHER)"
+            )
         s, t = self.student, self.teacher
         if t is not None and getattr(s, "input_format", None) != getattr(t, "input_format", None):
-            raise ValueError(f"student and teacher expect different INPUT.FORMAT ({s.input_format} vs "
-                             f"{t.input_format}); both must read the same images")
+            raise ValueError(
+                f"student and teacher expect different INPUT.FORMAT ({s.input_format} vs "
+                f"{t.input_format}); both must read the same images"
+            )
         if "rpn" in self.teacher_needs:
             if self.student_input_scale != 1.0:
                 blocks = [d.config_block for d in self.distillers if "rpn" in d.teacher_needs]
@@ -209,9 +244,14 @@ class DistillRCNN(nn.Module):
             sa, ta = s.proposal_generator.anchor_generator, t.proposal_generator.anchor_generator
             s_cells = [c.cpu() for c in sa.cell_anchors]
             t_cells = [c.cpu() for c in ta.cell_anchors]
-            same = (list(sa.strides) == list(ta.strides) and len(s_cells) == len(t_cells)
-                    and all(a.shape == b.shape and torch.allclose(a, b) for a, b in zip(s_cells, t_cells))
-                    and len(s.proposal_generator.in_features) == len(t.proposal_generator.in_features))
+            same = (
+                list(sa.strides) == list(ta.strides)
+                and len(s_cells) == len(t_cells)
+                and all(
+                    a.shape == b.shape and torch.allclose(a, b) for a, b in zip(s_cells, t_cells)
+                )
+                and len(s.proposal_generator.in_features) == len(t.proposal_generator.in_features)
+            )
             if not same:
                 raise ValueError(
                     "RPN distillation needs identical anchors in student and teacher "
@@ -219,12 +259,19 @@ class DistillRCNN(nn.Module):
                     f"{[c.shape[0] for c in s_cells]} vs {[c.shape[0] for c in t_cells]}, RPN in_features "
                     f"{s.proposal_generator.in_features} vs {t.proposal_generator.in_features})"
                 )
-            if s.proposal_generator.box2box_transform.weights != t.proposal_generator.box2box_transform.weights:
-                raise ValueError("RPN distillation needs the same MODEL.RPN.BBOX_REG_WEIGHTS in student and teacher")
+            if (
+                s.proposal_generator.box2box_transform.weights
+                != t.proposal_generator.box2box_transform.weights
+            ):
+                raise ValueError(
+                    "RPN distillation needs the same MODEL.RPN.BBOX_REG_WEIGHTS in student and teacher"
+                )
         if "rcn" in self.teacher_needs:
             for attr in ("box_pooler", "box_head", "box_predictor", "box_in_features"):
                 if not hasattr(t.roi_heads, attr):
-                    raise ValueError(f"RCN distillation needs a teacher with StandardROIHeads-like heads (no {attr})")
+                    raise ValueError(
+                        f"RCN distillation needs a teacher with StandardROIHeads-like heads (no {attr})"
+                    )
             if s.roi_heads.num_classes != t.roi_heads.num_classes:
                 raise ValueError(
                     f"RCN distillation compares class logits, but the student has {s.roi_heads.num_classes} "
@@ -233,8 +280,10 @@ class DistillRCNN(nn.Module):
             sw = s.roi_heads.box_predictor.box2box_transform.weights
             tw = t.roi_heads.box_predictor.box2box_transform.weights
             if sw != tw:
-                raise ValueError(f"RCN distillation needs the same MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS "
-                                 f"in student and teacher, got {sw} vs {tw}")
+                raise ValueError(
+                    f"RCN distillation needs the same MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS "
+                    f"in student and teacher, got {sw} vs {tw}"
+                )
 
     def _common_size_divisibility(self) -> int:
         div = max(self.student.backbone.size_divisibility, 1)
@@ -242,15 +291,19 @@ class DistillRCNN(nn.Module):
             div = max(div, self.teacher.backbone.size_divisibility)
         div = div / self.student_input_scale
         if abs(div - round(div)) > 1e-6:
-            raise ValueError(f"MODEL.DISTILL.STUDENT_INPUT_SCALE={self.student_input_scale} must divide the "
-                             "backbone's size divisibility into a whole number (use 1/2, 1/4, ...)")
+            raise ValueError(
+                f"MODEL.DISTILL.STUDENT_INPUT_SCALE={self.student_input_scale} must divide the "
+                "backbone's size divisibility into a whole number (use 1/2, 1/4, ...)"
+            )
         return int(round(div))
 
     # ----- inputs ------------------------------------------------------------------------------
     def _normalized(self, model, batched_inputs, divisibility) -> ImageList:
         images = [x["image"].to(self.device) for x in batched_inputs]
         images = [(x - model.pixel_mean) / model.pixel_std for x in images]
-        return ImageList.from_tensors(images, divisibility, padding_constraints=model.backbone.padding_constraints)
+        return ImageList.from_tensors(
+            images, divisibility, padding_constraints=model.backbone.padding_constraints
+        )
 
     def _student_images(self, batched_inputs, divisibility) -> ImageList:
         images = self._normalized(self.student, batched_inputs, divisibility)
@@ -258,8 +311,13 @@ class DistillRCNN(nn.Module):
         if scale == 1.0:
             return images
         h, w = images.tensor.shape[-2:]
-        tensor = F.interpolate(images.tensor, size=(int(round(h * scale)), int(round(w * scale))),
-                               mode="bilinear", align_corners=False, antialias=True)
+        tensor = F.interpolate(
+            images.tensor,
+            size=(int(round(h * scale)), int(round(w * scale))),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
         sizes = [(int(round(ih * scale)), int(round(iw * scale))) for ih, iw in images.image_sizes]
         return ImageList(tensor, sizes)
 
@@ -284,7 +342,10 @@ class DistillRCNN(nn.Module):
         s_images = self._student_images(batched_inputs, self._size_divisibility)
         gt = [_drop_empty_boxes(x["instances"].to(self.device)) for x in batched_inputs]
         if self.student_input_scale != 1.0:
-            gt = [_rescale_instances(g, self.student_input_scale, size) for g, size in zip(gt, s_images.image_sizes)]
+            gt = [
+                _rescale_instances(g, self.student_input_scale, size)
+                for g, size in zip(gt, s_images.image_sizes)
+            ]
 
         s_feats = run_backbone(student.backbone, s_images.tensor)
         proposals, losses, rpn = run_rpn(student.proposal_generator, s_images, s_feats, gt)
@@ -320,11 +381,15 @@ class DistillRCNN(nn.Module):
             terms = distiller(batch)
             misnamed = [k for k in terms if not k.startswith(f"loss_{distiller.name}_")]
             if misnamed:
-                raise RuntimeError(f"{type(distiller).__name__} returned {misnamed}: every term of a method is "
-                                   f"named loss_{distiller.name}_<term>")
+                raise RuntimeError(
+                    f"{type(distiller).__name__} returned {misnamed}: every term of a method is "
+                    f"named loss_{distiller.name}_<term>"
+                )
             clash = set(terms) & set(losses)
             if clash:
-                raise RuntimeError(f"distillation terms {sorted(clash)} would overwrite existing losses")
+                raise RuntimeError(
+                    f"distillation terms {sorted(clash)} would overwrite existing losses"
+                )
             losses.update(terms)
         return losses
 
@@ -346,7 +411,9 @@ class DistillRCNN(nn.Module):
                     "their feature maps or anchors differ"
                 )
         if "rcn" in self.teacher_needs:
-            boxes = [Boxes(p.proposal_boxes.tensor * batch.teacher_scale) for p in batch.rcn_proposals]
+            boxes = [
+                Boxes(p.proposal_boxes.tensor * batch.teacher_scale) for p in batch.rcn_proposals
+            ]
             out.rcn_scores, out.rcn_deltas = box_head_predictions(teacher.roi_heads, feats, boxes)
         _check_teacher_finite(out, self._teacher_features_read)
         return out

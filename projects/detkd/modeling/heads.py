@@ -5,15 +5,22 @@ These call detectron2's own methods (``anchor_generator``, ``rpn_head``,
 ``box_predictor``) in the order ``RPN.forward`` / ``StandardROIHeads`` do, so the detector's
 behaviour and losses are unchanged; nothing of the heads is re-implemented.
 """
+
 from contextlib import contextmanager
 from typing import Dict, List
 
 import torch
-
 from detectron2.layers import cat
 from detectron2.structures import Boxes
 
-__all__ = ["run_backbone", "rpn_head_outputs", "run_rpn", "box_head_predictions", "capture_output", "feature_shapes"]
+__all__ = [
+    "run_backbone",
+    "rpn_head_outputs",
+    "run_rpn",
+    "box_head_predictions",
+    "capture_output",
+    "feature_shapes",
+]
 
 
 @contextmanager
@@ -53,7 +60,9 @@ def rpn_head_outputs(rpn, features: Dict[str, torch.Tensor]):
     box_dim = rpn.anchor_generator.box_dim
     objectness = [o.permute(0, 2, 3, 1).flatten(1) for o in objectness]
     deltas = [
-        d.view(d.shape[0], -1, box_dim, d.shape[-2], d.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2)
+        d.view(d.shape[0], -1, box_dim, d.shape[-2], d.shape[-1])
+        .permute(0, 3, 4, 1, 2)
+        .flatten(1, -2)
         for d in deltas
     ]
     return objectness, deltas

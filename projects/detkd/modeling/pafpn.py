@@ -7,13 +7,13 @@ Outputs ``p2``..``p6`` are the bottom-up path's (what the stock RPN and ROI head
 
     N_2 = P_2,   N_{l+1} = conv3x3(P_{l+1} + conv3x3_stride2(N_l)),   N_6 = maxpool(N_5)
 """
-import torch.nn.functional as F
-from torch import nn
 
+import fvcore.nn.weight_init as weight_init
+import torch.nn.functional as F
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, build_resnet_fpn_backbone
-import fvcore.nn.weight_init as weight_init
+from torch import nn
 
 __all__ = ["PAFPN", "build_resnet_pafpn_backbone"]
 
@@ -32,8 +32,18 @@ class PAFPN(Backbone):
         self.down_convs = nn.ModuleList()
         self.path_convs = nn.ModuleList()
         for _ in self.path_features[1:]:
-            down = Conv2d(channels, channels, 3, stride=2, padding=1, bias=use_bias, norm=get_norm(norm, channels))
-            out = Conv2d(channels, channels, 3, padding=1, bias=use_bias, norm=get_norm(norm, channels))
+            down = Conv2d(
+                channels,
+                channels,
+                3,
+                stride=2,
+                padding=1,
+                bias=use_bias,
+                norm=get_norm(norm, channels),
+            )
+            out = Conv2d(
+                channels, channels, 3, padding=1, bias=use_bias, norm=get_norm(norm, channels)
+            )
             weight_init.c2_xavier_fill(down)
             weight_init.c2_xavier_fill(out)
             self.down_convs.append(down)

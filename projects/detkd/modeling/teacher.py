@@ -6,6 +6,7 @@ A teacher is a complete detectron2 model (any meta-architecture whose pieces det
 parameter or buffer left un-loaded, or a shape mismatch is an error that names the keys. A
 randomly initialised teacher is never used silently.
 """
+
 import logging
 import os
 from typing import List, Optional, Sequence
@@ -16,7 +17,13 @@ from torch import nn
 from ..checkpoint import Checkpointer
 from ..config import add_detkd_config, resolve_path
 
-__all__ = ["TeacherWeightsError", "build_teacher", "load_teacher_weights", "freeze", "teacher_from_config"]
+__all__ = [
+    "TeacherWeightsError",
+    "build_teacher",
+    "load_teacher_weights",
+    "freeze",
+    "teacher_from_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +56,13 @@ class _StrictCheckpointer(Checkpointer):
         if incompatible.incorrect_shapes:
             problems.append(
                 "shape mismatches (key: checkpoint vs teacher): "
-                + _short_list(f"{k}: {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes)
+                + _short_list(
+                    f"{k}: {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes
+                )
             )
-        unused = [k for k in incompatible.unexpected_keys if not k.startswith(self.ignored_prefixes)]
+        unused = [
+            k for k in incompatible.unexpected_keys if not k.startswith(self.ignored_prefixes)
+        ]
         if unused:
             problems.append(
                 f"{len(unused)} checkpoint keys the teacher does not use: {_short_list(unused)} "
@@ -64,13 +75,20 @@ class _StrictCheckpointer(Checkpointer):
             )
         ignored = len(incompatible.unexpected_keys) - len(unused)
         if ignored:
-            logger.info("Teacher checkpoint: %d keys under %s left unused, as configured", ignored,
-                        list(self.ignored_prefixes))
+            logger.info(
+                "Teacher checkpoint: %d keys under %s left unused, as configured",
+                ignored,
+                list(self.ignored_prefixes),
+            )
         super()._check_loaded(incompatible)
 
 
-def load_teacher_weights(teacher: nn.Module, weights: str, ignored_prefixes: Sequence[str] = (),
-                         allow_unsafe_pickle: bool = False) -> None:
+def load_teacher_weights(
+    teacher: nn.Module,
+    weights: str,
+    ignored_prefixes: Sequence[str] = (),
+    allow_unsafe_pickle: bool = False,
+) -> None:
     """Load ``weights`` into ``teacher``; raise :class:`TeacherWeightsError` unless every key fits.
 
     ``weights`` may be a plain detector checkpoint, a ``DistillRCNN`` checkpoint (its student is
@@ -83,9 +101,13 @@ def load_teacher_weights(teacher: nn.Module, weights: str, ignored_prefixes: Seq
         )
     local = weights.split("?")[0]
     if "://" not in local and not os.path.isfile(local):
-        raise TeacherWeightsError(f"Teacher weights file not found: {weights} (relative paths are looked up "
-                                  "from the working directory and from the config file that names them)")
-    _StrictCheckpointer(teacher, ignored_prefixes, allow_unsafe_pickle=allow_unsafe_pickle).load(weights)
+        raise TeacherWeightsError(
+            f"Teacher weights file not found: {weights} (relative paths are looked up "
+            "from the working directory and from the config file that names them)"
+        )
+    _StrictCheckpointer(teacher, ignored_prefixes, allow_unsafe_pickle=allow_unsafe_pickle).load(
+        weights
+    )
     logger.info("Loaded teacher weights from %s", weights)
 
 
@@ -121,8 +143,12 @@ def _build_from_lazy(config_file: str, opts: Sequence[str]):
     return instantiate(cfg.model)
 
 
-def build_teacher(model: nn.Module, weights: str, ignored_key_prefixes: Sequence[str] = (),
-                  allow_unsafe_pickle: bool = False) -> nn.Module:
+def build_teacher(
+    model: nn.Module,
+    weights: str,
+    ignored_key_prefixes: Sequence[str] = (),
+    allow_unsafe_pickle: bool = False,
+) -> nn.Module:
     """Load ``weights`` into an already-built teacher ``model`` (strictly) and freeze it.
 
     Usable from LazyConfig: ``teacher=L(build_teacher)(model=L(GeneralizedRCNN)(...), weights=...)``.
@@ -131,8 +157,14 @@ def build_teacher(model: nn.Module, weights: str, ignored_key_prefixes: Sequence
     return freeze(model)
 
 
-def teacher_from_config(config_file: str, weights: str, opts: Optional[List[str]] = None, device="cpu",
-                        ignored_key_prefixes: Sequence[str] = (), allow_unsafe_pickle: bool = False) -> nn.Module:
+def teacher_from_config(
+    config_file: str,
+    weights: str,
+    opts: Optional[List[str]] = None,
+    device="cpu",
+    ignored_key_prefixes: Sequence[str] = (),
+    allow_unsafe_pickle: bool = False,
+) -> nn.Module:
     """Build the teacher from a yaml or LazyConfig ``.py``, load its weights strictly and freeze it.
 
     ``config_file`` may also name a config of detectron2's model zoo
@@ -143,7 +175,8 @@ def teacher_from_config(config_file: str, weights: str, opts: Optional[List[str]
     if not os.path.isfile(config_file):
         raise FileNotFoundError(
             f"Teacher config not found: MODEL.DISTILL.TEACHER.CONFIG_FILE={config_file!r} (relative paths are "
-            "looked up from the working directory and from the config file that names them)")
+            "looked up from the working directory and from the config file that names them)"
+        )
     opts = list(opts or [])
     if config_file.endswith(".py"):
         model = _build_from_lazy(config_file, opts)
