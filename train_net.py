@@ -72,7 +72,8 @@ def build_teacher_for_eval(cfg):
 
 def evaluate_student(cfg, resume: bool = False):
     """``--eval-only``: the student alone (no teacher is built, so none of its files is needed),
-    loaded from MODEL.WEIGHTS (a DistillRCNN checkpoint, a plain detector's, an exported student)."""
+    loaded from MODEL.WEIGHTS (a DistillRCNN checkpoint, a plain detector's, an exported
+    student)."""
     model = DistillTrainer.build_model(student_only_config(cfg))
     checkpointer = Checkpointer(
         model, save_dir=cfg.OUTPUT_DIR, allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE
@@ -187,9 +188,9 @@ def main_lazy(args):
 
 
 def import_user_modules(paths) -> None:
-    """Import each module name or ``.py`` file in ``paths`` (``--import``): e.g. a file that registers
-    your own distiller, so its config block exists before the config is read. Runs in every
-    process (``launch`` starts workers that import only this script)."""
+    """Import each module name or ``.py`` file in ``paths`` (``--import``): e.g. a file that
+    registers your own distiller, so its config block exists before the config is read. Runs in
+    every process (``launch`` starts workers that import only this script)."""
     import importlib
     import importlib.util
     import sys

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""FGD cost, measured in one run on this machine (issues: FGD on the FPN; FGD that reads as its formula).
+"""FGD cost, measured in one run on this machine (issues: FGD on the FPN; FGD that reads as its
+formula).
 
 1. FGD masks, 100 boxes x 8 images on P2-sized maps (800x1333 input, stride 4): vectorized vs the
    per-box loop reference (tests/reference_masks.py), for information, and equal to it.
@@ -156,7 +157,7 @@ def bench_fgd_vs_step(rounds):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--rounds", type=int, default=15, help="interleaved rounds of the masks test"
     )
@@ -169,14 +170,16 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     print(
-        f"# FGD benchmark — {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+        f"# FGD benchmark — {time.strftime('%Y-%m-%d')}, "
+        f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
     m = bench_masks(args.rounds, args.device)
     print(
-        f"masks on {args.device}, 100 boxes x 8 images, 200x336 grid: vectorized {m['vectorized'] * 1e3:.2f} ms, "
-        f"per-box loop {m['loop'] * 1e3:.1f} ms, speed-up {m['speedup']:.1f}x (median of {args.rounds} "
-        "interleaved rounds)"
+        f"masks on {args.device}, 100 boxes x 8 images, 200x336 grid: "
+        f"vectorized {m['vectorized'] * 1e3:.2f} ms, "
+        f"per-box loop {m['loop'] * 1e3:.1f} ms, speed-up {m['speedup']:.1f}x "
+        f"(median of {args.rounds} interleaved rounds)"
     )
     print(
         f"masks, 500 vs 10 boxes per image (8 images, 200x336 grid): {m['many'] * 1e3:.2f} ms vs "
@@ -185,8 +188,8 @@ def main():
     step, fgd, share = bench_fgd_vs_step(args.step_rounds)
     print(
         f"student training step (demo config, batch 8): {step * 1e3:.1f} ms; FGD 5 levels fwd+bwd: "
-        f"{fgd * 1e3:.1f} ms = {100 * share:.1f} % of the step (median of {args.step_rounds} interleaved "
-        "rounds; target <= 10 %)"
+        f"{fgd * 1e3:.1f} ms = {100 * share:.1f} % of the step "
+        f"(median of {args.step_rounds} interleaved rounds; target <= 10 %)"
     )
 
 

@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny embedded dataset and a tiny saved teacher, made once per session; every
-test starts from random states seeded by its own name, so a result does not depend on which tests ran
-before it (set DETKD_TEST_SEED to draw other states when hunting for flaky tests)."""
+test starts from random states seeded by its own name, so a result does not depend on which tests
+ran before it (set DETKD_TEST_SEED to draw other states when hunting for flaky tests)."""
 
 import os
 import random

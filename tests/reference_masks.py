@@ -1,4 +1,5 @@
-"""Straightforward per-box loops: the references the vectorized masks are checked (and timed) against."""
+"""Straightforward per-box loops: the references the vectorized masks are checked (and timed)
+against."""
 
 import math
 
@@ -44,8 +45,8 @@ def loop_fgd_masks(gt_boxes, image_sizes, feat_hw, stride):
 
 
 def loop_gaussian_mask(gt_boxes, image_sizes, feat_hw, stride):
-    """MSSD's Gaussian mask box by box: the same cells as FGD, a Gaussian centred on the cell of the box
-    centre with sigma = extent / 6 per axis, the larger value where boxes overlap."""
+    """MSSD's Gaussian mask box by box: the same cells as FGD, a Gaussian centred on the cell of the
+    box centre with sigma = extent / 6 per axis, the larger value where boxes overlap."""
     n = len(gt_boxes)
     h, w = feat_hw
     out = torch.zeros(n, h, w, dtype=torch.float64)

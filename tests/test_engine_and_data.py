@@ -62,7 +62,8 @@ def test_shapes_dataset_is_reproducible_and_in_both_formats(tmp_path):
     )
     coco, voc = DatasetCatalog.get("detkd_test_coco"), DatasetCatalog.get("detkd_test_voc")
     assert len(coco) == len(voc) == 6
-    # the same boxes in both formats (VOC's 1-based corners are converted back by detectron2's loader)
+    # the same boxes in both formats (VOC's 1-based corners are converted back by detectron2's
+    # loader)
     box_c = sorted(tuple(round(v) for v in ann["bbox"]) for ann in coco[0]["annotations"])
     box_v = sorted(
         tuple(

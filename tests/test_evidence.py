@@ -33,7 +33,8 @@ def test_demo_pipeline_writes_table_and_plots(tmp_path):
     ).stat().st_size > 1000
     # the teacher is cached: a second run does not train it again
     mtime = os.path.getmtime(tmp_path / "teacher" / "model_final.pth")
-    # and finished runs are read back: a new method trains in this process (jobs=1), the others not at all
+    # and finished runs are read back: a new method trains in this process (jobs=1), the others
+    # not at all
     cached_run = tmp_path / "chen" / "seed1" / "run.json"
     run_mtime = os.path.getmtime(cached_run)
     rows = demo.run_demo(

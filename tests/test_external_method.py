@@ -1,6 +1,6 @@
-"""A user's distillation method, defined in this file (outside projects/detkd), registered and trained
-from a yaml through train_net.py with no edit to detkd: in-process, and from the command line with
-``--import`` as a user runs it."""
+"""A user's distillation method, defined in this file (outside projects/detkd), registered and
+trained from a yaml through train_net.py with no edit to detkd: in-process, and from the command
+line with ``--import`` as a user runs it."""
 
 import json
 import os
@@ -127,7 +127,8 @@ def test_a_term_named_against_the_convention_is_refused(tmp_path, teacher_weight
 @pytest.mark.slow
 def test_trains_from_the_command_line_with_import(tmp_path, teacher_weights):
     """What a user types: train_net.py --import their file (which registers the method)."""
-    # this file imports the tests' helpers, so their folder is on the path (a user's file would not need it)
+    # this file imports the tests' helpers, so their folder is on the path (a user's file would
+    # not need it)
     env = dict(
         os.environ,
         OMP_NUM_THREADS="1",

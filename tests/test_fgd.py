@@ -216,8 +216,8 @@ def test_masks_with_rows_of_every_length_match_the_loop(grid_w):
 
 @pytest.mark.parametrize("side", [(127, 129), (128, 128)])
 def test_masks_with_a_box_of_about_2_to_the_14_cells(side):
-    """Boxes just under and at 2^14 cells (the limit of an earlier int16 table) equal the loop, and a
-    one-cell box inside still wins."""
+    """Boxes just under and at 2^14 cells (the limit of an earlier int16 table) equal the loop, and
+    a one-cell box inside still wins."""
     w, h = side
     boxes = [torch.tensor([[0.0, 0.0, 4.0 * w, 4.0 * h], [8.0, 8.0, 12.0, 12.0]])]
     fg, bg = fgd_masks(boxes, [(4 * 130, 4 * 130)], (130, 130), stride=4)
@@ -254,8 +254,9 @@ def test_masks_with_a_box_of_36100_cells():
 
 
 def test_wide_box_rows_do_not_leak_into_the_next_grid_row():
-    """Rows end and start next to each other in memory: a wide box on the last columns of one row and
-    a narrow one at column 0 of the next must not see each other when blocks are pushed down."""
+    """Rows end and start next to each other in memory: a wide box on the last columns of one row
+    and a narrow one at column 0 of the next must not see each other when blocks are pushed
+    down."""
     boxes = torch.tensor(
         [
             [4.0, 0.0, 64.0, 4.0],  # row 0, columns 1..15 (level 3)

@@ -51,7 +51,8 @@ def test_soft_ce_gradient_goes_to_student_only():
     t = torch.randn(5, 3, requires_grad=True)
     soft_ce(s, t, torch.ones(3)).backward()
     assert s.grad is not None and s.grad.abs().sum() > 0 and t.grad is None
-    # d/ds of -sum p_t log softmax(s) (mean over 5 rows) = (softmax(s) - p_t) / 5 when sum(w p_t) = 1
+    # d/ds of -sum p_t log softmax(s) (mean over 5 rows) = (softmax(s) - p_t) / 5
+    # when sum(w p_t) = 1
     expected = (torch.softmax(s, 1) - torch.softmax(t, 1)).detach() / 5
     assert torch.allclose(s.grad, expected, atol=1e-6)
 

@@ -179,8 +179,9 @@ def test_channel_mismatch_without_align_layer(distill_cfg):
 
 # ----- training faults --------------------------------------------------------------------------
 def test_non_finite_loss_raises_with_every_term_and_does_not_step(distill_cfg):
-    # the global term sums (R(S) - R(T))^2 over every cell, so with this weight it overflows whatever
-    # the batch (the fg term can be ~0: an untrained teacher's attention may peak off the boxes)
+    # the global term sums (R(S) - R(T))^2 over every cell, so with this weight it overflows
+    # whatever the batch (the fg term can be ~0: an untrained teacher's attention may peak off the
+    # boxes)
     cfg = distill_cfg("configs/demo/distill_fgd.yaml", "MODEL.DISTILL.FGD.LAMBDA", 1e38)
     model = build_model(cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}

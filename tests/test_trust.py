@@ -1,5 +1,5 @@
-"""Nothing silent (issue #16): weight files load what they claim or fail by name, no code runs from a
-weight file, non-finite numbers stop the run, configs work from any directory."""
+"""Nothing silent (issue #16): weight files load what they claim or fail by name, no code runs from
+a weight file, non-finite numbers stop the run, configs work from any directory."""
 
 import logging
 import math
@@ -214,7 +214,8 @@ def test_model_zoo_style_pkl_loads_without_opt_in(tmp_path, teacher_weights):
 
 
 def test_imagenet_backbone_pkl_loads_partially_and_reports(tmp_path, detkd_log):
-    """An ImageNet-style backbone .pkl (no __author__: detectron2's name matching) for a fresh student."""
+    """An ImageNet-style backbone .pkl (no __author__: detectron2's name matching) for a fresh
+    student."""
     cfg = make_cfg("configs/demo/distill_fgd.yaml")
     source = build_model(student_config(cfg))
     backbone = {
@@ -293,7 +294,8 @@ def test_distill_checkpoint_is_accepted_as_teacher(tmp_path, teacher_weights):
 
 
 def test_unused_teacher_keys_are_an_error_unless_ignored(tmp_path, teacher_weights):
-    # a ResNet-34 teacher checkpoint into a ResNet-18 teacher config: blocks res2.2, res3.2, ... unused
+    # a ResNet-34 teacher checkpoint into a ResNet-18 teacher config: blocks res2.2, res3.2, ...
+    # unused
     with pytest.raises(
         TeacherWeightsError, match=r"teacher does not use: backbone\.bottom_up\.res2\.2\."
     ):
@@ -387,7 +389,7 @@ def test_visualize_student_only_needs_no_teacher(tmp_path):
     assert (tmp_path / "v" / "detections.png").is_file()
 
 
-# ----- unreadable files and resume -----------------------------------------------------------------
+# ----- unreadable files and resume ----------------------------------------------------------------
 def test_truncated_and_missing_files_are_named(tmp_path, teacher_weights):
     data = open(teacher_weights, "rb").read()
     for name, content in (
@@ -527,7 +529,7 @@ def test_non_finite_clip_norm_is_refused(distill_cfg):
         DistillTrainer.build_optimizer(cfg, build_model(cfg))
 
 
-# ----- paths ------------------------------------------------------------------------------------------
+# ----- paths --------------------------------------------------------------------------------------
 SHIPPED = [
     os.path.relpath(os.path.join(d, f), REPO)
     for d, _, files in os.walk(os.path.join(REPO, "configs"))

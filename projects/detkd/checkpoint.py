@@ -124,7 +124,8 @@ def load_weights_file(path: str, allow_unsafe_pickle: bool = False) -> Dict:
     except UnsafeWeightsError as e:
         raise _refused(path, str(e)) from None
     except pickle.UnpicklingError as e:
-        # torch's weights-only unpickler: "Weights only load failed ... Unsupported global: GLOBAL x"
+        # torch's weights-only unpickler:
+        # "Weights only load failed ... Unsupported global: GLOBAL x"
         if "Weights only load failed" in str(e):
             found = re.search(r"Unsupported (?:global|operand)[^\n]*", str(e))
             raise _refused(path, found.group(0) if found else str(e).splitlines()[0]) from None
@@ -146,8 +147,8 @@ def _load_trusted(path: str):
 
 def _refused(path: str, what: str) -> UnsafeWeightsError:
     return UnsafeWeightsError(
-        f"refused to read {path}: it asks the unpickler for {what}, which can run code. Weight files "
-        f"hold tensors and arrays only. If you trust this file, set {UNSAFE_OPT_IN}."
+        f"refused to read {path}: it asks the unpickler for {what}, which can run code. "
+        f"Weight files hold tensors and arrays only. If you trust this file, set {UNSAFE_OPT_IN}."
     )
 
 
@@ -339,6 +340,7 @@ class Checkpointer(DetectionCheckpointer):
             )
             return result
         raise CheckpointReadError(
-            f"cannot resume from {self.save_dir}: last_checkpoint names {last} ({first_error}) and no "
-            f"other checkpoint there can be read (tried {tried}). Remove last_checkpoint to start over."
+            f"cannot resume from {self.save_dir}: last_checkpoint names {last} ({first_error}) "
+            f"and no other checkpoint there can be read (tried {tried}). "
+            "Remove last_checkpoint to start over."
         )

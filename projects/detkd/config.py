@@ -64,7 +64,8 @@ def add_detkd_config(cfg):
     # detectron2's SOLVER.CLIP_GRADIENTS clips per parameter; this clips the whole model. 0 = off.
     _C.SOLVER.GLOBAL_GRAD_CLIP_NORM = 0.0
 
-    # PAFPN backbone (FPN + a bottom-up path aggregation), for self-distillation from the top-down maps
+    # PAFPN backbone (FPN + a bottom-up path aggregation), for self-distillation from the
+    # top-down maps
     _C.MODEL.PAFPN = CN()
     _C.MODEL.PAFPN.NORM = ""
     return cfg
@@ -132,7 +133,8 @@ def _file_setting(config_file: str, key: str) -> str:
 
 
 def load_config(config_file: str, opts=()) -> CN:
-    """A detectron2 config with detkd's keys, merged from ``config_file`` and ``KEY VALUE`` ``opts``.
+    """A detectron2 config with detkd's keys, merged from ``config_file`` and ``KEY VALUE``
+    ``opts``.
 
     The teacher's config file and weights (:data:`PATH_KEYS`) are resolved with
     :func:`resolve_path`, relative to the config file that sets them (or to the working directory
@@ -165,7 +167,8 @@ def method_blocks(cfg: CN):
 
 
 def student_only_config(cfg: CN) -> CN:
-    """``cfg`` for the student alone (evaluation, export, drawing): no teacher, no distillation method.
+    """``cfg`` for the student alone (evaluation, export, drawing): no teacher, no distillation
+    method.
 
     The student and its input scale are unchanged, so its predictions are those of the full model.
     """

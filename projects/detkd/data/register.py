@@ -41,8 +41,9 @@ def register_coco_json(name: str, json_file: str, image_root: str):
 def register_voc_folder(
     name: str, dirname: str, split: str, class_names: Sequence[str], year: int = 2012
 ):
-    """Register a VOC-layout folder (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/{split}.txt``),
-    evaluated with PascalVOCDetectionEvaluator (``year=2007`` uses the VOC2007 11-point metric)."""
+    """Register a VOC-layout folder (``Annotations/``, ``JPEGImages/``,
+    ``ImageSets/Main/{split}.txt``), evaluated with PascalVOCDetectionEvaluator (``year=2007`` uses
+    the VOC2007 11-point metric)."""
     class_names = list(class_names)
     DatasetCatalog.register(name, lambda: load_voc_instances(dirname, split, class_names))
     MetadataCatalog.get(name).set(

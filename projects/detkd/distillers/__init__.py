@@ -18,6 +18,7 @@ from .base import (
     feature_shape,
     registered_distillers,
 )
+
 # The import order is the registration order: the order of the MODEL.DISTILL blocks and of
 # DistillRCNN.distillers, whose index is in checkpoint keys (distillers.<i>.*). Keep it.
 from .hint import HintDistiller

@@ -1,8 +1,8 @@
 """What every distillation method shares: the registry, the :class:`Distiller` base class, how the
 enabled methods are built from a config, and the checks their constructors use.
 
-A method is one module (see ``fgd.py`` for an example) holding a ``Distiller`` subclass registered in
-:data:`DISTILLER_REGISTRY`. The class declares
+A method is one module (see ``fgd.py`` for an example) holding a ``Distiller`` subclass registered
+in :data:`DISTILLER_REGISTRY`. The class declares
 
 * ``config_block``: its block under ``MODEL.DISTILL`` (``"FGD"``), and :meth:`Distiller.add_config`,
   which fills the block's keys; ``ENABLED`` (default off) is added for every method, so
@@ -47,7 +47,8 @@ class adds its config block to ``MODEL.DISTILL`` and makes it buildable from a y
 
 
 class Distiller(nn.Module):
-    """A distillation method: reads a :class:`DistillBatch`, returns ``{loss_<name>_<term>: value}``."""
+    """A distillation method: reads a :class:`DistillBatch`, returns
+    ``{loss_<name>_<term>: value}``."""
 
     config_block: str = ""
     name: str = ""
@@ -102,7 +103,7 @@ def build_distillers(cfg, student_shapes, teacher_shapes) -> List[Distiller]:
     return distillers
 
 
-# ----- checks for the constructors: errors name the config key -------------------------------------
+# ----- checks for the constructors: errors name the config key ------------------------------------
 def check_weight(method: str, name: str, value: float):
     """``value`` is a finite number >= 0."""
     if (
@@ -149,9 +150,9 @@ def feature_shape(shapes, name, side, method):
 def check_channels(method, side, name, actual, expected, what):
     if actual != expected:
         raise ValueError(
-            f"MODEL.DISTILL.{method}: the {side} feature {name!r} has {actual} channels but the {what} "
-            f"expects {expected}; set the channel counts to the models' (an adaptation/align layer "
-            "maps student channels to teacher channels)"
+            f"MODEL.DISTILL.{method}: the {side} feature {name!r} has {actual} channels "
+            f"but the {what} expects {expected}; set the channel counts to the models' "
+            "(an adaptation/align layer maps student channels to teacher channels)"
         )
 
 

@@ -1,8 +1,9 @@
 """Teacher-bounded regression (Chen et al., NeurIPS 2017, Sec. 3.2) on the RPN's and the RCN's box
 deltas: ``L_sL1 + nu * L_b``; the loss is :func:`detkd.losses.bounded_regression_loss`.
 
-Config block ``MODEL.DISTILL.BOUNDED_REG``; terms ``loss_bounded_reg_rpn``, ``loss_bounded_reg_rcn``;
-the share of samples whose bound is active is logged as ``distill/<stage>_bound_active``.
+Config block ``MODEL.DISTILL.BOUNDED_REG``; terms ``loss_bounded_reg_rpn``,
+``loss_bounded_reg_rcn``; the share of samples whose bound is active is logged as
+``distill/<stage>_bound_active``.
 """
 
 import math
@@ -18,7 +19,8 @@ __all__ = ["BoundedRegressionDistiller"]
 
 @DISTILLER_REGISTRY.register()
 class BoundedRegressionDistiller(Distiller):
-    """The teacher's regression error bounds the student's: penalised only while the student is worse."""
+    """The teacher's regression error bounds the student's: penalised only while the student is
+    worse."""
 
     config_block = "BOUNDED_REG"
     name = "bounded_reg"

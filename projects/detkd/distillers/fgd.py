@@ -2,7 +2,8 @@
 :class:`detkd.losses.FGDLoss` (its docstring has the formulas).
 
 Config block ``MODEL.DISTILL.FGD`` (the paper's Faster R-CNN release values); terms
-``loss_fgd_{fg,bg,attention,global}_<level>``, weighted by ``ALPHA``, ``BETA``, ``GAMMA``, ``LAMBDA``.
+``loss_fgd_{fg,bg,attention,global}_<level>``, weighted by ``ALPHA``, ``BETA``, ``GAMMA``,
+``LAMBDA``.
 """
 
 import math

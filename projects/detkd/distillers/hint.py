@@ -1,5 +1,6 @@
-"""Hint learning (Chen et al., NeurIPS 2017, Sec. 3.3): ``gamma * ||V - adapt(Z)||^2`` between paired
-teacher features ``V`` and student features ``Z``; the loss is :class:`detkd.losses.HintLoss`.
+"""Hint learning (Chen et al., NeurIPS 2017, Sec. 3.3): ``gamma * ||V - adapt(Z)||^2`` between
+paired teacher features ``V`` and student features ``Z``; the loss is
+:class:`detkd.losses.HintLoss`.
 
 Config block ``MODEL.DISTILL.HINT``; terms ``loss_hint_<student feature>``.
 """
@@ -53,8 +54,8 @@ class HintDistiller(Distiller):
         check_weight("HINT", "WEIGHT", weight)
         if len(student_features) != len(teacher_features) or not student_features:
             raise ValueError(
-                "MODEL.DISTILL.HINT.STUDENT_FEATURES and TEACHER_FEATURES must pair up one to one, got "
-                f"{list(student_features)} and {list(teacher_features)}"
+                "MODEL.DISTILL.HINT.STUDENT_FEATURES and TEACHER_FEATURES must pair up one to one, "
+                f"got {list(student_features)} and {list(teacher_features)}"
             )
         check_unique("HINT", "STUDENT_FEATURES", student_features)
         self.pairs = list(zip(student_features, teacher_features))

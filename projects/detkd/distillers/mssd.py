@@ -48,8 +48,8 @@ class MSSDDistiller(Distiller):
         check_unique("MSSD", "IN_FEATURES", in_features)
         if not (len(in_features) == len(weights) == len(mask_weights)):
             raise ValueError(
-                f"MSSD: {len(in_features)} levels but {len(weights)} WEIGHTS and {len(mask_weights)} "
-                "MASK_WEIGHTS; give one weight per level"
+                f"MSSD: {len(in_features)} levels but {len(weights)} WEIGHTS and "
+                f"{len(mask_weights)} MASK_WEIGHTS; give one weight per level"
             )
         for w in list(weights) + list(mask_weights):
             if not (w >= 0 and math.isfinite(w)):

@@ -2,8 +2,8 @@
 and the RCN's class logits: ``(1 - mu) * L_hard + mu * L_soft``; the loss is
 :func:`detkd.losses.weighted_soft_cross_entropy`.
 
-Config block ``MODEL.DISTILL.SOFT_CE``; terms ``loss_soft_ce_rpn``, ``loss_soft_ce_rcn``; detectron2's
-``loss_rpn_cls`` / ``loss_cls`` are scaled by ``1 - mu``.
+Config block ``MODEL.DISTILL.SOFT_CE``; terms ``loss_soft_ce_rpn``, ``loss_soft_ce_rcn``;
+detectron2's ``loss_rpn_cls`` / ``loss_cls`` are scaled by ``1 - mu``.
 """
 
 import math

@@ -58,7 +58,8 @@ def add_global_norm_clipping(
                 ]
                 raise FloatingPointError(
                     f"iteration {_iteration()}: the global gradient norm is {total.item()}; "
-                    f"{len(bad)} parameters have non-finite gradients, first: {', '.join(bad[:5])}. "
+                    f"{len(bad)} parameters have non-finite gradients, "
+                    f"first: {', '.join(bad[:5])}. "
                     "No update was made."
                 )
             put_scalar("grad_global_norm", total.item())

@@ -1,6 +1,7 @@
 """Export the student alone, loadable by stock detectron2.
 
-    python -m detkd.engine.export --config-file CONFIG --output DIR MODEL.WEIGHTS ckpt.pth [KEY VALUE ...]
+    python -m detkd.engine.export --config-file CONFIG --output DIR \\
+        MODEL.WEIGHTS ckpt.pth [KEY VALUE ...]
 
 writes ``DIR/model_student.pth`` (the student's state dict, no teacher, no adaptation/align
 layers) and ``DIR/config_student.yaml`` (the config without detkd's keys), so that
@@ -23,7 +24,8 @@ __all__ = ["student_config", "export_student", "main"]
 
 
 def student_config(cfg: CfgNode) -> CfgNode:
-    """The student's config for stock detectron2: META_ARCHITECTURE of the student, no detkd keys."""
+    """The student's config for stock detectron2: META_ARCHITECTURE of the student, no detkd
+    keys."""
     out = cfg.clone()
     out.defrost()
     out.MODEL.META_ARCHITECTURE = cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE

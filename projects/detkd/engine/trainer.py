@@ -45,7 +45,8 @@ def build_evaluator(dataset_name: str, output_folder: str):
 
 
 def wrap_ddp(model, **kwargs):
-    """detectron2's ``create_ddp_model`` pins ``device_ids`` to the local GPU; on CPU (gloo) DDP needs none.
+    """detectron2's ``create_ddp_model`` pins ``device_ids`` to the local GPU; on CPU (gloo) DDP
+    needs none.
 
     The teacher is not a registered submodule of DistillRCNN, so DDP never sees it.
     """

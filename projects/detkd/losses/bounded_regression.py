@@ -31,7 +31,8 @@ def bounded_regression_loss(
     if not (student_deltas.shape == teacher_deltas.shape == target_deltas.shape):
         raise ValueError(
             "bounded regression: student, teacher and target deltas must have one shape, got "
-            f"{tuple(student_deltas.shape)}, {tuple(teacher_deltas.shape)}, {tuple(target_deltas.shape)}"
+            f"{tuple(student_deltas.shape)}, {tuple(teacher_deltas.shape)}, "
+            f"{tuple(target_deltas.shape)}"
         )
     if student_deltas.shape[0] == 0:
         zero = student_deltas.sum() * 0.0

@@ -15,8 +15,9 @@ differ), teacher feature ``T``, both ``N x C x H x W``, and temperature ``tau`` 
   student and the teacher side each have their own GcBlock, trained with the loss.
 
 Every sum is divided by the batch size ``N``. The terms are returned unweighted; the paper's
-weights ``alpha, beta, gamma, lambda`` (``L = alpha L_fg + beta L_bg + gamma L_at + lambda L_global``)
-are applied by :class:`detkd.distillers.FGDDistiller`.
+weights ``alpha, beta, gamma, lambda``
+(``L = alpha L_fg + beta L_bg + gamma L_at + lambda L_global``) are applied by
+:class:`detkd.distillers.FGDDistiller`.
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple

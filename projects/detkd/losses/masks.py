@@ -77,7 +77,8 @@ def _boxes_on_grid(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride) -
     for i, image_boxes in enumerate(gt_boxes):
         if image_boxes.dim() != 2 or image_boxes.shape[-1] != 4:
             raise ValueError(
-                f"gt_boxes[{i}] must have shape [K, 4] (XYXY pixels), got {tuple(image_boxes.shape)}"
+                f"gt_boxes[{i}] must have shape [K, 4] (XYXY pixels), "
+                f"got {tuple(image_boxes.shape)}"
             )
     stride = float(infer_stride(image_sizes, (h, w)) if stride is None else stride)
     n = len(gt_boxes)
@@ -117,7 +118,8 @@ def _boxes_on_grid(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride) -
 
 
 def _expand_ragged(payload: torch.Tensor, counts: torch.Tensor):
-    """Row ``i`` of ``payload`` repeated ``counts[i]`` times, and each copy's index ``0..counts[i]-1``."""
+    """Row ``i`` of ``payload`` repeated ``counts[i]`` times, and each copy's index
+    ``0..counts[i]-1``."""
     repeated = payload.repeat_interleave(counts, dim=0)
     first_copy = (torch.cumsum(counts, 0) - counts).repeat_interleave(counts)
     return repeated, torch.arange(len(repeated), device=payload.device) - first_copy
@@ -207,7 +209,8 @@ def gaussian_target_mask(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, str
     centre_y = torch.floor((g.boxes[:, 1] + g.boxes[:, 3]) / (2.0 * g.stride))
     centre_x = torch.minimum(torch.maximum(centre_x, g.x0.double()), (g.x0 + g.width - 1).double())
     centre_y = torch.minimum(torch.maximum(centre_y, g.y0.double()), (g.y0 + g.height - 1).double())
-    # per box: its first cell (flat), width, the centre's offsets from the first cell, 2 sigma^2 per axis
+    # per box: its first cell (flat), width, the centre's offsets from the first cell,
+    # 2 sigma^2 per axis
     per_box = torch.stack(
         [
             ((g.image * g.h + g.y0) * g.w + g.x0).double(),

@@ -37,7 +37,8 @@ def weighted_soft_cross_entropy(
     weights: torch.Tensor,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Mean over the ``R`` rows of ``- sum_c w_c softmax(t/T)_c log softmax(s/T)_c``; logits ``(R, C)``.
+    """Mean over the ``R`` rows of ``- sum_c w_c softmax(t/T)_c log softmax(s/T)_c``; logits
+    ``(R, C)``.
 
     Returns 0 (still connected to the graph) when there are no rows.
     """

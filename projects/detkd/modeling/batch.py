@@ -67,7 +67,8 @@ class DistillBatch:
     def feature_pair(
         self, student_name: str, teacher_name: str
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Student and teacher maps of one distilled pair, resized to one size (see feature_resize)."""
+        """Student and teacher maps of one distilled pair, resized to one size (see
+        feature_resize)."""
         s = _lookup(self.student.features, student_name, "student")
         t = _lookup(self.teacher.features, teacher_name, "teacher")
         if s.shape[-2:] != t.shape[-2:]:

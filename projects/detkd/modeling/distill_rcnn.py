@@ -49,7 +49,8 @@ logger = logging.getLogger(__name__)
 def inherit_from_teacher(
     student: nn.Module, teacher: nn.Module, prefixes: Sequence[str]
 ) -> List[str]:
-    """Copy teacher parameters/buffers into the student where name (under ``prefixes``) and shape match.
+    """Copy teacher parameters/buffers into the student where name (under ``prefixes``) and shape
+    match.
 
     Returns the copied names; raises if none matched (the switch would silently do nothing).
     """
@@ -65,16 +66,17 @@ def inherit_from_teacher(
                 copied.append(name)
     if not copied:
         raise ValueError(
-            f"MODEL.DISTILL.INHERIT is enabled but no student parameter under {list(prefixes)} matches "
-            "a teacher parameter in name and shape"
+            f"MODEL.DISTILL.INHERIT is enabled but no student parameter under {list(prefixes)} "
+            "matches a teacher parameter in name and shape"
         )
     logger.info("Inherited %d tensors from the teacher: %s", len(copied), ", ".join(copied))
     return copied
 
 
 def _drop_empty_boxes(instances: Instances) -> Instances:
-    """Remove zero-width/height GT boxes, as detectron2's DatasetMapper does (filter_empty_instances):
-    their regression targets are log(0). Logged as ``distill/empty_gt_dropped``."""
+    """Remove zero-width/height GT boxes, as detectron2's DatasetMapper does
+    (filter_empty_instances): their regression targets are log(0). Logged as
+    ``distill/empty_gt_dropped``."""
     keep = instances.gt_boxes.nonempty()
     if bool(keep.all()):
         return instances
@@ -112,8 +114,9 @@ def _check_teacher_finite(out: SideOutputs, feature_names: Optional[Sequence[str
         return
     bad = [k for k, ok in zip(named, finite.tolist()) if not ok]
     raise FloatingPointError(
-        f"the teacher's outputs {', '.join(bad)} hold NaN or inf; the distillation terms would consume "
-        "them. Is the teacher checkpoint (MODEL.DISTILL.TEACHER.WEIGHTS) from a diverged run?"
+        f"the teacher's outputs {', '.join(bad)} hold NaN or inf; "
+        "the distillation terms would consume them. "
+        "Is the teacher checkpoint (MODEL.DISTILL.TEACHER.WEIGHTS) from a diverged run?"
     )
 
 
@@ -238,8 +241,9 @@ class DistillRCNN(nn.Module):
                 blocks = [d.config_block for d in self.distillers if "rpn" in d.teacher_needs]
                 raise ValueError(
                     "RPN distillation needs the teacher's RPN on the student's anchors, but with "
-                    f"MODEL.DISTILL.STUDENT_INPUT_SCALE={self.student_input_scale} the feature maps differ "
-                    f"in size; remove 'rpn' from the TARGETS of MODEL.DISTILL.{', '.join(blocks)}"
+                    f"MODEL.DISTILL.STUDENT_INPUT_SCALE={self.student_input_scale} "
+                    "the feature maps differ in size; "
+                    f"remove 'rpn' from the TARGETS of MODEL.DISTILL.{', '.join(blocks)}"
                 )
             sa, ta = s.proposal_generator.anchor_generator, t.proposal_generator.anchor_generator
             s_cells = [c.cpu() for c in sa.cell_anchors]
@@ -256,26 +260,30 @@ class DistillRCNN(nn.Module):
                 raise ValueError(
                     "RPN distillation needs identical anchors in student and teacher "
                     f"(strides {list(sa.strides)} vs {list(ta.strides)}, anchors per cell "
-                    f"{[c.shape[0] for c in s_cells]} vs {[c.shape[0] for c in t_cells]}, RPN in_features "
-                    f"{s.proposal_generator.in_features} vs {t.proposal_generator.in_features})"
+                    f"{[c.shape[0] for c in s_cells]} vs {[c.shape[0] for c in t_cells]}, "
+                    f"RPN in_features {s.proposal_generator.in_features} "
+                    f"vs {t.proposal_generator.in_features})"
                 )
             if (
                 s.proposal_generator.box2box_transform.weights
                 != t.proposal_generator.box2box_transform.weights
             ):
                 raise ValueError(
-                    "RPN distillation needs the same MODEL.RPN.BBOX_REG_WEIGHTS in student and teacher"
+                    "RPN distillation needs the same MODEL.RPN.BBOX_REG_WEIGHTS "
+                    "in student and teacher"
                 )
         if "rcn" in self.teacher_needs:
             for attr in ("box_pooler", "box_head", "box_predictor", "box_in_features"):
                 if not hasattr(t.roi_heads, attr):
                     raise ValueError(
-                        f"RCN distillation needs a teacher with StandardROIHeads-like heads (no {attr})"
+                        "RCN distillation needs a teacher with StandardROIHeads-like heads "
+                        f"(no {attr})"
                     )
             if s.roi_heads.num_classes != t.roi_heads.num_classes:
                 raise ValueError(
-                    f"RCN distillation compares class logits, but the student has {s.roi_heads.num_classes} "
-                    f"classes and the teacher {t.roi_heads.num_classes} (MODEL.ROI_HEADS.NUM_CLASSES)"
+                    "RCN distillation compares class logits, but the student has "
+                    f"{s.roi_heads.num_classes} classes and the teacher {t.roi_heads.num_classes} "
+                    "(MODEL.ROI_HEADS.NUM_CLASSES)"
                 )
             sw = s.roi_heads.box_predictor.box2box_transform.weights
             tw = t.roi_heads.box_predictor.box2box_transform.weights
@@ -407,7 +415,8 @@ class DistillRCNN(nn.Module):
             if out.rpn_objectness.shape != batch.student.rpn_objectness.shape:
                 raise ValueError(
                     "RPN distillation: teacher and student produce different anchor sets "
-                    f"({tuple(out.rpn_objectness.shape)} vs {tuple(batch.student.rpn_objectness.shape)}); "
+                    f"({tuple(out.rpn_objectness.shape)} vs "
+                    f"{tuple(batch.student.rpn_objectness.shape)}); "
                     "their feature maps or anchors differ"
                 )
         if "rcn" in self.teacher_needs:

@@ -55,7 +55,8 @@ def feature_shapes(model) -> Dict[str, object]:
 
 
 def rpn_head_outputs(rpn, features: Dict[str, torch.Tensor]):
-    """Per-level objectness ``(N, Hi*Wi*A)`` and deltas ``(N, Hi*Wi*A, box_dim)``, RPN.forward's layout."""
+    """Per-level objectness ``(N, Hi*Wi*A)`` and deltas ``(N, Hi*Wi*A, box_dim)``, RPN.forward's
+    layout."""
     objectness, deltas = rpn.rpn_head([features[f] for f in rpn.in_features])
     box_dim = rpn.anchor_generator.box_dim
     objectness = [o.permute(0, 2, 3, 1).flatten(1) for o in objectness]

@@ -66,12 +66,13 @@ class _StrictCheckpointer(Checkpointer):
         if unused:
             problems.append(
                 f"{len(unused)} checkpoint keys the teacher does not use: {_short_list(unused)} "
-                "(list prefixes that may be left unused in MODEL.DISTILL.TEACHER.IGNORED_KEY_PREFIXES)"
+                "(list prefixes that may be left unused in "
+                "MODEL.DISTILL.TEACHER.IGNORED_KEY_PREFIXES)"
             )
         if problems:
             raise TeacherWeightsError(
-                f"The teacher checkpoint {self._path} does not fit the teacher config (is it for another "
-                "architecture or class count?): " + "; ".join(problems)
+                f"The teacher checkpoint {self._path} does not fit the teacher config "
+                "(is it for another architecture or class count?): " + "; ".join(problems)
             )
         ignored = len(incompatible.unexpected_keys) - len(unused)
         if ignored:
@@ -151,7 +152,8 @@ def build_teacher(
 ) -> nn.Module:
     """Load ``weights`` into an already-built teacher ``model`` (strictly) and freeze it.
 
-    Usable from LazyConfig: ``teacher=L(build_teacher)(model=L(GeneralizedRCNN)(...), weights=...)``.
+    Usable from LazyConfig:
+    ``teacher=L(build_teacher)(model=L(GeneralizedRCNN)(...), weights=...)``.
     """
     load_teacher_weights(model, weights, ignored_key_prefixes, allow_unsafe_pickle)
     return freeze(model)
@@ -174,8 +176,9 @@ def teacher_from_config(
     config_file = resolve_path(config_file)
     if not os.path.isfile(config_file):
         raise FileNotFoundError(
-            f"Teacher config not found: MODEL.DISTILL.TEACHER.CONFIG_FILE={config_file!r} (relative paths are "
-            "looked up from the working directory and from the config file that names them)"
+            f"Teacher config not found: MODEL.DISTILL.TEACHER.CONFIG_FILE={config_file!r} "
+            "(relative paths are looked up from the working directory and from the config file "
+            "that names them)"
         )
     opts = list(opts or [])
     if config_file.endswith(".py"):
