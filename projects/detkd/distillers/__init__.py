@@ -26,3 +26,7 @@ from .soft_ce import SoftCEDistiller
 from .bounded_reg import BoundedRegressionDistiller
 from .fgd import FGDDistiller
 from .mssd import MSSDDistiller
+from .pkd import PKDDistiller
+from .cwd import CWDDistiller
+from .mgd import MGDDistiller
+from .cross_head import CrossHeadDistiller

@@ -39,6 +39,7 @@ __all__ = [
     "check_pair",
     "check_channels",
     "feature_shape",
+    "FeatureLevelDistiller",
 ]
 
 DISTILLER_REGISTRY = Registry("DISTILLER")
@@ -169,3 +170,62 @@ def check_pair(method, names, shapes, channels, layer):
             expected,
             f"{layer} {end}",
         )
+
+
+class FeatureLevelDistiller(Distiller):
+    """Base of the methods that compare student and teacher on the same feature levels (PKD, CWD,
+    MGD): ``IN_FEATURES`` from the config, one 1x1 align conv per level whose channel counts
+    differ (student -> teacher channels), and :meth:`aligned_pairs` for ``forward``."""
+
+    teacher_needs = frozenset({"features"})
+
+    def __init__(self, in_features, student_channels, teacher_channels):
+        super().__init__()
+        check_unique(self.config_block, "IN_FEATURES", in_features)
+        if not (len(in_features) == len(student_channels) == len(teacher_channels)):
+            raise ValueError(
+                f"MODEL.DISTILL.{self.config_block}: one student and one teacher channel "
+                f"count per feature of {list(in_features)}"
+            )
+        self.in_features = list(in_features)
+        self.channels = {
+            f: (sc, tc) for f, sc, tc in zip(in_features, student_channels, teacher_channels)
+        }
+        self.align = nn.ModuleDict(
+            {
+                f: nn.Conv2d(sc, tc, kernel_size=1)
+                for f, (sc, tc) in self.channels.items()
+                if sc != tc
+            }
+        )
+
+    @classmethod
+    def level_channels(cls, cfg, student_shapes, teacher_shapes):
+        """``in_features`` and both sides' channel counts, from the method's config block."""
+        block = cls.config_block
+        names = list(cfg.MODEL.DISTILL[block].IN_FEATURES)
+        return dict(
+            in_features=names,
+            student_channels=[
+                feature_shape(student_shapes, f, "student", block).channels for f in names
+            ],
+            teacher_channels=[
+                feature_shape(teacher_shapes, f, "teacher", block).channels for f in names
+            ],
+        )
+
+    def teacher_features(self):
+        return list(self.in_features)
+
+    def check_shapes(self, student_shapes, teacher_shapes):
+        for f, channels in self.channels.items():
+            check_pair(
+                self.config_block, (f, f), (student_shapes, teacher_shapes), channels, "align layer"
+            )
+
+    def aligned_pairs(self, batch: DistillBatch):
+        """``(level, student map aligned to the teacher's channels, teacher map)`` per level, at one
+        size (``DistillBatch.feature_pair``)."""
+        for f in self.in_features:
+            s, t = batch.feature_pair(f, f)
+            yield f, (self.align[f](s) if f in self.align else s), t

@@ -6,7 +6,7 @@ bounded-regression losses share one path for both stages.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from detectron2.modeling.box_regression import Box2BoxTransform
@@ -62,6 +62,9 @@ class DistillBatch:
     rcn_proposals: Optional[List[Instances]] = None
     rcn_box2box: Optional[Box2BoxTransform] = None
     num_classes: int = 0
+    # (features, boxes) -> (scores, deltas) through the teacher's frozen box head and predictor,
+    # with gradients to the features (for the head cross-forward); None without a teacher
+    teacher_box_head: Optional[Callable] = None
 
     # ----- features -------------------------------------------------------------------------
     def feature_pair(
@@ -123,8 +126,7 @@ class DistillBatch:
                 target,
                 self.rpn_loss_normalizer,
             )
-        gt_classes = torch.cat([p.gt_classes for p in self.rcn_proposals])
-        fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
+        gt_classes, fg = self._rcn_foreground()
         boxes = torch.cat([p.proposal_boxes.tensor for p in self.rcn_proposals])[fg]
         # detectron2 sets gt_boxes only on images that have GT; their proposals are all background
         gt = torch.cat(
@@ -135,11 +137,21 @@ class DistillBatch:
         )[fg]
         target = self.rcn_box2box.get_deltas(boxes, gt)
         return (
-            _deltas_for_class(self.student.rcn_deltas[fg], gt_classes[fg]),
-            _deltas_for_class(self.teacher.rcn_deltas[fg], gt_classes[fg]),
+            self.rcn_foreground_deltas(self.student.rcn_deltas),
+            self.rcn_foreground_deltas(self.teacher.rcn_deltas),
             target,
             float(gt_classes.numel()),
         )
+
+    def rcn_foreground_deltas(self, deltas: torch.Tensor) -> torch.Tensor:
+        """``(F, 4)``: of ``deltas`` (one row per sampled proposal, ``(R, 4K)`` or ``(R, 4)``), the
+        foreground proposals' rows at their GT class."""
+        gt_classes, fg = self._rcn_foreground()
+        return _deltas_for_class(deltas[fg], gt_classes[fg])
+
+    def _rcn_foreground(self):
+        gt_classes = torch.cat([p.gt_classes for p in self.rcn_proposals])
+        return gt_classes, (gt_classes >= 0) & (gt_classes < self.num_classes)
 
 
 def _deltas_for_class(deltas: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

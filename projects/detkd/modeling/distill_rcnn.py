@@ -19,6 +19,7 @@ and ``train()`` keeps it in eval mode.
 """
 
 import logging
+from functools import partial
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -379,6 +380,11 @@ class DistillRCNN(nn.Module):
             rcn_proposals=sampled,
             rcn_box2box=student.roi_heads.box_predictor.box2box_transform,
             num_classes=student.roi_heads.num_classes,
+            teacher_box_head=(
+                partial(box_head_predictions, self.teacher.roi_heads)
+                if self.teacher is not None
+                else None
+            ),
         )
         if self.teacher_needs:
             batch.teacher = self._teacher_outputs(batched_inputs, batch)
