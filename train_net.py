@@ -32,6 +32,7 @@ from detectron2.utils.logger import setup_logger
 
 import detkd  # noqa: F401  registers DistillRCNN and the PAFPN backbone
 from detkd import load_config
+from detkd.balance import BalanceReport, method_names
 from detkd.checkpoint import Checkpointer
 from detkd.config import student_only_config
 from detkd.data import register_datasets
@@ -174,6 +175,8 @@ def main_lazy(args):
             if comm.is_main_process()
             else None,
             hooks.EvalHook(cfg.train.eval_period, lambda: lazy_test(cfg, model)),
+            # each distillation term against the detection loss (train.balance_log_period)
+            BalanceReport(method_names(model), cfg.train.get("balance_log_period", 20)),
             hooks.PeriodicWriter(
                 default_writers(cfg.train.output_dir, cfg.train.max_iter),
                 period=cfg.train.log_period,

@@ -2,6 +2,7 @@
 test starts from random states seeded by its own name, so a result does not depend on which tests
 ran before it (set DETKD_TEST_SEED to draw other states when hunting for flaky tests)."""
 
+import logging
 import os
 import random
 import zlib
@@ -98,3 +99,15 @@ def train_batch(cfg, n=2):
     from detectron2.data import build_detection_train_loader
 
     return next(iter(build_detection_train_loader(cfg)))
+
+
+@pytest.fixture
+def detkd_log(caplog):
+    """Records of the "detkd" logger (train_net's setup stops it from propagating to the root)."""
+    logger = logging.getLogger("detkd")
+    level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)

@@ -33,18 +33,6 @@ sys.path.insert(0, REPO)
 import train_net  # noqa: E402
 
 
-@pytest.fixture
-def detkd_log(caplog):
-    """Records of the "detkd" logger (train_net's setup stops it from propagating to the root)."""
-    logger = logging.getLogger("detkd")
-    level = logger.level
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-    logger.setLevel(level)
-
-
 def _same(a, b):
     """Nested result dicts equal, NaN equal to NaN (COCO reports NaN for empty size ranges)."""
     if isinstance(a, dict):

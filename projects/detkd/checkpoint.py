@@ -243,7 +243,8 @@ class Checkpointer(DetectionCheckpointer):
                 logger.info("%s is a plain detector checkpoint: loading it into the student", path)
                 return self._load_into_student(checkpoint)
             if not len(self.model.distillers):
-                dropped = [k for k in state if k.startswith("distillers.")]
+                # the methods' layers and their balance scales
+                dropped = [k for k in state if k.startswith(("distillers.", "balancer."))]
                 for k in dropped:
                     del state[k]
                 if dropped:

@@ -38,6 +38,25 @@ def add_detkd_config(cfg):
     # (e.g. ["roi_heads.mask_head."] for a Mask R-CNN checkpoint in a box-only teacher).
     _C.MODEL.DISTILL.TEACHER.IGNORED_KEY_PREFIXES = []
 
+    # Teacher sanity check, first training step: its recall of the batch's GT boxes (IoU 0.5, right
+    # class) among its detections; under this a loud warning (an untrained or mismatched teacher).
+    _C.MODEL.DISTILL.TEACHER.SANITY_MIN_RECALL = 0.3
+
+    # Balance between the distillation terms and the detection loss (detkd.balance).
+    _C.MODEL.DISTILL.BALANCE = CN()
+    # every LOG_PERIOD iterations log.txt gets each term's ratio to the detection loss; a warning
+    # names a term whose median ratio stayed under LOW or over HIGH
+    _C.MODEL.DISTILL.BALANCE.LOG_PERIOD = 20
+    _C.MODEL.DISTILL.BALANCE.LOW = 0.01
+    _C.MODEL.DISTILL.BALANCE.HIGH = 10.0
+    # automatic balance: over the first AUTO_ITERS iterations measure each method's terms against
+    # the detection loss, then fix one scale per method so that its ratio is AUTO_TARGET
+    _C.MODEL.DISTILL.BALANCE.AUTO = False
+    _C.MODEL.DISTILL.BALANCE.AUTO_ITERS = 50
+    _C.MODEL.DISTILL.BALANCE.AUTO_TARGET = 0.5
+    # divide the feature terms that sum over a level's positions (FGD, MGD) by the level's H*W
+    _C.MODEL.DISTILL.BALANCE.NORMALIZE_BY_AREA = False
+
     # Weight files are read without running code (tensors, numpy arrays, plain containers). Set
     # True only for files you trust: full unpickling runs whatever the file's author put in it.
     _C.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE = False

@@ -55,6 +55,15 @@ class Distiller(nn.Module):
     name: str = ""
     needs_teacher: bool = True
     teacher_needs = frozenset()
+    # set by DistillRCNN (MODEL.DISTILL.BALANCE.NORMALIZE_BY_AREA): see per_area
+    area_normalized: bool = False
+
+    def per_area(self, value: torch.Tensor, feature_map: torch.Tensor) -> torch.Tensor:
+        """``value`` divided by ``feature_map``'s H*W when area normalisation is on: for terms that
+        sum over a level's positions, so that levels (and resolutions) weigh alike."""
+        if not self.area_normalized:
+            return value
+        return value / (feature_map.shape[-2] * feature_map.shape[-1])
 
     @classmethod
     def add_config(cls, node: CfgNode) -> None:

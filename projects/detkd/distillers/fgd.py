@@ -113,5 +113,5 @@ class FGDDistiller(Distiller):
             # pixels on the teacher grid
             terms = self.levels[f](s, t, boxes, sizes, stride=batch.strides[f])
             for term, value in terms.items():
-                losses[f"loss_fgd_{term}_{f}"] = self.weights[term] * value
+                losses[f"loss_fgd_{term}_{f}"] = self.weights[term] * self.per_area(value, t)
         return losses

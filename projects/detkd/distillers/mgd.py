@@ -84,5 +84,6 @@ class MGDDistiller(FeatureLevelDistiller):
             mask = random_position_mask(
                 n, h, w, self.mask_ratio, self.masks_generator(s.device), s.device
             )
-            losses[f"loss_mgd_{f}"] = self.alpha * mgd_loss(self.generators[f](s * mask), t)
+            term = mgd_loss(self.generators[f](s * mask), t)
+            losses[f"loss_mgd_{f}"] = self.alpha * self.per_area(term, t)
         return losses

@@ -12,12 +12,13 @@ from detectron2.data import (
     build_detection_test_loader,
     build_detection_train_loader,
 )
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..balance import BalanceReport, method_names
 from ..checkpoint import Checkpointer
 from ..data.checks import FileNamingDatasetMapper, get_checked_dataset_dicts
 from .clipping import add_global_norm_clipping
@@ -81,6 +82,16 @@ class DistillTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        """detectron2's hooks, and :class:`detkd.balance.BalanceReport` before the writers (so each
+        step's ratios reach ``metrics.json`` with its losses)."""
+        ret = super().build_hooks()
+        b = self.cfg.MODEL.DISTILL.BALANCE
+        report = BalanceReport(method_names(self.model), b.LOG_PERIOD, b.LOW, b.HIGH)
+        writers = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
+        ret.insert(writers[0] if writers else len(ret), report)
+        return ret
 
     @property
     def last_eval_results(self):

@@ -25,10 +25,11 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 from torch import nn
 from torch.nn import functional as F
 
+from ..balance import LossBalancer
 from ..distillers import Distiller, build_distillers
 from ..utils import put_scalar
 from .batch import DistillBatch, SideOutputs
@@ -133,6 +134,9 @@ class DistillRCNN(nn.Module):
         student_input_scale: float = 1.0,
         feature_resize: str = "teacher_to_student",
         inherit_prefixes: Optional[Sequence[str]] = None,
+        balancer: Optional[LossBalancer] = None,
+        normalize_by_area: bool = False,
+        teacher_min_recall: float = 0.3,
     ):
         """
         Args:
@@ -142,6 +146,11 @@ class DistillRCNN(nn.Module):
             student_input_scale: the student sees the image scaled by this (Chen et al. 2017, 4.1).
             feature_resize: "teacher_to_student" or "student_to_teacher", for maps of unequal size.
             inherit_prefixes: if given, initialise these student parameters from the teacher.
+            balancer: the automatic balance of the methods' terms (``detkd.balance``); none by
+                default (every scale 1).
+            normalize_by_area: divide each level's summed feature terms by the level's H*W.
+            teacher_min_recall: the teacher sanity check's threshold (first training step): below
+                it, a warning.
         """
         super().__init__()
         if not (0 < student_input_scale <= 1):
@@ -156,6 +165,11 @@ class DistillRCNN(nn.Module):
         self.student = student
         object.__setattr__(self, "teacher", freeze(teacher) if teacher is not None else None)
         self.distillers = nn.ModuleList(distillers)
+        for distiller in self.distillers:
+            distiller.area_normalized = bool(normalize_by_area)
+        self.balancer = balancer or LossBalancer([d.name for d in self.distillers], enabled=False)
+        self.teacher_min_recall = float(teacher_min_recall)
+        self._teacher_checked = False
         self.student_input_scale = float(student_input_scale)
         self.feature_resize = feature_resize
         self.teacher_needs = frozenset().union(*[d.teacher_needs for d in self.distillers])
@@ -206,6 +220,14 @@ class DistillRCNN(nn.Module):
             student_input_scale=d.STUDENT_INPUT_SCALE,
             feature_resize=d.FEATURE_RESIZE,
             inherit_prefixes=list(d.INHERIT.PREFIXES) if d.INHERIT.ENABLED else None,
+            balancer=LossBalancer(
+                [m.name for m in distillers],
+                enabled=d.BALANCE.AUTO,
+                iters=d.BALANCE.AUTO_ITERS,
+                target=d.BALANCE.AUTO_TARGET,
+            ),
+            normalize_by_area=d.BALANCE.NORMALIZE_BY_AREA,
+            teacher_min_recall=d.TEACHER.SANITY_MIN_RECALL,
         )
 
     # ----- module plumbing ------------------------------------------------------------------
@@ -350,6 +372,8 @@ class DistillRCNN(nn.Module):
         student = self.student
         s_images = self._student_images(batched_inputs, self._size_divisibility)
         gt = [_drop_empty_boxes(x["instances"].to(self.device)) for x in batched_inputs]
+        if self.teacher is not None and not self._teacher_checked:
+            self._teacher_checked = self.check_teacher(batched_inputs, gt)
         if self.student_input_scale != 1.0:
             gt = [
                 _rescale_instances(g, self.student_input_scale, size)
@@ -405,7 +429,48 @@ class DistillRCNN(nn.Module):
                     f"distillation terms {sorted(clash)} would overwrite existing losses"
                 )
             losses.update(terms)
-        return losses
+        return self.balancer(losses)
+
+    @torch.no_grad()
+    def teacher_recall(self, batched_inputs, gt_instances: Sequence[Instances], iou: float = 0.5):
+        """``(recalled, total)``: of the GT boxes (in the input's pixels), how many the teacher
+        finds among its detections at IoU >= ``iou`` with the right class. A teacher that is
+        untrained, did not load, or learned other classes (or another class order) finds almost
+        none."""
+        predictions = self.teacher.inference(batched_inputs, do_postprocess=False)
+        recalled, total = 0, 0
+        for found, expected in zip(predictions, gt_instances):
+            if len(expected) == 0:
+                continue
+            found = found.to(expected.gt_boxes.device)
+            overlap = pairwise_iou(expected.gt_boxes, found.pred_boxes)
+            same_class = expected.gt_classes[:, None] == found.pred_classes[None]
+            recalled += int(((overlap >= iou) & same_class).any(dim=1).sum())
+            total += len(expected)
+        return recalled, total
+
+    def check_teacher(self, batched_inputs, gt_instances) -> bool:
+        """The sanity check of the first training step: log the teacher's recall of the batch's GT
+        boxes (``teacher/sanity_recall``), warn loudly under ``teacher_min_recall``. Returns False
+        when the batch has no GT box (check the next one)."""
+        recalled, total = self.teacher_recall(batched_inputs, gt_instances)
+        if total == 0:
+            return False
+        recall = recalled / total
+        put_scalar("teacher/sanity_recall", recall)
+        found = (
+            f"the teacher finds {recalled} of the {total} ground-truth boxes of the first batch "
+            f"(recall {recall:.2f} at IoU 0.5 with the right class"
+        )
+        if recall < self.teacher_min_recall:
+            logger.warning(
+                f"TEACHER SANITY CHECK FAILED: {found}, threshold {self.teacher_min_recall:.2f}). "
+                "Is MODEL.DISTILL.TEACHER.WEIGHTS trained, on this data set's classes, in this "
+                "class order? `train_net.py --eval-teacher` evaluates it in full."
+            )
+        else:
+            logger.info(f"Teacher sanity check: {found})")
+        return True
 
     @torch.no_grad()
     def _teacher_outputs(self, batched_inputs, batch: DistillBatch) -> SideOutputs:

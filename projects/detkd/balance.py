@@ -1,0 +1,205 @@
+"""The balance between the distillation terms and the detection loss: made visible, and optionally
+set automatically.
+
+Published weights were tuned for one resolution, one teacher and one data set; on others a term can
+be a thousand times the detection loss, or nothing. Two tools, configured by
+``MODEL.DISTILL.BALANCE``:
+
+* :class:`BalanceReport` (a trainer hook, always on): after each step, from the loss values
+  detectron2 has already logged (no extra device sync), each distillation term's ratio to the
+  detection loss (the sum of the detector's own terms) goes to ``EventStorage`` as
+  ``balance/<term>`` (``metrics.json``, TensorBoard); every ``LOG_PERIOD`` iterations ``log.txt``
+  gets a summary line, and a warning names every term whose median ratio over that window stayed
+  under ``LOW`` (1 %) or over ``HIGH`` (10x).
+* :class:`LossBalancer` (a module of ``DistillRCNN``, active with ``AUTO``): over the first
+  ``AUTO_ITERS`` training iterations it measures each method's terms against the detection loss
+  (the mean of the ratio of the sum of a method's terms), then fixes one scale per method so that
+  the ratio becomes ``AUTO_TARGET``, freezes the scales, logs them, and keeps them in the checkpoint
+  (buffers), so a resumed run goes on with the same scales. One scale per method, not per term,
+  keeps a paper's own weighting between its terms (FGD's foreground, background, attention and
+  global terms, a level against another).
+"""
+
+import logging
+import statistics
+from collections import defaultdict, deque
+from typing import Dict, Optional, Sequence
+
+import torch
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+from torch import nn
+
+from .utils import put_scalar
+
+__all__ = ["detection_terms", "method_names", "LossBalancer", "BalanceReport"]
+
+logger = logging.getLogger(__name__)
+
+
+def detection_terms(loss_names, method_names: Sequence[str]):
+    """The names among ``loss_names`` that are the detector's own (not ``loss_<method>_*``)."""
+    prefixes = tuple(f"loss_{m}_" for m in method_names)
+    return [k for k in loss_names if k.startswith("loss_") and not k.startswith(prefixes)]
+
+
+def method_names(model) -> list:
+    """The term prefixes (``Distiller.name``) of a (possibly DDP-wrapped) model's methods."""
+    model = getattr(model, "module", model)
+    return [d.name for d in getattr(model, "distillers", [])]
+
+
+class LossBalancer(nn.Module):
+    """One scale per distillation method, measured over the first ``iters`` steps, then frozen.
+
+    ``forward(losses)`` returns ``losses`` with every term of a method multiplied by the method's
+    scale (1 while measuring, and always when ``enabled`` is False). The scales and the count of
+    measured steps are buffers, so checkpoints hold them and a resumed run keeps them.
+    """
+
+    def __init__(
+        self,
+        method_names: Sequence[str],
+        enabled: bool = False,
+        iters: int = 50,
+        target: float = 0.5,
+    ):
+        super().__init__()
+        if enabled and not (iters >= 1 and target > 0 and target < float("inf")):
+            raise ValueError(
+                f"MODEL.DISTILL.BALANCE: AUTO_ITERS must be >= 1 and AUTO_TARGET > 0 and "
+                f"finite, got {iters} and {target}"
+            )
+        self.method_names = list(method_names)
+        self.enabled, self.iters, self.target = enabled, int(iters), float(target)
+        self.register_buffer("scales", torch.ones(len(self.method_names)))
+        self.register_buffer("measured_iters", torch.zeros((), dtype=torch.long))
+        self.register_buffer("ratio_sums", torch.zeros(len(self.method_names)), persistent=False)
+        self._seen = 0  # measured_iters, kept on the host: no device sync per step
+
+    @property
+    def frozen(self) -> bool:
+        return self._seen >= self.iters
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._seen = int(self.measured_iters)
+        if self.enabled and self.frozen:
+            logger.info("Automatic balance restored from the checkpoint: %s", self.describe())
+
+    def describe(self) -> str:
+        return ", ".join(f"{m} x{s:.4g}" for m, s in zip(self.method_names, self.scales.tolist()))
+
+    def forward(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        if not (self.enabled and self.training and self.method_names):
+            return losses
+        method_of = {
+            k: i
+            for k in losses
+            for i, m in enumerate(self.method_names)
+            if k.startswith(f"loss_{m}_")
+        }
+        if self.frozen:
+            return {
+                k: v * self.scales[method_of[k]] if k in method_of else v for k, v in losses.items()
+            }
+        detection = sum(
+            v.detach() for k, v in losses.items() if k.startswith("loss_") and k not in method_of
+        )
+        per_method = torch.zeros_like(self.ratio_sums)
+        for k, i in method_of.items():
+            per_method[i] += losses[k].detach()
+        self.ratio_sums += per_method / detection.clamp(min=1e-12)
+        self._seen += 1
+        self.measured_iters.fill_(self._seen)
+        if self.frozen:
+            self._freeze()
+        return losses
+
+    def _freeze(self):
+        means = self.ratio_sums / self.iters
+        if comm.get_world_size() > 1:  # one set of scales for every process
+            torch.distributed.all_reduce(means)
+            means /= comm.get_world_size()
+        bad = [m for m, r in zip(self.method_names, means.tolist()) if not (0 < r < float("inf"))]
+        if bad:
+            raise FloatingPointError(
+                f"automatic balance: the terms of {bad} measured a ratio of 0 or a "
+                f"non-finite one to the detection loss over {self.iters} iterations"
+            )
+        self.scales.copy_(self.target / means)
+        for m, scale in zip(self.method_names, self.scales.tolist()):
+            put_scalar(f"balance/scale/{m}", scale)
+        logger.info(
+            "Automatic balance after %d iterations (each method at %.3g of the detection loss; the "
+            "measured ratios were %s): %s",
+            self.iters,
+            self.target,
+            ", ".join(f"{m} {r:.4g}" for m, r in zip(self.method_names, means.tolist())),
+            self.describe(),
+        )
+
+
+class BalanceReport(HookBase):
+    """Logs each distillation term's ratio to the detection loss; summary and warnings every
+    ``period`` iterations (see the module docstring)."""
+
+    def __init__(
+        self, method_names: Sequence[str], period: int = 20, low: float = 0.01, high: float = 10.0
+    ):
+        self.method_names = list(method_names)
+        self.period, self.low, self.high = int(period), float(low), float(high)
+        self._window: Dict[str, deque] = defaultdict(lambda: deque(maxlen=max(self.period, 1)))
+
+    def ratios(self, latest: Dict[str, float]) -> Optional[Dict[str, float]]:
+        """``{term: term / detection loss}`` from the latest loss values; None without a detection
+        loss."""
+        detection = detection_terms(latest, self.method_names)
+        total = sum(latest[k] for k in detection)
+        if not detection or not total > 0:
+            return None
+        prefixes = tuple(f"loss_{m}_" for m in self.method_names)
+        return {k: v / total for k, v in latest.items() if k.startswith(prefixes)}
+
+    def after_step(self):
+        if not self.method_names:
+            return
+        storage = self.trainer.storage
+        latest = {k: v for k, (v, it) in storage.latest().items() if it == storage.iter}
+        ratios = self.ratios(latest)
+        if ratios is None:
+            return
+        for k, r in ratios.items():
+            storage.put_scalar(f"balance/{k}", r, smoothing_hint=False)
+            self._window[k].append(r)
+        if self.period > 0 and (storage.iter + 1) % self.period == 0:
+            self.report(storage.iter)
+
+    def report(self, iteration: int):
+        medians = {k: statistics.median(w) for k, w in self._window.items() if w}
+        if not medians:
+            return
+        logger.info(
+            "iter %d: distillation terms / detection loss (median of the last %d): %s",
+            iteration,
+            self.period,
+            ", ".join(f"{k} {m:.3g}" for k, m in sorted(medians.items())),
+        )
+        low = sorted(k for k, m in medians.items() if m < self.low)
+        high = sorted(k for k, m in medians.items() if m > self.high)
+        if low:
+            logger.warning(
+                "iter %d: %s stayed under %.3g of the detection loss: they hardly train the "
+                "student (raise their weights, or MODEL.DISTILL.BALANCE.AUTO)",
+                iteration,
+                low,
+                self.low,
+            )
+        if high:
+            logger.warning(
+                "iter %d: %s stayed over %.3g times the detection loss: they drown the detector's "
+                "own losses (lower their weights, or MODEL.DISTILL.BALANCE.AUTO)",
+                iteration,
+                high,
+                self.high,
+            )

@@ -1,0 +1,245 @@
+"""Loss balance made visible and automatic, and the teacher sanity check of the first step."""
+
+import json
+import logging
+import os
+import sys
+
+import pytest
+import torch
+from conftest import REPO, TINY, train_batch
+from detectron2.engine import hooks
+from detectron2.modeling import build_model
+from detectron2.structures import Instances
+from detectron2.utils.events import EventStorage
+
+from detkd.balance import BalanceReport, LossBalancer, detection_terms
+from detkd.checkpoint import Checkpointer
+from detkd.distillers import FGDDistiller
+from detkd.engine import DistillTrainer
+from detkd.modeling import DistillBatch, SideOutputs
+
+
+# ----- visible ------------------------------------------------------------------------------------
+class _Trainer:
+    def __init__(self, storage):
+        self.storage = storage
+
+
+def test_detection_terms_are_the_detectors_own():
+    names = ["loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_fgd_fg_p2", "loss_soft_ce_rcn", "lr"]
+    assert detection_terms(names, ["fgd", "soft_ce"]) == [
+        "loss_cls",
+        "loss_box_reg",
+        "loss_rpn_cls",
+    ]
+
+
+def test_report_logs_ratios_and_warns_by_name(detkd_log):
+    report = BalanceReport(["fgd", "hint"], period=2, low=0.01, high=10.0)
+    with EventStorage() as storage:
+        report.trainer = _Trainer(storage)
+        for it in range(2):
+            storage.iter = it
+            storage.put_scalars(
+                loss_cls=1.0,
+                loss_box_reg=3.0,
+                loss_fgd_fg_p2=80.0,
+                loss_hint_res4=0.02,
+                loss_fgd_bg_p2=2.0,
+                smoothing_hint=False,
+            )
+            report.after_step()
+        assert storage.latest()["balance/loss_fgd_fg_p2"][0] == pytest.approx(20.0)
+        assert storage.latest()["balance/loss_hint_res4"][0] == pytest.approx(0.005)
+        assert storage.latest()["balance/loss_fgd_bg_p2"][0] == pytest.approx(0.5)
+    records = [r for r in detkd_log.records if r.name.startswith("detkd.balance")]
+    summary = [r.getMessage() for r in records if r.levelno == logging.INFO]
+    assert summary and "loss_fgd_fg_p2 20" in summary[0]
+    warnings = " ".join(r.getMessage() for r in records if r.levelno == logging.WARNING)
+    assert "['loss_hint_res4'] stayed under 0.01" in warnings
+    assert "['loss_fgd_fg_p2'] stayed over 10" in warnings
+    assert "loss_fgd_bg_p2" not in warnings
+
+
+@pytest.mark.slow
+def test_ratios_reach_metrics_json_through_train_net(tmp_path, teacher_weights):
+    sys.path.insert(0, REPO)
+    import train_net
+
+    out = tmp_path / "run"
+    train_net.invoke(
+        [
+            "--config-file",
+            os.path.join(REPO, "configs/demo/distill_fgd.yaml"),
+            *[str(o) for o in TINY],
+            "SOLVER.MAX_ITER",
+            "1",  # one step: metrics.json smooths losses (a median) but not ratios
+            "SOLVER.STEPS",
+            "()",
+            "SOLVER.WARMUP_ITERS",
+            "1",
+            "DATASETS.TEST",
+            "()",
+            "OUTPUT_DIR",
+            str(out),
+            "MODEL.DISTILL.TEACHER.WEIGHTS",
+            teacher_weights,
+            "MODEL.DISTILL.BALANCE.LOG_PERIOD",
+            "1",
+        ]
+    )
+    rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    row = next(r for r in rows if "balance/loss_fgd_global_p3" in r)
+    detection = sum(row[k] for k in ("loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"))
+    assert row["balance/loss_fgd_global_p3"] == pytest.approx(
+        row["loss_fgd_global_p3"] / detection, rel=1e-3
+    )
+    assert "distillation terms / detection loss" in (out / "log.txt").read_text()
+
+
+def test_trainer_puts_the_report_before_the_writers(distill_cfg, tmp_path):
+    cfg = distill_cfg("configs/demo/distill_fgd.yaml", "OUTPUT_DIR", str(tmp_path))
+    trainer = DistillTrainer(cfg)
+    kinds = [type(h) for h in trainer._hooks]
+    assert kinds.index(BalanceReport) < kinds.index(hooks.PeriodicWriter)
+    report = trainer._hooks[kinds.index(BalanceReport)]
+    assert report.method_names == ["fgd"] and report.period == 20
+
+
+# ----- automatic ----------------------------------------------------------------------------------
+def _step(balancer, det, a, b):
+    losses = {
+        "loss_cls": torch.tensor(det / 2),
+        "loss_box_reg": torch.tensor(det / 2),
+        "loss_a_x": torch.tensor(a),
+        "loss_b_y": torch.tensor(b / 2),
+        "loss_b_z": torch.tensor(b / 2),
+    }
+    with EventStorage():
+        return {k: v.item() for k, v in balancer(losses).items()}
+
+
+def test_auto_balance_toy_by_hand_frozen_after_k():
+    balancer = LossBalancer(["a", "b"], enabled=True, iters=2, target=0.5).train()
+    # measuring: losses unchanged; ratios a: 4/2 = 2 then 4/4 = 1; b: 0.2/2 = 0.1 then 0.8/4 = 0.2
+    assert _step(balancer, 2.0, 4.0, 0.2)["loss_a_x"] == 4.0 and not balancer.frozen
+    assert _step(balancer, 4.0, 4.0, 0.8)["loss_b_y"] == pytest.approx(0.4)
+    assert balancer.frozen
+    # scale = target / mean ratio: a 0.5 / 1.5 = 1/3, b 0.5 / 0.15 = 10/3
+    assert balancer.scales.tolist() == pytest.approx([1 / 3, 10 / 3], rel=1e-5)
+    out = _step(balancer, 2.0, 3.0, 0.6)
+    assert out["loss_a_x"] == pytest.approx(1.0) and out["loss_b_y"] == pytest.approx(1.0)
+    assert out["loss_b_z"] == pytest.approx(1.0) and out["loss_cls"] == 1.0  # detection untouched
+    # frozen: later ratios change nothing
+    _step(balancer, 100.0, 1.0, 1.0)
+    assert balancer.scales.tolist() == pytest.approx([1 / 3, 10 / 3], rel=1e-5)
+    # restored from a state dict (a checkpoint): frozen with the same scales
+    restored = LossBalancer(["a", "b"], enabled=True, iters=2, target=0.5).train()
+    restored.load_state_dict(balancer.state_dict())
+    assert restored.frozen and restored.scales.tolist() == pytest.approx([1 / 3, 10 / 3], rel=1e-5)
+    assert _step(restored, 2.0, 3.0, 0.6)["loss_a_x"] == pytest.approx(1.0)
+
+
+def test_auto_balance_off_and_refusals():
+    off = LossBalancer(["a"], enabled=False).train()
+    assert _step(off, 2.0, 4.0, 0.2)["loss_a_x"] == 4.0 and off.scales.tolist() == [1.0]
+    with pytest.raises(ValueError, match="AUTO_TARGET"):
+        LossBalancer(["a"], enabled=True, iters=5, target=0.0)
+    dead = LossBalancer(["a", "b"], enabled=True, iters=1).train()
+    with pytest.raises(FloatingPointError, match=r"\['b'\] measured a ratio of 0"):
+        _step(dead, 2.0, 1.0, 0.0)
+
+
+def test_auto_balance_in_the_model_and_on_resume(distill_cfg, tmp_path):
+    cfg = distill_cfg(
+        "configs/demo/distill_fgd.yaml",
+        "MODEL.DISTILL.BALANCE.AUTO",
+        True,
+        "MODEL.DISTILL.BALANCE.AUTO_ITERS",
+        2,
+        "MODEL.DISTILL.BALANCE.AUTO_TARGET",
+        0.25,
+    )
+    model = build_model(cfg).train()
+    data = train_batch(cfg)
+    ratios = []
+    with EventStorage():
+        for _ in range(2):
+            losses = model(data)
+            fgd = sum(v.item() for k, v in losses.items() if k.startswith("loss_fgd_"))
+            ratios.append(
+                fgd / sum(v.item() for k, v in losses.items() if not k.startswith("loss_fgd_"))
+            )
+        assert model.balancer.frozen
+        scale = model.balancer.scales.item()
+        assert scale == pytest.approx(0.25 / (sum(ratios) / 2), rel=1e-3)
+        torch.manual_seed(0)
+        scaled = model(data)
+    Checkpointer(model, str(tmp_path)).save("balanced")
+    resumed = build_model(cfg).train()
+    Checkpointer(resumed, str(tmp_path)).load(str(tmp_path / "balanced.pth"))
+    assert resumed.balancer.frozen and resumed.balancer.scales.item() == pytest.approx(scale)
+    with EventStorage():
+        torch.manual_seed(0)
+        again = resumed(data)
+    for k in scaled:
+        assert again[k].item() == pytest.approx(scaled[k].item(), rel=1e-4), k
+
+
+def test_area_normalization_divides_summed_feature_terms_by_hw():
+    g = torch.Generator().manual_seed(3)
+    s, t = torch.randn(2, 4, 6, 5, generator=g), torch.randn(2, 4, 6, 5, generator=g)
+    batch = DistillBatch(
+        student=SideOutputs({"p3": s}),
+        teacher=SideOutputs({"p3": t}),
+        gt_boxes=[torch.tensor([[0.0, 0.0, 16.0, 16.0]])] * 2,
+        image_sizes=[(48, 40)] * 2,
+        strides={"p3": 8.0},
+    )
+    fgd = FGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[4])
+    plain = fgd(batch)
+    fgd.area_normalized = True
+    normalized = fgd(batch)
+    for k in plain:
+        assert normalized[k].item() == pytest.approx(plain[k].item() / 30, rel=1e-5), k
+
+
+# ----- teacher sanity check -----------------------------------------------------------------------
+def _teacher_that_finds(model, classes_shift=0):
+    """Replace the teacher's inference by one that returns the batch's GT (a perfect teacher), with
+    its classes shifted by ``classes_shift`` (a teacher of another class order)."""
+
+    def inference(batched_inputs, do_postprocess=True):
+        out = []
+        for x in batched_inputs:
+            inst = Instances(x["instances"].image_size)
+            inst.pred_boxes = x["instances"].gt_boxes
+            inst.pred_classes = (x["instances"].gt_classes + classes_shift) % 5
+            inst.scores = torch.ones(len(inst.pred_boxes))
+            out.append(inst)
+        return out
+
+    model.teacher.inference = inference
+
+
+@pytest.mark.parametrize(
+    "teacher,passes", [("untrained", False), ("perfect", True), ("other classes", False)]
+)
+def test_teacher_sanity_check_at_the_first_step(distill_cfg, detkd_log, teacher, passes):
+    cfg = distill_cfg("configs/demo/distill_fgd.yaml")
+    model = build_model(cfg).train()
+    if teacher != "untrained":
+        _teacher_that_finds(model, classes_shift=0 if teacher == "perfect" else 1)
+    data = train_batch(cfg)
+    with EventStorage() as storage:
+        model(data)
+        recall = storage.latest()["teacher/sanity_recall"][0]
+        model(data)  # checked once
+    messages = [r for r in detkd_log.records if "sanity check" in r.getMessage().lower()]
+    assert len(messages) == 1
+    if passes:
+        assert recall == 1.0 and messages[0].levelno == logging.INFO
+    else:
+        assert recall < 0.3 and messages[0].levelno == logging.WARNING
+        assert "TEACHER SANITY CHECK FAILED" in messages[0].getMessage()
