@@ -2,7 +2,6 @@
 degenerate cases, and training steps with a heterogeneous pair and a low-resolution student."""
 
 import math
-from functools import partial
 
 import pytest
 import torch
@@ -22,7 +21,7 @@ from detkd.losses import (
     random_position_mask,
 )
 from detkd.modeling import DistillBatch, SideOutputs
-from detkd.modeling.heads import box_head_predictions, run_backbone
+from detkd.modeling.heads import run_backbone
 
 
 # ----- PKD ----------------------------------------------------------------------------------------
@@ -178,24 +177,26 @@ def test_cross_head_kl_and_box_hand_values():
     assert cross_head_box_l1(d, torch.zeros(1, 4), normalizer=8).item() == pytest.approx(4 / 8)
 
 
-def _cross_batch(model, data, student_feats, proposals):
-    """A DistillBatch with the teacher's own RCN outputs on ``proposals`` (teacher pixels = student
-    pixels here)."""
-    teacher = model.teacher
+def _cross_batch(model, data, proposals):
+    """A DistillBatch whose student region features are the teacher's own, pooled at
+    ``proposals`` (teacher pixels = student pixels here), with the teacher's RCN outputs on them."""
+    heads = model.teacher.roi_heads
     with torch.no_grad():
-        t_feats = run_backbone(teacher.backbone, model.teacher_images(data).tensor)
-        boxes = [p.proposal_boxes for p in proposals]
-        scores, deltas = box_head_predictions(teacher.roi_heads, t_feats, boxes)
+        t_feats = run_backbone(model.teacher.backbone, model.teacher_images(data).tensor)
+        pooled = heads.box_pooler(
+            [t_feats[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals]
+        )
+        scores, deltas = heads.box_predictor(heads.box_head(pooled))
     return DistillBatch(
-        student=SideOutputs(student_feats),
+        student=SideOutputs(rcn_pooled=pooled),
         teacher=SideOutputs(t_feats, rcn_scores=scores, rcn_deltas=deltas),
         gt_boxes=[],
         image_sizes=[],
         strides={},
         rcn_proposals=proposals,
         num_classes=5,
-        teacher_box_head=partial(box_head_predictions, teacher.roi_heads),
-    ), t_feats
+        teacher_box_head=lambda x: heads.box_predictor(heads.box_head(x)),
+    )
 
 
 def _proposals(data, n=None):
@@ -214,22 +215,26 @@ def test_cross_head_is_zero_when_the_student_sees_the_teachers_features(distill_
     cfg = distill_cfg("configs/demo/distill_cross_head.yaml")
     model = build_model(cfg)
     data = train_batch(cfg)
-    proposals = _proposals(data)
-    batch, t_feats = _cross_batch(model, data, {}, proposals)
     same = CrossHeadDistiller(
         in_features=["p2", "p3", "p4", "p5"],
-        student_channels=[128] * 4,
-        teacher_channels=[128] * 4,
+        student_channels=128,
+        teacher_channels=128,
         box_weight=1.0,
     )
-    batch.student = SideOutputs(t_feats)
-    terms = same(batch)
+    terms = same(_cross_batch(model, data, _proposals(data)))
     assert terms["loss_cross_head_cls"].item() == pytest.approx(0.0, abs=1e-6)
     assert terms["loss_cross_head_box"].item() == pytest.approx(0.0, abs=1e-6)
     # no proposals at all: finite zeros
-    batch, _ = _cross_batch(model, data, t_feats, _proposals(data, n=0))
-    terms = same(batch)
+    terms = same(_cross_batch(model, data, _proposals(data, n=0)))
     assert all(v.item() == 0.0 for v in terms.values())
+
+
+def test_cross_head_needs_one_pooled_size(distill_cfg):
+    cfg = distill_cfg(
+        "configs/demo/distill_cross_head.yaml", "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", 5
+    )
+    with pytest.raises(ValueError, match=r"they pool \(5, 5\) and \(7, 7\)"):
+        build_model(cfg)
 
 
 @pytest.mark.parametrize(
@@ -249,7 +254,12 @@ def test_training_step_with_a_heterogeneous_pair(distill_cfg, method, terms, sca
     )
     model = build_model(cfg).train()
     (distiller,) = model.distillers
-    assert any(m.in_channels == 64 and m.out_channels == 128 for m in distiller.align.values())
+    aligns = (
+        distiller.align.values()
+        if isinstance(distiller.align, torch.nn.ModuleDict)
+        else [distiller.align]
+    )
+    assert any(m.in_channels == 64 and m.out_channels == 128 for m in aligns)
     with EventStorage():
         losses = model(train_batch(cfg))
     assert set(terms) <= set(losses)

@@ -55,6 +55,9 @@ class Distiller(nn.Module):
     name: str = ""
     needs_teacher: bool = True
     teacher_needs = frozenset()
+    # reads the student's pooled region features (DistillBatch.student.rcn_pooled) with the
+    # teacher's box head: DistillRCNN checks that both poolers give one size
+    reads_student_pooled: bool = False
     # set by DistillRCNN (MODEL.DISTILL.BALANCE.NORMALIZE_BY_AREA): see per_area
     area_normalized: bool = False
 

@@ -5,29 +5,31 @@ the losses are :func:`detkd.losses.cross_head_kl` and :func:`detkd.losses.cross_
 Config block ``MODEL.DISTILL.CROSS_HEAD`` (CrossKD's two-stage setting: T = 3, weight 0.5; boxes
 off by default); terms ``loss_cross_head_cls`` and, with ``BOX_WEIGHT > 0``,
 ``loss_cross_head_box``.
-A 1x1 align conv per level maps the student's FPN width to the teacher's where they differ. The
-student's features are read at the box head's input levels (``MODEL.ROI_HEADS.IN_FEATURES``).
+The student's region features are the ones its own box head pooled (its pooler, its levels); a
+1x1 align conv maps their width to the teacher's where they differ, and the teacher's box head must
+take the same pooled size (checked when the model is built).
 """
 
 import math
 
 from detectron2.config import CfgNode, configurable
-from detectron2.structures import Boxes
+from torch import nn
 
 from ..losses import cross_head_box_l1, cross_head_kl
-from .base import DISTILLER_REGISTRY, FeatureLevelDistiller, check_weight
+from .base import DISTILLER_REGISTRY, Distiller, check_channels, check_weight, feature_shape
 
 __all__ = ["CrossHeadDistiller"]
 
 
 @DISTILLER_REGISTRY.register()
-class CrossHeadDistiller(FeatureLevelDistiller):
+class CrossHeadDistiller(Distiller):
     """The teacher's box head on the student's features vs on the teacher's, at the student's
     proposals."""
 
     config_block = "CROSS_HEAD"
     name = "cross_head"
     teacher_needs = frozenset({"rcn"})
+    reads_student_pooled = True
 
     @classmethod
     def add_config(cls, node: CfgNode):
@@ -46,23 +48,38 @@ class CrossHeadDistiller(FeatureLevelDistiller):
         weight=0.5,
         box_weight=0.0,
     ):
-        super().__init__(in_features, student_channels, teacher_channels)
+        super().__init__()
         check_weight("CROSS_HEAD", "WEIGHT", weight)
         check_weight("CROSS_HEAD", "BOX_WEIGHT", box_weight)
         if not (temperature > 0 and math.isfinite(temperature)):
             raise ValueError(
                 f"MODEL.DISTILL.CROSS_HEAD.TEMPERATURE must be > 0 and finite, got {temperature!r}"
             )
+        self.in_features = list(in_features)
+        self.channels = (int(student_channels), int(teacher_channels))
         self.temperature, self.weight, self.box_weight = temperature, weight, box_weight
+        self.align = (
+            nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
+            if student_channels != teacher_channels
+            else None
+        )
 
     @classmethod
     def from_config(cls, cfg, student_shapes, teacher_shapes):
-        node = cfg.clone()
-        node.defrost()
-        node.MODEL.DISTILL.CROSS_HEAD.IN_FEATURES = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
+        names = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
+        widths = {}
+        for side, shapes in (("student", student_shapes), ("teacher", teacher_shapes)):
+            widths[side] = {feature_shape(shapes, f, side, "CROSS_HEAD").channels for f in names}
+            if len(widths[side]) != 1:
+                raise ValueError(
+                    f"MODEL.DISTILL.CROSS_HEAD: the {side}'s box head levels {names} must "
+                    f"share one channel count, got {sorted(widths[side])}"
+                )
         c = cfg.MODEL.DISTILL.CROSS_HEAD
         return dict(
-            **cls.level_channels(node, student_shapes, teacher_shapes),
+            in_features=names,
+            student_channels=widths["student"].pop(),
+            teacher_channels=widths["teacher"].pop(),
             temperature=c.TEMPERATURE,
             weight=c.WEIGHT,
             box_weight=c.BOX_WEIGHT,
@@ -71,14 +88,25 @@ class CrossHeadDistiller(FeatureLevelDistiller):
     def teacher_features(self):
         return []  # reads the teacher's RCN outputs, which are checked as such
 
+    def check_shapes(self, student_shapes, teacher_shapes):
+        for f in self.in_features:
+            for side, shapes, expected in (
+                ("student", student_shapes, self.channels[0]),
+                ("teacher", teacher_shapes, self.channels[1]),
+            ):
+                actual = feature_shape(shapes, f, side, "CROSS_HEAD").channels
+                check_channels("CROSS_HEAD", side, f, actual, expected, "align layer")
+
     def forward(self, batch):
-        # the student's maps at the student's size: its proposals are in its own pixels
-        features = {
-            f: (self.align[f](x) if f in self.align else x)
-            for f, x in ((f, batch.student.features[f]) for f in self.in_features)
-        }
-        boxes = [Boxes(p.proposal_boxes.tensor) for p in batch.rcn_proposals]
-        cross_scores, cross_deltas = batch.teacher_box_head(features, boxes)
+        # the region features the student's own box head read (its pooler, at its sampled
+        # proposals), aligned to the teacher's width, through the teacher's box head: the student's
+        # ROIAlign runs once, and its backward carries both gradients (pooling the maps a second
+        # time made ROIAlign's backward the largest cost of the step: 2.55 teacher forwards over
+        # the student step, BENCHMARKS.md)
+        pooled = batch.student.rcn_pooled
+        if self.align is not None:
+            pooled = self.align(pooled)
+        cross_scores, cross_deltas = batch.teacher_box_head(pooled)
         losses = {
             "loss_cross_head_cls": self.weight
             * cross_head_kl(cross_scores, batch.teacher.rcn_scores, self.temperature)

@@ -136,7 +136,7 @@ def _min_over_rectangles(top, left, height, width, value, n_rows: int, n_cols: i
     value is written at its first cell on level ``k``, and levels are merged from the widest down: a
     block of ``2^(k+1)`` cells starting at ``x`` is the two blocks of ``2^k`` starting at ``x`` and
     at ``x + 2^k``. Cost: two scatters per rectangle row and one pass over the grid per level
-    (``log2`` of the widest rectangle), so 500 boxes per image cost about 3x what 10 do
+    (``log2`` of the widest rectangle), so 500 boxes per image cost about 2-3x what 10 do
     (``bench_fgd.py``). Rectangles are sorted by level before their rows are expanded, so each
     level is a slice (a mask per level cost as much as all the scatters).
     """
@@ -145,22 +145,25 @@ def _min_over_rectangles(top, left, height, width, value, n_rows: int, n_cols: i
         return grid
     level = torch.frexp(width.double())[1] - 1  # floor(log2 width): width = m * 2^e, m in [0.5, 1)
     level, order = torch.sort(level, descending=True)
-    first_cell = (top * n_cols + left)[order]
-    second_offset = width[order] - torch.pow(2, level)  # where the second block starts in a row
-    rows, row_in_rect = _expand_ragged(torch.stack([first_cell, second_offset], 1), height[order])
-    first = rows[:, 0] + row_in_rect * n_cols
-    starts = torch.stack([first, first + rows[:, 1]], 1).view(-1)  # both blocks of a row together
-    values = value[order].repeat_interleave(2 * height[order])
-    per_level = torch.zeros(int(level[0]) + 1, dtype=torch.long).index_add_(
-        0, level.cpu(), height[order].cpu()
-    )
+    height = height[order]
+    # per rectangle: its first cell, where the second block starts in a row, its value (float64
+    # holds all three exactly), expanded into its rows
+    per_rect = torch.stack(
+        [(top * n_cols + left)[order], width[order] - (1 << level), value[order]], 1
+    ).double()
+    rows, row_in_rect = _expand_ragged(per_rect, height)
+    first = rows[:, 0].long() + row_in_rect * n_cols
+    starts = torch.stack([first, first + rows[:, 1].long()], 1).view(-1)  # a row's blocks together
+    values = rows[:, 2:].to(value.dtype).expand(-1, 2).reshape(-1)
+    per_level = torch.zeros(int(level[0]) + 1, dtype=torch.long, device=level.device)
+    per_level = per_level.index_add_(0, level, height).tolist()  # rows per level, one sync
     begin = 0
     for k in range(len(per_level) - 1, -1, -1):  # over log2 levels, not over boxes
         if k < len(per_level) - 1:
             half = 1 << k
             # blocks of 2^(k+1) cells pushed down: the one starting 2^k cells to the left covers x
             grid[:, half:] = torch.minimum(grid[:, half:], grid[:, :-half])
-        end = begin + 2 * int(per_level[k])
+        end = begin + 2 * per_level[k]
         grid.view(-1).scatter_reduce_(0, starts[begin:end], values[begin:end], reduce="amin")
         begin = end
     return grid

@@ -28,7 +28,8 @@ class SideOutputs:
     (``p2``..``p6``; with the PAFPN backbone also ``fpn_p2``.. for the top-down maps).
     ``rpn_objectness`` is ``(N, A)`` and ``rpn_deltas`` ``(N, A, 4)`` over all anchors of all levels
     (detectron2's order); ``rcn_scores`` is ``(R, K + 1)`` (background last) and ``rcn_deltas``
-    ``(R, 4K)`` or ``(R, 4)`` over the student's ``R`` sampled proposals.
+    ``(R, 4K)`` or ``(R, 4)`` over the student's ``R`` sampled proposals; ``rcn_pooled`` the
+    ``(R, C, h, w)`` features the box head read for them (the student's, when a method needs them).
     """
 
     features: Dict[str, torch.Tensor] = field(default_factory=dict)
@@ -36,6 +37,7 @@ class SideOutputs:
     rpn_deltas: Optional[torch.Tensor] = None
     rcn_scores: Optional[torch.Tensor] = None
     rcn_deltas: Optional[torch.Tensor] = None
+    rcn_pooled: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -62,8 +64,8 @@ class DistillBatch:
     rcn_proposals: Optional[List[Instances]] = None
     rcn_box2box: Optional[Box2BoxTransform] = None
     num_classes: int = 0
-    # (features, boxes) -> (scores, deltas) through the teacher's frozen box head and predictor,
-    # with gradients to the features (for the head cross-forward); None without a teacher
+    # pooled (R, C, h, w) -> (scores, deltas) through the teacher's frozen box head and predictor,
+    # with gradients to the input (for the head cross-forward); None without a teacher
     teacher_box_head: Optional[Callable] = None
 
     # ----- features -------------------------------------------------------------------------

@@ -19,7 +19,6 @@ and ``train()`` keeps it in eval mode.
 """
 
 import logging
-from functools import partial
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -295,6 +294,14 @@ class DistillRCNN(nn.Module):
                     "RPN distillation needs the same MODEL.RPN.BBOX_REG_WEIGHTS "
                     "in student and teacher"
                 )
+        if any(d.reads_student_pooled for d in self.distillers):
+            sizes = [tuple(m.roi_heads.box_pooler.output_size) for m in (s, t)]
+            if sizes[0] != sizes[1]:
+                raise ValueError(
+                    "the head cross-forward feeds the student's pooled region features to the "
+                    f"teacher's box head, but they pool {sizes[0]} and {sizes[1]} "
+                    "(MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION)"
+                )
         if "rcn" in self.teacher_needs:
             for attr in ("box_pooler", "box_head", "box_predictor", "box_in_features"):
                 if not hasattr(t.roi_heads, attr):
@@ -382,7 +389,10 @@ class DistillRCNN(nn.Module):
 
         s_feats = run_backbone(student.backbone, s_images.tensor)
         proposals, losses, rpn = run_rpn(student.proposal_generator, s_images, s_feats, gt)
-        with capture_output(student.roi_heads.box_predictor) as rcn_out:
+        with (
+            capture_output(student.roi_heads.box_predictor) as rcn_out,
+            capture_output(student.roi_heads.box_pooler) as pooled_out,
+        ):
             sampled, rcn_losses = student.roi_heads(s_images, s_feats, proposals, gt)
         losses.update(rcn_losses)
         if not self.distillers:
@@ -404,12 +414,9 @@ class DistillRCNN(nn.Module):
             rcn_proposals=sampled,
             rcn_box2box=student.roi_heads.box_predictor.box2box_transform,
             num_classes=student.roi_heads.num_classes,
-            teacher_box_head=(
-                partial(box_head_predictions, self.teacher.roi_heads)
-                if self.teacher is not None
-                else None
-            ),
+            teacher_box_head=self._teacher_box_head if self.teacher is not None else None,
         )
+        batch.student.rcn_pooled = pooled_out.get("output")
         if self.teacher_needs:
             batch.teacher = self._teacher_outputs(batched_inputs, batch)
 
@@ -430,6 +437,11 @@ class DistillRCNN(nn.Module):
                 )
             losses.update(terms)
         return self.balancer(losses)
+
+    def _teacher_box_head(self, pooled: torch.Tensor):
+        """The teacher's frozen box head and predictor on pooled features (gradients reach them)."""
+        heads = self.teacher.roi_heads
+        return heads.box_predictor(heads.box_head(pooled))
 
     @torch.no_grad()
     def teacher_recall(self, batched_inputs, gt_instances: Sequence[Instances], iou: float = 0.5):
