@@ -63,10 +63,10 @@ def _random_boxes(per_image, n_images, generator, device):
 
 
 def bench_masks(rounds, device="cpu"):
-    """Vectorized masks vs the per-box loop, and 500 vs 10 boxes per image, in interleaved rounds
-    (this VM's speed drifts by up to +-50 % over minutes, so every side is timed in each round): per
-    round the best of 3 vectorized calls (of 5 for 10 vs 500 boxes) and one loop call; medians of
-    the per-round ratios.
+    """Vectorized masks vs the per-box loop, then 500 vs 10 boxes per image, each pair in
+    interleaved rounds of its own (this VM's speed drifts by up to +-50 % over minutes, so both
+    sides are timed in each round): per round the best of 3 vectorized calls (of 5 for 10 vs 500
+    boxes) and one loop call; medians of the per-round ratios.
     ``device`` runs all of it (the loop too) on another device, e.g. ``cuda``."""
     g = torch.Generator().manual_seed(0)
     sizes, hw = [(800, 1333)] * 8, (200, 336)
@@ -87,6 +87,11 @@ def bench_masks(rounds, device="cpu"):
     for _ in range(rounds):
         vec.append(best_of(boxes))
         loop.append(_once(lambda: loop_fgd_masks(boxes, sizes, hw, 4), device))
+    # 10 vs 500 boxes in rounds of their own: the loop's thousands of small frees make glibc hand
+    # memory back, and the next large call then page-faults it in again (measured: the 500-box
+    # call took 10.5 ms right after a loop call, 7.7 ms otherwise, while the 10-box call did not
+    # change), which would be measuring the allocator, not the masks
+    for _ in range(rounds):
         # best of 5: a ~2 ms call is easily doubled by this VM's page faults and preemption
         t_few.append(best_of(few, 5))
         t_many.append(best_of(many, 5))

@@ -8,6 +8,11 @@ them twice, as COCO json and as a VOC folder, so both of detectron2's evaluators
 
 Five classes, object sizes from a few pixels to half the image (small, medium and large by the
 COCO definition relative to the image), several objects per image, some overlapping.
+
+A harder variant (:class:`HardShapesSpec`, registered as ``detkd_shapes_hard_*``): ten classes, the
+same five shapes in two colour groups (warm and cool; the colour within a group is drawn at random,
+so it tells the group, not the shape), smaller objects (about half the size on average) and more of
+them per image.
 """
 
 import json
@@ -18,17 +23,36 @@ from typing import Dict, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["SHAPE_CLASSES", "ShapesSpec", "ensure_shapes_dataset", "generate_split"]
+__all__ = [
+    "HARD_SHAPE_CLASSES",
+    "HardShapesSpec",
+    "SHAPE_CLASSES",
+    "SPECS",
+    "ShapesSpec",
+    "ensure_shapes_dataset",
+    "generate_split",
+]
 
 # bump when the files written change, so cached copies are regenerated
 _FORMAT_VERSION = 2
 SHAPE_CLASSES = ["square", "circle", "triangle", "cross", "diamond"]
 # fixed colour per class, so the task is learnable from colour and shape
 _CLASS_COLOURS = [(220, 40, 40), (40, 200, 40), (40, 80, 230), (230, 200, 30), (200, 40, 200)]
+# the hard set: class k is shape k % 5 in colour group k // 5 (a colour drawn from its palette)
+_COLOUR_GROUPS = ("warm", "cool")
+HARD_SHAPE_CLASSES = [f"{shape}_{group}" for group in _COLOUR_GROUPS for shape in SHAPE_CLASSES]
+_GROUP_PALETTES = (
+    [(220, 50, 40), (235, 130, 30), (225, 200, 40), (200, 60, 150)],  # red, orange, yellow, pink
+    [(40, 80, 220), (40, 180, 200), (50, 190, 80), (120, 70, 210)],  # blue, cyan, green, violet
+)
 
 
 class ShapesSpec:
-    """Size of the demo data. ``image_size`` is (min side, max side): images are non-square."""
+    """Size of the demo data. ``image_size`` is (min side, max side): images are non-square.
+    ``kind`` and ``classes`` (class attributes) say which data set it draws."""
+
+    kind = "shapes"
+    classes = SHAPE_CLASSES
 
     def __init__(
         self,
@@ -47,7 +71,47 @@ class ShapesSpec:
         self.seed = seed
 
     def key(self) -> str:
-        return json.dumps({**self.__dict__, "format": _FORMAT_VERSION}, sort_keys=True)
+        fields = {**self.__dict__, "format": _FORMAT_VERSION}
+        if self.kind != ShapesSpec.kind:  # the shapes set's key (and cached copies) unchanged
+            fields["kind"] = self.kind
+        return json.dumps(fields, sort_keys=True)
+
+    def class_colour(self, rng: np.random.Generator, cls: int):
+        """The shape (an index into ``SHAPE_CLASSES``) and colour an object of class ``cls`` is
+        drawn with."""
+        jitter = rng.integers(-25, 26, size=3)
+        return cls, tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(_CLASS_COLOURS[cls], jitter))
+
+
+class HardShapesSpec(ShapesSpec):
+    """The harder demo data: ten classes (the five shapes, each in a warm and a cool colour group),
+    smaller objects (``min_box`` 4 px up to 30 % of the short side, against 6 px to 60 %) and up to
+    ten of them per image; same image sizes as :class:`ShapesSpec`."""
+
+    kind = "hard"
+    classes = HARD_SHAPE_CLASSES
+
+    def __init__(
+        self,
+        splits: Dict[str, int] = None,
+        image_size: Tuple[int, int] = (96, 128),
+        max_objects: int = 10,
+        min_box: int = 4,
+        max_box_frac: float = 0.3,
+        seed: int = 0,
+    ):
+        super().__init__(splits, image_size, max_objects, min_box, max_box_frac, seed)
+
+    def class_colour(self, rng: np.random.Generator, cls: int):
+        shape, group = cls % len(SHAPE_CLASSES), cls // len(SHAPE_CLASSES)
+        palette = _GROUP_PALETTES[group]
+        base = palette[int(rng.integers(0, len(palette)))]
+        jitter = rng.integers(-30, 31, size=3)
+        return shape, tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(base, jitter))
+
+
+# kind -> spec class (its defaults are the demo's data set of that kind)
+SPECS = {ShapesSpec.kind: ShapesSpec, HardShapesSpec.kind: HardShapesSpec}
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, cls: int, box, colour):
@@ -77,7 +141,7 @@ def _render(rng: np.random.Generator, spec: ShapesSpec):
     draw = ImageDraw.Draw(image)
     objects = []
     for _ in range(int(rng.integers(1, spec.max_objects + 1))):
-        cls = int(rng.integers(0, len(SHAPE_CLASSES)))
+        cls = int(rng.integers(0, len(spec.classes)))
         # log-uniform size: many small objects, some large ones
         size = float(
             np.exp(rng.uniform(np.log(spec.min_box), np.log(spec.max_box_frac * min(h, w))))
@@ -87,14 +151,13 @@ def _render(rng: np.random.Generator, spec: ShapesSpec):
         x0 = float(rng.uniform(0, w - bw))
         y0 = float(rng.uniform(0, h - bh))
         box = [round(x0), round(y0), round(x0 + bw), round(y0 + bh)]
-        jitter = rng.integers(-25, 26, size=3)
-        colour = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(_CLASS_COLOURS[cls], jitter))
-        _draw_shape(draw, cls, box, colour)
+        shape, colour = spec.class_colour(rng, cls)
+        _draw_shape(draw, shape, box, colour)
         objects.append((cls, box))
     return image, objects
 
 
-def _voc_xml(file_id: str, h: int, w: int, objects) -> ET.ElementTree:
+def _voc_xml(file_id: str, h: int, w: int, objects, classes) -> ET.ElementTree:
     root = ET.Element("annotation")
     ET.SubElement(root, "filename").text = f"{file_id}.jpg"
     size = ET.SubElement(root, "size")
@@ -102,7 +165,7 @@ def _voc_xml(file_id: str, h: int, w: int, objects) -> ET.ElementTree:
         ET.SubElement(size, tag).text = str(v)
     for cls, (x0, y0, x1, y1) in objects:
         obj = ET.SubElement(root, "object")
-        ET.SubElement(obj, "name").text = SHAPE_CLASSES[cls]
+        ET.SubElement(obj, "name").text = classes[cls]
         ET.SubElement(obj, "pose").text = "Unspecified"
         ET.SubElement(obj, "truncated").text = "0"
         ET.SubElement(obj, "difficult").text = "0"
@@ -128,7 +191,9 @@ def generate_split(root: str, split: str, count: int, spec: ShapesSpec, split_se
         file_id = f"{split}_{i:06d}"
         image.save(os.path.join(img_dir, f"{file_id}.jpg"), quality=95)
         image.save(os.path.join(voc, "JPEGImages", f"{file_id}.jpg"), quality=95)
-        _voc_xml(file_id, h, w, objects).write(os.path.join(voc, "Annotations", f"{file_id}.xml"))
+        _voc_xml(file_id, h, w, objects, spec.classes).write(
+            os.path.join(voc, "Annotations", f"{file_id}.xml")
+        )
         ids.append(file_id)
         images.append({"id": i + 1, "file_name": f"{file_id}.jpg", "height": h, "width": w})
         for cls, (x0, y0, x1, y1) in objects:
@@ -146,7 +211,7 @@ def generate_split(root: str, split: str, count: int, spec: ShapesSpec, split_se
     coco = {
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": k + 1, "name": n} for k, n in enumerate(SHAPE_CLASSES)],
+        "categories": [{"id": k + 1, "name": n} for k, n in enumerate(spec.classes)],
     }
     with open(os.path.join(root, "annotations", f"instances_{split}.json"), "w") as f:
         json.dump(coco, f)

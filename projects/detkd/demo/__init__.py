@@ -1,7 +1,7 @@
 """``make demo``: distil on the embedded shapes data and print what each method buys.
 
     python -m detkd.demo [--seeds 3] [--jobs 2] [--output output/demo] [--methods baseline,fgd,...]
-                         [--quick]
+                         [--dataset {shapes,hard}] [--full | --quick]
 
 1. trains the teacher once (cached in ``output/demo/teacher``; reused while its config is
    unchanged);
@@ -12,8 +12,16 @@
    bookkeeping, the optimizer);
 3. evaluates each with COCOEvaluator and PascalVOCDetectionEvaluator; a run whose training config
    (and teacher) is unchanged is read back from its ``run.json`` instead of trained again;
-4. prints one table (mean +- std over seeds, per-seed AP below) and writes ``results.md``,
-   ``results.json``, ``results.png`` (bar plot) and ``ap_curves.png`` (AP against iteration).
+4. prints one table (mean +- std over seeds, per-seed AP below) and each method against its
+   baseline paired by seed (mean gain with its 95 % Student-t interval, whether that is above 0,
+   share of the teacher-baseline gap closed; :func:`~detkd.demo.report.paired_gains`), and writes
+   ``results.md``, ``results.json``, ``results.png`` (bar plot), ``ap_curves.png`` (AP against
+   iteration) and ``gains.png`` (paired gains, intervals and seeds).
+
+``--dataset hard`` runs everything (the teacher too) on the harder embedded data set
+(``detkd_shapes_hard_*``: ten classes, smaller objects) into ``<output>/hard``; ``--full`` is the
+measured run: at least five seeds of every method, on both data sets one after the other, into
+``<output>/shapes`` and ``<output>/hard``.
 
 The methods: the low-resolution comparison the demo is built around (``--seeds``) and the survey
 of small-student methods (``--survey-seeds``), which is every ``configs/demo/distill_<name>.yaml``
@@ -34,10 +42,11 @@ Modules: :mod:`.experiments` (what runs), :mod:`.runner` (the run loop, teacher 
 
 from .cli import main
 from .experiments import CONFIG_DIR, Experiment, experiments, survey_experiments
-from .report import COLUMNS, format_table, summarize
+from .plots import plot_gains
+from .report import COLUMNS, format_table, mean_ci95, paired_gains, summarize, t_quantile_95
 from .rundirs import LOCK_FILE, RUN_MARKER, fresh_run_dir, output_lock
 from .runner import run_demo
-from .training import ap_curve
+from .training import ap_curve, demo_data
 
 __all__ = [
     "CONFIG_DIR",
@@ -46,12 +55,17 @@ __all__ = [
     "LOCK_FILE",
     "RUN_MARKER",
     "ap_curve",
+    "demo_data",
     "experiments",
     "format_table",
     "fresh_run_dir",
     "main",
+    "mean_ci95",
     "output_lock",
+    "paired_gains",
+    "plot_gains",
     "run_demo",
     "summarize",
     "survey_experiments",
+    "t_quantile_95",
 ]

@@ -8,11 +8,36 @@ from detectron2.utils.logger import setup_logger
 from .experiments import experiments
 from .runner import run_demo
 
+DATASETS = ("shapes", "hard")
+FULL_SEEDS = 5  # the least number of seeds of every method in --full
+
+
+def plan(args, known):
+    """What ``args`` run: a list of (dataset, output folder, seeds: method -> count). The shapes
+    data goes into ``--output`` itself (where ``make demo`` always wrote), the hard data into
+    ``<output>/hard``; ``--full`` runs both data sets, into ``<output>/shapes`` and
+    ``<output>/hard``, with at least :data:`FULL_SEEDS` seeds of every method."""
+    methods = [m for m in args.methods.split(",") if m]
+    seeds, survey_seeds = args.seeds, args.survey_seeds
+    if args.full:
+        seeds, survey_seeds = max(seeds, FULL_SEEDS), max(survey_seeds, FULL_SEEDS)
+        datasets = [(d, os.path.join(args.output, d)) for d in DATASETS]
+    else:
+        dataset = args.dataset or "shapes"
+        out = args.output if dataset == "shapes" else os.path.join(args.output, dataset)
+        datasets = [(dataset, out)]
+    counts = {m: (seeds if known[m].gain else survey_seeds) for m in methods}
+    return [(dataset, out, dict(counts)) for dataset, out in datasets]
+
 
 def main(argv=None):
     known = experiments()
     parser = argparse.ArgumentParser(
-        prog="python -m detkd.demo", description="detkd demo on the embedded shapes data"
+        prog="python -m detkd.demo",
+        description="detkd demo on the embedded shapes data (or the harder set: --dataset hard)",
+        epilog=f"--full: every method with at least {FULL_SEEDS} seeds, on the shapes data and "
+        "then on the hard shapes data, into <output>/shapes and <output>/hard (a results.md in "
+        "each); hours on a CPU. Its figures go in DEMO.md.",
     )
     parser.add_argument("--output", default="output/demo")
     parser.add_argument(
@@ -26,13 +51,26 @@ def main(argv=None):
     parser.add_argument(
         "--survey-seeds", type=int, default=1, help="seeds of the small-student methods"
     )
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=None,
+        help="embedded data set of every run, the teacher's too (default shapes, into --output; "
+        "hard: 10 classes, smaller objects, into <output>/hard)",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help=f"the measured run: >= {FULL_SEEDS} seeds of every method, both data sets one after "
+        "the other (<output>/shapes, <output>/hard)",
+    )
     parser.add_argument("--teacher-iters", type=int, default=800)
     parser.add_argument("--student-iters", type=int, default=150)
     parser.add_argument(
         "--jobs",
         type=int,
         default=min(2, os.cpu_count() or 1),
-        help="student runs trained at once, one process each (1: sequential, " "in this process)",
+        help="student runs trained at once, one process each (1: sequential, in this process)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a few iterations of everything (a smoke test)"
@@ -41,21 +79,27 @@ def main(argv=None):
         "opts", nargs=argparse.REMAINDER, default=[], help="extra KEY VALUE config overrides"
     )
     args = parser.parse_args(argv)
-    setup_logger(name="detectron2")
-    setup_logger(name="detkd")
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in known]
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {sorted(known)}")
+    if args.full and args.dataset:
+        parser.error("--full runs both data sets; leave out --dataset")
+    if args.full and args.quick:
+        parser.error("--full is the measured run and --quick a smoke test: choose one")
     if args.quick:
         args.teacher_iters, args.student_iters, args.seeds, args.survey_seeds = 4, 4, 1, 1
-    seeds = {m: (args.seeds if known[m].gain else args.survey_seeds) for m in methods}
-    run_demo(
-        args.output,
-        methods,
-        seeds,
-        args.teacher_iters,
-        args.student_iters,
-        extra_opts=args.opts,
-        jobs=args.jobs,
-    )
+    setup_logger(name="detectron2")
+    setup_logger(name="detkd")
+    for dataset, output, seeds in plan(args, known):
+        print(f"[demo] data set {dataset} into {output}", flush=True)
+        run_demo(
+            output,
+            methods,
+            seeds,
+            args.teacher_iters,
+            args.student_iters,
+            extra_opts=args.opts,
+            jobs=args.jobs,
+            dataset=dataset,
+        )

@@ -1,10 +1,10 @@
-"""The demo's plots: AP per method (``results.png``) and AP against iteration
-(``ap_curves.png``)."""
+"""The demo's plots: AP per method (``results.png``), AP against iteration (``ap_curves.png``) and
+each method's paired gain over its baseline with its 95 % interval (``gains.png``)."""
 
 import os
 from typing import Dict, List
 
-from .report import mean_std
+from .report import mean_std, paired_gains
 
 
 def plot_results(rows: Dict[str, List[Dict]], curves: Dict[str, List], output: str):
@@ -45,3 +45,59 @@ def plot_results(rows: Dict[str, List[Dict]], curves: Dict[str, List], output: s
     fig.tight_layout()
     fig.savefig(os.path.join(output, "ap_curves.png"), dpi=110)
     plt.close(fig)
+
+
+def plot_gains(rows: Dict[str, List[Dict]], baseline_of: Dict[str, str], output: str) -> str:
+    """``gains.png`` in ``output``: for each method with its baseline in ``rows`` (see
+    :func:`~detkd.demo.report.paired_gains`), the mean paired gain in AP with its 95 % interval as
+    an error bar (none under two paired seeds), one dot per seed's gain, and a line at 0. Returns
+    the file's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gains = paired_gains(rows, baseline_of)
+    names = list(gains)
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.5, 4))
+    ax.axhline(0.0, color="0.3", linewidth=1)
+    labels = {"seed": "one seed's gain", "mean": "mean gain, 95 % CI (green: above 0)"}
+    for x, name in enumerate(names):
+        g = gains[name]
+        if g.n:
+            # the seeds' gains, spread a little sideways so equal values stay visible
+            offsets = [0.12 * (k - (g.n - 1) / 2) / max(g.n - 1, 1) for k in range(g.n)]
+            ax.scatter(
+                [x + 0.2 + o for o in offsets],
+                [d for _, d in g.gains],
+                s=14,
+                color="0.45",
+                zorder=3,
+                label=labels.pop("seed", None),
+            )
+            ax.errorbar(
+                [x],
+                [g.gain],
+                yerr=[[g.half_width], [g.half_width]] if g.n > 1 else None,
+                fmt="o",
+                color="C2" if g.above_zero else "C0",
+                capsize=5,
+                markersize=7,
+                zorder=4,
+                label=labels.pop("mean", None),
+            )
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([f"{n}\nvs {gains[n].baseline}" for n in names], fontsize=8)
+    plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
+    ax.set_xlim(-0.6, max(len(names), 1) - 0.4)
+    ax.set_ylabel("AP gain over the baseline (same seed)")
+    ax.set_title("Paired gain per method: mean, 95 % Student-t interval, seeds")
+    if len(labels) < 2:  # something was drawn
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no method paired with its baseline", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    path = os.path.join(output, "gains.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

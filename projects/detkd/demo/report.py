@@ -1,12 +1,14 @@
-"""The demo's report: one row per run, the table (mean +- std over seeds), each method against its
-baseline, and ``results.md`` / ``results.json``."""
+"""The demo's report: one row per run (with its seed), the table (mean +- std over seeds), each
+method against its baseline paired by seed (mean gain, its 95 % Student-t interval, share of the
+teacher-baseline gap closed), and ``results.md`` / ``results.json``."""
 
 import json
+import math
 import os
 import statistics
-from typing import Dict, List
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from .training import TEST_SETS
+from .training import SHAPES, DemoData
 
 COLUMNS = [
     "AP",
@@ -22,12 +24,14 @@ COLUMNS = [
 ]
 
 
-def row(run: Dict) -> Dict:
-    """The table's figures of one run."""
-    coco = run["results"].get(TEST_SETS[0], run["results"]).get("bbox", {})
-    voc = run["results"].get(TEST_SETS[1], {}).get("bbox", {})
+def row(run: Dict, seed: Optional[int] = None, data: DemoData = SHAPES) -> Dict:
+    """The table's figures of one run (its ``seed``: the config's ``SEED``) evaluated on the
+    ``data`` set."""
+    coco = run["results"].get(data.val, run["results"]).get("bbox", {})
+    voc = run["results"].get(data.voc_val, {}).get("bbox", {})
     nan = float("nan")
     return {
+        "seed": seed,
         "AP": coco.get("AP", nan),
         "AP50": coco.get("AP50", nan),
         "AP75": coco.get("AP75", nan),
@@ -73,32 +77,161 @@ def format_table(rows: Dict[str, List[Dict]]) -> str:
     return "\n".join(lines)
 
 
+# two-sided 95 % quantiles of Student's t (its 0.975 quantile) for 1..30 degrees of freedom
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+NORMAL_975 = 1.96
+
+
+def t_quantile_95(df: int) -> float:
+    """The two-sided 95 % quantile of Student's t with ``df`` degrees of freedom (its 0.975
+    quantile, three decimals, from the table; the normal's 1.96 beyond 30)."""
+    if df < 1:
+        raise ValueError(f"t_quantile_95: df must be >= 1, got {df}")
+    return _T975[df - 1] if df <= len(_T975) else NORMAL_975
+
+
+def mean_ci95(values: List[float]) -> Tuple[float, float, float]:
+    """Mean, standard deviation (n - 1) and half-width of the two-sided 95 % confidence interval
+    of the mean, ``t_quantile_95(n - 1) * std / sqrt(n)``; std and half-width are NaN for fewer than
+    two values, everything for none."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = statistics.mean(values)
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    std = statistics.stdev(values)
+    return mean, std, t_quantile_95(n - 1) * std / math.sqrt(n)
+
+
+def _finite_by_seed(runs: List[Dict], name: str) -> Dict:
+    """seed -> AP of the runs with a seed and a finite AP (a diverged run has none)."""
+    by_seed = {}
+    for r in runs:
+        seed = r.get("seed")
+        if seed is None or r["AP"] != r["AP"]:
+            continue
+        if seed in by_seed:
+            raise ValueError(f"paired gains: {name} has two runs of seed {seed}")
+        by_seed[seed] = r["AP"]
+    return by_seed
+
+
+class PairedGain(NamedTuple):
+    """A method against its baseline, paired by seed."""
+
+    method: str
+    baseline: str
+    mean: float  # AP of the method's runs with an AP, mean and std (NaN for one run)
+    std: float
+    baseline_mean: float  # the same of the baseline's runs
+    baseline_std: float
+    gains: List[Tuple[int, float]]  # (seed, method AP - baseline AP) of each seed both have
+    gain: float  # mean paired gain
+    gain_std: float
+    half_width: float  # of the 95 % interval of the mean gain; NaN under two pairs
+    gap_closed: float  # gain / (teacher AP - baseline mean AP); NaN unless that gap is > 0
+
+    @property
+    def n(self) -> int:
+        return len(self.gains)
+
+    @property
+    def interval(self) -> Tuple[float, float]:
+        return self.gain - self.half_width, self.gain + self.half_width
+
+    @property
+    def above_zero(self) -> Optional[bool]:
+        """Whether the whole 95 % interval is above 0 (None: no interval, under two pairs)."""
+        return None if self.half_width != self.half_width else self.interval[0] > 0
+
+
+def paired_gain(
+    rows: Dict[str, List[Dict]], method: str, baseline: str, teacher_ap: float = float("nan")
+) -> PairedGain:
+    """``method``'s runs in ``rows`` against ``baseline``'s, paired by their ``seed``: a seed only
+    one of them has, a run without a seed or a diverged run (NaN AP) is in no pair."""
+    m, s, _ = mean_ci95([r["AP"] for r in rows[method] if r["AP"] == r["AP"]])
+    bm, bs, _ = mean_ci95([r["AP"] for r in rows[baseline] if r["AP"] == r["AP"]])
+    ours, theirs = _finite_by_seed(rows[method], method), _finite_by_seed(rows[baseline], baseline)
+    gains = [(seed, ours[seed] - theirs[seed]) for seed in sorted(set(ours) & set(theirs))]
+    gain, gain_std, half = mean_ci95([g for _, g in gains])
+    gap = teacher_ap - bm
+    closed = gain / gap if gap > 0 else float("nan")
+    return PairedGain(method, baseline, m, s, bm, bs, gains, gain, gain_std, half, closed)
+
+
+def paired_gains(rows: Dict[str, List[Dict]], baseline_of: Dict[str, str]) -> Dict[str, PairedGain]:
+    """Every method of ``rows`` whose baseline (``baseline_of``: method -> baseline) is in
+    ``rows``, against it (:func:`paired_gain`; the teacher AP is ``rows["teacher"]``'s)."""
+    teacher = rows["teacher"][0]["AP"] if rows.get("teacher") else float("nan")
+    return {
+        name: paired_gain(rows, name, baseline_of[name], teacher)
+        for name in rows
+        if baseline_of.get(name) in rows
+    }
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std == std else "")
+
+
 def summarize(rows: Dict[str, List[Dict]], baseline_of: Dict[str, str]) -> str:
     """Each method of ``rows`` with a baseline in ``rows`` (``baseline_of``: method -> baseline)
-    against it: gain in AP and share of the teacher-baseline gap."""
-    teacher = rows["teacher"][0]["AP"]
+    against it, paired by seed (:func:`paired_gains`): AP of both (mean ± std), the mean paired
+    gain with its 95 % interval, whether the interval is above 0, the share of the
+    teacher-baseline gap closed; then each seed's gain."""
+    gains = paired_gains(rows, baseline_of)
     lines = [
-        "| method | vs | gain AP (mean) | spread (std of method, baseline) | gap closed "
-        "| gain > spread |",
-        "|---|---|---|---|---|---|",
+        "| method | vs | seeds paired | AP (mean ± std) | baseline AP (mean ± std) "
+        "| gain AP (mean, paired) | 95 % CI of the gain | CI above 0 | gap closed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, runs in rows.items():
-        base = baseline_of.get(name)
-        if base not in rows:
-            continue
-        m, s = mean_std([r["AP"] for r in runs])
-        bm, bs = mean_std([r["AP"] for r in rows[base]])
-        gap = teacher - bm
-        closed = (m - bm) / gap if gap > 0 else float("nan")
-        if min(len(runs), len(rows[base])) < 2:
-            verdict = "n/a (one seed: no spread)"
+    for name, g in gains.items():
+        if g.n < 2:
+            interval = verdict = f"n/a ({'one seed' if g.n else 'no seed'} paired)"
         else:
-            verdict = "yes" if (m - bm) > max(s, bs) else "no"
+            low, high = g.interval
+            interval = f"[{low:+.2f}, {high:+.2f}] (± {g.half_width:.2f})"
+            verdict = "yes" if g.above_zero else "no"
+        closed = f"{100 * g.gap_closed:.0f} %" if g.gap_closed == g.gap_closed else "n/a"
+        gain = f"{g.gain:+.2f}" if g.n else "n/a"
         lines.append(
-            f"| {name} | {base} | {m - bm:+.2f} | {s:.2f}, {bs:.2f} | "
-            f"{100 * closed:.0f} % | {verdict} |"
+            f"| {name} | {g.baseline} | {g.n} | {_pm(g.mean, g.std)} "
+            f"| {_pm(g.baseline_mean, g.baseline_std)} | {gain} | {interval} | {verdict} "
+            f"| {closed} |"
         )
+    lines += [
+        "",
+        "Paired gain: the method's AP minus its baseline's AP of the same seed (a seed one of them "
+        "lacks, or a diverged run, pairs with nothing); 95 % CI: mean gain ± t(0.975, n - 1) · "
+        "std / √n over the n paired seeds (Student t, two-sided), n/a under two seeds; gap "
+        "closed: mean gain / (teacher AP - baseline mean AP).",
+        "",
+        "Per-seed gain: "
+        + "; ".join(
+            f"{name}: " + (", ".join(f"s{seed} {d:+.2f}" for seed, d in g.gains) or "none")
+            for name, g in gains.items()
+        ),
+    ]
     return "\n".join(lines)
+
+
+def gains_json(gains: Dict[str, PairedGain]) -> Dict[str, Dict]:
+    """:func:`paired_gains` as plain data for ``results.json``."""
+    return {
+        name: {
+            **g._asdict(),
+            "n": g.n,
+            "interval": list(g.interval),
+            "above_zero": g.above_zero,
+        }
+        for name, g in gains.items()
+    }
 
 
 def header(
@@ -109,26 +242,41 @@ def header(
     minutes: float,
     teacher_cached: bool,
     timing_threads: int,
+    data: DemoData = SHAPES,
 ) -> str:
     """The opening of ``results.md``: data, schedules, parallelism, evaluators."""
+    what = (
+        "Embedded shapes data"
+        if data.kind == "shapes"
+        else f"Embedded {data.kind} shapes data ({data.num_classes} classes, {data.train})"
+    )
     return (
-        f"# detkd demo results\n\nEmbedded shapes data; teacher {teacher_iters} iterations, "
+        f"# detkd demo results\n\n{what}; teacher {teacher_iters} iterations, "
         f"students {student_iters} iterations; {jobs} run(s) at a time with {threads} "
         f"thread(s) each (train_s is measured so), {minutes:.1f} min in all (teacher "
         f"{'cached' if teacher_cached else 'trained'}).\n"
-        "AP columns: COCOEvaluator on detkd_shapes_val; VOC_AP50: PascalVOCDetectionEvaluator "
-        "on detkd_shapes_voc_val; ms_per_image: batch-1 inference, median, timed after "
+        f"AP columns: COCOEvaluator on {data.val}; VOC_AP50: PascalVOCDetectionEvaluator "
+        f"on {data.voc_val}; ms_per_image: batch-1 inference, median, timed after "
         f"training with {timing_threads} thread(s) and nothing beside it.\n\n"
     )
 
 
-def write_results(output: str, head: str, table: str, experiments: Dict, rows: Dict, curves: Dict):
+def write_results(
+    output: str,
+    head: str,
+    table: str,
+    experiments: Dict,
+    rows: Dict,
+    curves: Dict,
+    gains: Optional[Dict[str, PairedGain]] = None,
+):
     """``results.md`` (``head``, ``table``, then what each experiment is) and ``results.json``
-    (``rows`` and ``curves``) in ``output``. ``experiments``: name -> Experiment."""
+    (``rows``, ``curves`` and the paired ``gains``) in ``output``. ``experiments``: name ->
+    Experiment."""
     methods_doc = "\n".join(
         f"- **{n}**: {e.description} (`configs/demo/{e.config}`)" for n, e in experiments.items()
     )
     with open(os.path.join(output, "results.md"), "w") as f:
         f.write(head + table + "\n\n" + methods_doc + "\n")
     with open(os.path.join(output, "results.json"), "w") as f:
-        json.dump({"rows": rows, "curves": curves}, f, indent=1)
+        json.dump({"rows": rows, "curves": curves, "gains": gains_json(gains or {})}, f, indent=1)

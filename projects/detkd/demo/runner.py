@@ -1,6 +1,7 @@
 """The demo's run loop: the teacher (trained once, cached while its config is unchanged), then
 every student run (read back from its ``run.json`` while its training config and the teacher are
-unchanged, else trained ``jobs`` at a time), its inference timed alone, then report and plots."""
+unchanged, else trained ``jobs`` at a time), its inference timed alone, then report and plots. All
+of them on one embedded data set (``dataset``: the shapes, or the hard shapes)."""
 
 import json
 import multiprocessing
@@ -14,12 +15,13 @@ from ..checkpoint import Checkpointer
 from ..data import register_shapes_datasets
 from ..data.register import registered_shapes_root
 from .experiments import CONFIG_DIR, experiments
-from .plots import plot_results
-from .report import format_table, header, row, summarize, write_results
+from .plots import plot_gains, plot_results
+from .report import format_table, header, paired_gains, row, summarize, write_results
 from .rundirs import fresh_run_dir, output_lock
 from .training import (
-    TEST_SETS,
+    DemoData,
     demo_config,
+    demo_data,
     fingerprint,
     inference_ms,
     init_worker,
@@ -50,22 +52,28 @@ def run_demo(
     eval_points: int = 3,
     extra_opts: List = (),
     jobs: int = 1,
+    dataset: str = "shapes",
 ) -> Dict:
     """``seeds``: one count for every method, or a dict method -> count. ``jobs`` student runs
     train at once, each in its own process with ``cpu_count // jobs`` threads (``jobs=1``: in this
     process, with torch's default threads). Holds ``<output>/.demo.lock`` throughout: a second
     demo into the same output fails at once. Every run it trains starts in a fresh run directory
-    (:func:`~detkd.demo.rundirs.fresh_run_dir`). Returns the table's rows: name -> one per seed."""
+    (:func:`~detkd.demo.rundirs.fresh_run_dir`). ``dataset``: "shapes" or "hard"; every run, the
+    teacher's too, trains and is evaluated on it (give each data set its own ``output``: the CLI
+    does). Returns the table's rows: name -> one per seed, each with its ``seed``."""
     with output_lock(output):
         if jobs < 1:
             raise ValueError(f"run_demo: jobs must be >= 1, got {jobs}")
         known = experiments()
         seeds_of = seeds if isinstance(seeds, dict) else {m: seeds for m in methods}
         threads = torch.get_num_threads() if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
-        register_shapes_datasets()
+        data = demo_data(dataset)
+        register_shapes_datasets(kind=data.kind)
         os.makedirs(output, exist_ok=True)
         start = time.perf_counter()
-        teacher_run, weights, fp, cached = _teacher(output, teacher_iters, extra_opts)
+        teacher_run, weights, fp, cached, teacher_seed = _teacher(
+            output, teacher_iters, extra_opts, data
+        )
         jobs_of, runs, pending = _plan(
             output,
             {m: known[m] for m in methods},
@@ -75,10 +83,11 @@ def run_demo(
             extra_opts,
             weights,
             fp,
+            data,
         )
         for job in pending:  # all checked before a student trains: a refused directory stops it
             fresh_run_dir(job.cfg.OUTPUT_DIR)
-        _train_pending(pending, runs, jobs, threads)
+        _train_pending(pending, runs, jobs, threads, data)
         # inference speed, timed here with no training beside it (the runs above share the CPU)
         for job in jobs_of.values():
             run = runs[job.name, job.seed]
@@ -86,10 +95,10 @@ def run_demo(
                 run.update(ms_per_image=saved_model_ms(job.cfg), ms_timed_alone=True)
                 _save(job, run)
 
-        rows = {"teacher": [row(teacher_run)]}
+        rows = {"teacher": [row(teacher_run, teacher_seed, data)]}
         curves = {}
         for name in methods:
-            rows[name] = [row(runs[name, seed]) for seed in range(seeds_of[name])]
+            rows[name] = [row(runs[name, seed], seed, data) for seed in range(seeds_of[name])]
             curves[name] = [runs[name, seed]["curve"] for seed in range(seeds_of[name])]
         baseline_of = {n: known[n].baseline for n in methods}
         table = format_table(rows) + "\n\n" + summarize(rows, baseline_of)
@@ -101,17 +110,22 @@ def run_demo(
             (time.perf_counter() - start) / 60,
             cached,
             torch.get_num_threads(),
+            data,
         )
-        write_results(output, head, table, {n: known[n] for n in methods}, rows, curves)
+        gains = paired_gains(rows, baseline_of)
+        write_results(output, head, table, {n: known[n] for n in methods}, rows, curves, gains)
         plot_results(rows, curves, output)
+        plot_gains(rows, baseline_of, output)
         print("\n" + table, flush=True)
-        print(f"\n[demo] wrote {output}/results.md, results.png, ap_curves.png", flush=True)
+        print(
+            f"\n[demo] wrote {output}/results.md, results.png, ap_curves.png, gains.png", flush=True
+        )
         return rows
 
 
-def _teacher(output: str, teacher_iters: int, extra_opts: List):
-    """The teacher's run (trained, or its cached weights evaluated), its weights file, its config
-    fingerprint, and whether it was cached."""
+def _teacher(output: str, teacher_iters: int, extra_opts: List, data: DemoData):
+    """The teacher's run on the ``data`` set (trained, or its cached weights evaluated), its
+    weights file, its config fingerprint, whether it was cached, and its config's seed."""
     teacher_dir = os.path.join(output, "teacher")
     t_cfg = demo_config(
         os.path.join(CONFIG_DIR, "teacher.yaml"),
@@ -123,9 +137,10 @@ def _teacher(output: str, teacher_iters: int, extra_opts: List):
             "OUTPUT_DIR",
             teacher_dir,
             "DATASETS.TEST",
-            TEST_SETS[:1],
+            (data.val,),
             "TEST.EVAL_PERIOD",
             0,
+            *data.opts(teacher=False),
             *extra_opts,
         ],
     )
@@ -142,7 +157,7 @@ def _teacher(output: str, teacher_iters: int, extra_opts: List):
         model = build_model(t_cfg)
         Checkpointer(model).load(weights)
         both = t_cfg.clone()
-        both.DATASETS.TEST = TEST_SETS
+        both.DATASETS.TEST = (data.val, data.voc_val)
         run = dict(
             results=DistillTrainer.test(both, model),
             curve=[],
@@ -153,11 +168,11 @@ def _teacher(output: str, teacher_iters: int, extra_opts: List):
     else:
         print(f"[demo] teacher: training {teacher_iters} iterations", flush=True)
         fresh_run_dir(teacher_dir)
-        run = train(t_cfg)
+        run = train(t_cfg, data)
         run["ms_per_image"] = saved_model_ms(t_cfg)
         with open(stamp, "w") as f:
             f.write(fp)
-    return run, weights, fp, cached
+    return run, weights, fp, cached, t_cfg.SEED
 
 
 def _plan(
@@ -169,9 +184,11 @@ def _plan(
     extra_opts: List,
     weights: str,
     fp: str,
+    data: DemoData,
 ):
-    """Every student run of the ``chosen`` experiments (name -> Experiment): a dict (name, seed)
-    -> Job, the runs read back from a ``run.json`` of the same key, and the jobs left to train."""
+    """Every student run of the ``chosen`` experiments (name -> Experiment) on the ``data`` set: a
+    dict (name, seed) -> Job, the runs read back from a ``run.json`` of the same key, and the jobs
+    left to train."""
     runs, pending, jobs_of = {}, [], {}
     for name, experiment in chosen.items():
         config = os.path.join(CONFIG_DIR, experiment.config)
@@ -192,8 +209,9 @@ def _plan(
                     "TEST.EVAL_PERIOD",
                     max(student_iters // eval_points, 1),
                     "DATASETS.TEST",
-                    TEST_SETS[:1],
+                    (data.val,),
                     *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if uses_teacher else []),
+                    *data.opts(teacher=uses_teacher),
                     *extra_opts,
                 ],
             )
@@ -216,9 +234,10 @@ def _save(job: Job, run: Dict):
         json.dump({"key": job.key, "run": run}, f)
 
 
-def _train_pending(pending: List[Job], runs: Dict, jobs: int, threads: int):
-    """Train the ``pending`` runs ``jobs`` at a time (1: one after another in this process), each
-    saved to its ``run.json`` and put in ``runs`` as it finishes, with an ETA for the rest."""
+def _train_pending(pending: List[Job], runs: Dict, jobs: int, threads: int, data: DemoData):
+    """Train the ``pending`` runs on the ``data`` set ``jobs`` at a time (1: one after another in
+    this process), each saved to its ``run.json`` and put in ``runs`` as it finishes, with an ETA
+    for the rest."""
     run_start = time.perf_counter()
 
     def finished(job, run, count):
@@ -238,7 +257,7 @@ def _train_pending(pending: List[Job], runs: Dict, jobs: int, threads: int):
     if jobs == 1:
         for count, job in enumerate(pending, 1):
             print(f"[demo] training {job.name} seed {job.seed}", flush=True)
-            finished(job, train_run(job.name, job.seed, job.cfg), count)
+            finished(job, train_run(job.name, job.seed, job.cfg, data), count)
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -247,8 +266,10 @@ def _train_pending(pending: List[Job], runs: Dict, jobs: int, threads: int):
         jobs,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=init_worker,
-        initargs=(threads, registered_shapes_root()),
+        initargs=(threads, registered_shapes_root(data.kind), data.kind),
     ) as pool:
-        futures = {pool.submit(train_run, job.name, job.seed, job.cfg): job for job in pending}
+        futures = {
+            pool.submit(train_run, job.name, job.seed, job.cfg, data): job for job in pending
+        }
         for count, future in enumerate(as_completed(futures), 1):
             finished(futures[future], future.result(), count)

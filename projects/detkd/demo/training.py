@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import statistics
 import time
-from typing import Dict, List
+from typing import Dict, List, NamedTuple
 
 import torch
 from detectron2.utils.logger import setup_logger
@@ -16,8 +16,42 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import Checkpointer
 from ..config import load_config, student_only_config
 from ..data import register_shapes_datasets
+from ..data.register import embedded_datasets
+from ..data.shapes import SPECS
 
-TEST_SETS = ("detkd_shapes_val", "detkd_shapes_voc_val")
+
+class DemoData(NamedTuple):
+    """The embedded data set a demo trains and evaluates on."""
+
+    kind: str  # "shapes" or "hard" (detkd.data.shapes.SPECS)
+    train: str  # COCO form, the training set
+    val: str  # COCO form: COCOEvaluator, during training and after
+    voc_val: str  # VOC form of the same images: PascalVOCDetectionEvaluator, after training
+    num_classes: int
+
+    def opts(self, teacher: bool) -> List:
+        """Config overrides that move a demo config (written for the shapes set) onto this data set
+        (none for the shapes set, so its runs' fingerprints and caches are unchanged); ``teacher``:
+        the config builds the demo teacher inside (``MODEL.DISTILL.TEACHER.OPTS``) too."""
+        if self.kind == "shapes":
+            return []
+        classes = ["MODEL.ROI_HEADS.NUM_CLASSES", str(self.num_classes)]
+        return [
+            "DATASETS.TRAIN",
+            (self.train,),
+            *classes,
+            *(["MODEL.DISTILL.TEACHER.OPTS", classes] if teacher else []),
+        ]
+
+
+def demo_data(kind: str = "shapes") -> DemoData:
+    """The embedded data set ``kind`` ("shapes", "hard") as the demo uses it."""
+    train, val, _, voc_val = embedded_datasets(kind)
+    return DemoData(kind, train, val, voc_val, len(SPECS[kind].classes))
+
+
+SHAPES = demo_data("shapes")
+TEST_SETS = (SHAPES.val, SHAPES.voc_val)
 
 
 def demo_config(config_file: str, opts: List):
@@ -53,9 +87,10 @@ def ap_curve(output_dir: str) -> List:
     return curve
 
 
-def train(cfg) -> Dict:
+def train(cfg, data: DemoData = SHAPES) -> Dict:
     """Train with DistillTrainer (AP on the COCO-form val split logged during training), then
-    evaluate on the VOC-form split too; return results, AP curve, wall seconds and parameters."""
+    evaluate on the VOC-form split too (of the ``data`` set); return results, AP curve, wall
+    seconds and parameters."""
     from ..engine import DistillTrainer
 
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
@@ -66,11 +101,11 @@ def train(cfg) -> Dict:
     seconds = time.perf_counter() - start
     model = trainer.model
     student = getattr(model, "student", model)
-    results = {TEST_SETS[0]: trainer.last_eval_results or {}}
+    results = {data.val: trainer.last_eval_results or {}}
     voc_cfg = cfg.clone()
     voc_cfg.defrost()
-    voc_cfg.DATASETS.TEST = (TEST_SETS[1],)
-    results[TEST_SETS[1]] = DistillTrainer.test(voc_cfg, model)
+    voc_cfg.DATASETS.TEST = (data.voc_val,)
+    results[data.voc_val] = DistillTrainer.test(voc_cfg, model)
     return dict(
         results=results,
         curve=ap_curve(cfg.OUTPUT_DIR),
@@ -80,12 +115,12 @@ def train(cfg) -> Dict:
 
 
 def inference_ms(model, cfg, n_images: int = 20) -> float:
-    """Median batch-1 inference milliseconds on the val split, in this process (run when no
-    training runs beside it, so every method is timed alike)."""
+    """Median batch-1 inference milliseconds on ``cfg``'s first test set, in this process (run when
+    no training runs beside it, so every method is timed alike)."""
     from detectron2.data import build_detection_test_loader
 
     model.eval()
-    loader = build_detection_test_loader(cfg, TEST_SETS[0])
+    loader = build_detection_test_loader(cfg, cfg.DATASETS.TEST[0])
     times = []
     with torch.no_grad():
         for i, batch in enumerate(loader):
@@ -108,13 +143,13 @@ def saved_model_ms(cfg) -> float:
     return inference_ms(model, cfg)
 
 
-def init_worker(threads: int, data_root: str):
+def init_worker(threads: int, data_root: str, kind: str = "shapes"):
     """Set up a spawned worker process: its thread count and the datasets the parent registered."""
     torch.set_num_threads(threads)
-    register_shapes_datasets(data_root, generate=False)
+    register_shapes_datasets(data_root, generate=False, kind=kind)
 
 
-def train_run(name: str, seed: int, cfg) -> Dict:
+def train_run(name: str, seed: int, cfg, data: DemoData = SHAPES) -> Dict:
     """Train and evaluate one student run (in this process or a worker); a diverged run is a
     result, reported as such."""
     if multiprocessing.parent_process() is not None:  # a worker of run_demo(jobs > 1)
@@ -122,7 +157,7 @@ def train_run(name: str, seed: int, cfg) -> Dict:
         logging.getLogger("detectron2").handlers.clear()
         setup_logger(name="detectron2", abbrev_name=f"{name}/s{seed}")
     try:
-        return train(cfg)
+        return train(cfg, data)
     except FloatingPointError as e:
         print(f"[demo] {name} seed {seed} diverged: {e}", flush=True)
         return dict(

@@ -16,6 +16,7 @@ from .base import (
     check_unique,
     check_weight,
     feature_shape,
+    level_channels,
     registered_distillers,
 )
 

@@ -40,6 +40,7 @@ __all__ = [
     "check_channels",
     "feature_shape",
     "FeatureLevelDistiller",
+    "level_channels",
 ]
 
 DISTILLER_REGISTRY = Registry("DISTILLER")
@@ -184,6 +185,20 @@ def check_pair(method, names, shapes, channels, layer):
         )
 
 
+def level_channels(cfg, block: str, student_shapes, teacher_shapes):
+    """``in_features`` (``MODEL.DISTILL.<block>.IN_FEATURES``) and both sides' channel counts."""
+    names = list(cfg.MODEL.DISTILL[block].IN_FEATURES)
+    return dict(
+        in_features=names,
+        student_channels=[
+            feature_shape(student_shapes, f, "student", block).channels for f in names
+        ],
+        teacher_channels=[
+            feature_shape(teacher_shapes, f, "teacher", block).channels for f in names
+        ],
+    )
+
+
 class FeatureLevelDistiller(Distiller):
     """Base of the methods that compare student and teacher on the same feature levels (PKD, CWD,
     MGD): ``IN_FEATURES`` from the config, one 1x1 align conv per level whose channel counts
@@ -213,18 +228,7 @@ class FeatureLevelDistiller(Distiller):
 
     @classmethod
     def level_channels(cls, cfg, student_shapes, teacher_shapes):
-        """``in_features`` and both sides' channel counts, from the method's config block."""
-        block = cls.config_block
-        names = list(cfg.MODEL.DISTILL[block].IN_FEATURES)
-        return dict(
-            in_features=names,
-            student_channels=[
-                feature_shape(student_shapes, f, "student", block).channels for f in names
-            ],
-            teacher_channels=[
-                feature_shape(teacher_shapes, f, "teacher", block).channels for f in names
-            ],
-        )
+        return level_channels(cfg, cls.config_block, student_shapes, teacher_shapes)
 
     def teacher_features(self):
         return list(self.in_features)

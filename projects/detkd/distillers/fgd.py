@@ -18,7 +18,7 @@ from .base import (
     check_pair,
     check_unique,
     check_weight,
-    feature_shape,
+    level_channels,
 )
 
 __all__ = ["FGDDistiller"]
@@ -75,13 +75,7 @@ class FGDDistiller(Distiller):
     def from_config(cls, cfg, student_shapes, teacher_shapes):
         c = cfg.MODEL.DISTILL.FGD
         return dict(
-            in_features=list(c.IN_FEATURES),
-            student_channels=[
-                feature_shape(student_shapes, f, "student", "FGD").channels for f in c.IN_FEATURES
-            ],
-            teacher_channels=[
-                feature_shape(teacher_shapes, f, "teacher", "FGD").channels for f in c.IN_FEATURES
-            ],
+            **level_channels(cfg, "FGD", student_shapes, teacher_shapes),
             temperature=c.TEMPERATURE,
             alpha=c.ALPHA,
             beta=c.BETA,

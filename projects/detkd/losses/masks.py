@@ -140,21 +140,25 @@ def _min_over_rectangles(top, left, height, width, value, n_rows: int, n_cols: i
     (``bench_fgd.py``). Rectangles are sorted by level before their rows are expanded, so each
     level is a slice (a mask per level cost as much as all the scatters).
     """
+    if n_rows * n_cols >= 2**31:
+        raise ValueError(f"a grid of {n_rows} x {n_cols} cells is more than the int32 indices hold")
     grid = torch.full((n_rows, n_cols), math.inf, device=value.device)
     if top.numel() == 0:
         return grid
     level = torch.frexp(width.double())[1] - 1  # floor(log2 width): width = m * 2^e, m in [0.5, 1)
     level, order = torch.sort(level, descending=True)
     height = height[order]
-    # per rectangle: its first cell, where the second block starts in a row, its value (float64
-    # holds all three exactly), expanded into its rows
-    per_rect = torch.stack(
-        [(top * n_cols + left)[order], width[order] - (1 << level), value[order]], 1
-    ).double()
-    rows, row_in_rect = _expand_ragged(per_rect, height)
-    first = rows[:, 0].long() + row_in_rect * n_cols
-    starts = torch.stack([first, first + rows[:, 1].long()], 1).view(-1)  # a row's blocks together
-    values = rows[:, 2:].to(value.dtype).expand(-1, 2).reshape(-1)
+    # every rectangle row, in int32 (half the bytes of int64: these arrays are what grows with the
+    # boxes, and on a CPU their page faults are most of the cost): its rectangle, its row within it
+    rect = torch.repeat_interleave(
+        torch.arange(len(order), dtype=torch.int32, device=height.device), height
+    )
+    first_row = (torch.cumsum(height, 0) - height).to(torch.int32)
+    row_in_rect = torch.arange(len(rect), dtype=torch.int32, device=rect.device) - first_row[rect]
+    first_cell = ((top * n_cols + left)[order]).to(torch.int32)[rect] + row_in_rect * n_cols
+    second = first_cell + (width[order] - (1 << level)).to(torch.int32)[rect]
+    starts = torch.stack([first_cell, second], 1).view(-1).long()  # a row's two blocks together
+    values = value[order][rect].repeat_interleave(2)
     per_level = torch.zeros(int(level[0]) + 1, dtype=torch.long, device=level.device)
     per_level = per_level.index_add_(0, level, height).tolist()  # rows per level, one sync
     begin = 0
