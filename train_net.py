@@ -200,7 +200,10 @@ def import_user_modules(paths) -> None:
 
     for path in paths:
         if path.endswith(".py"):
-            name = os.path.splitext(os.path.basename(path))[0]
+            # a name of its own (a file called config.py must not be taken for another module)
+            name = "detkd_import_" + "".join(
+                c if c.isalnum() else "_" for c in os.path.abspath(path)
+            )
             if name in sys.modules:
                 continue
             spec = importlib.util.spec_from_file_location(name, path)

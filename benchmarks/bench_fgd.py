@@ -63,7 +63,7 @@ def _random_boxes(per_image, n_images, generator, device):
 
 
 def bench_masks(rounds, device="cpu"):
-    """Vectorized masks vs the per-box loop, then 500 vs 10 boxes per image, each pair in
+    """500 vs 10 boxes per image, then vectorized masks vs the per-box loop, each pair in
     interleaved rounds of its own (this VM's speed drifts by up to +-50 % over minutes, so both
     sides are timed in each round): per round the best of 3 vectorized calls (of 5 for 10 vs 500
     boxes) and one loop call; medians of the per-round ratios.
@@ -72,11 +72,6 @@ def bench_masks(rounds, device="cpu"):
     sizes, hw = [(800, 1333)] * 8, (200, 336)
     boxes = _random_boxes(100, len(sizes), g, device)
     few, many = _random_boxes(10, len(sizes), g, device), _random_boxes(500, len(sizes), g, device)
-    for case in (boxes, many):
-        fg, bg = fgd_masks(case, sizes, hw, stride=4)
-        rfg, rbg = loop_fgd_masks(case, sizes, hw, 4)
-        assert torch.allclose(fg, rfg, atol=1e-6) and torch.allclose(bg, rbg, atol=1e-6)
-    del fg, bg, rfg, rbg
 
     def best_of(case, calls=3):
         return min(
@@ -84,17 +79,24 @@ def bench_masks(rounds, device="cpu"):
         )
 
     vec, loop, t_few, t_many = [], [], [], []
-    for _ in range(rounds):
-        vec.append(best_of(boxes))
-        loop.append(_once(lambda: loop_fgd_masks(boxes, sizes, hw, 4), device))
-    # 10 vs 500 boxes in rounds of their own: the loop's thousands of small frees make glibc hand
-    # memory back, and the next large call then page-faults it in again (measured: the 500-box
-    # call took 10.5 ms right after a loop call, 7.7 ms otherwise, while the 10-box call did not
-    # change), which would be measuring the allocator, not the masks
+    # 10 vs 500 boxes first, in rounds of their own: after the per-box loop's thousands of small
+    # allocations and frees, every large allocation of the process page-faults again (measured: the
+    # 500-box call 4.5-4.7 ms in a fresh process, 6.5-9.7 ms after loop rounds, the 10-box call
+    # unchanged), which measures the allocator state the loop leaves, not the masks
+    for case in (few, many, few, many):  # warm-up: the process's first large allocations
+        best_of(case)
     for _ in range(rounds):
         # best of 5: a ~2 ms call is easily doubled by this VM's page faults and preemption
         t_few.append(best_of(few, 5))
         t_many.append(best_of(many, 5))
+    for case in (boxes, many):  # the masks timed are the loop's
+        fg, bg = fgd_masks(case, sizes, hw, stride=4)
+        rfg, rbg = loop_fgd_masks(case, sizes, hw, 4)
+        assert torch.allclose(fg, rfg, atol=1e-6) and torch.allclose(bg, rbg, atol=1e-6)
+    del fg, bg, rfg, rbg
+    for _ in range(rounds):
+        vec.append(best_of(boxes))
+        loop.append(_once(lambda: loop_fgd_masks(boxes, sizes, hw, 4), device))
     return dict(
         vectorized=statistics.median(vec),
         loop=statistics.median(loop),

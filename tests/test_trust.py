@@ -630,3 +630,51 @@ def test_weights_file_must_hold_a_dict(tmp_path):
     with pytest.raises(CheckpointReadError, match="list.pth holds a list"):
         Checkpointer(build_model(make_cfg("configs/demo/student.yaml"))).load(str(path))
     assert np  # numpy arrays are what .pkl files hold (used above)
+
+
+# ----- found in review ---------------------------------------------------------------------------
+def test_exported_low_resolution_student_keeps_its_input_size():
+    cfg = make_cfg("configs/demo/lowres_student.yaml")
+    assert cfg.MODEL.DISTILL.STUDENT_INPUT_SCALE == 0.5
+    out = student_config(cfg)
+    assert out.INPUT.MIN_SIZE_TEST == round(cfg.INPUT.MIN_SIZE_TEST / 2)
+    assert out.INPUT.MAX_SIZE_TEST == round(cfg.INPUT.MAX_SIZE_TEST / 2)
+    assert out.INPUT.MIN_SIZE_TRAIN == tuple(round(x / 2) for x in cfg.INPUT.MIN_SIZE_TRAIN)
+
+
+def test_ddp_saved_state_dict_and_protocol_5_pickles_load(tmp_path, teacher_weights):
+    state = torch.load(teacher_weights, weights_only=True)["model"]
+    ddp = tmp_path / "ddp.pth"
+    torch.save({"model": {"module." + k: v for k, v in state.items()}}, ddp)
+    teacher = teacher_from_config(TEACHER_YAML, str(ddp))
+    assert torch.equal(
+        teacher.state_dict()["backbone.fpn_lateral3.weight"], state["backbone.fpn_lateral3.weight"]
+    )
+    p5 = tmp_path / "p5.pkl"
+    with open(p5, "wb") as f:
+        pickle.dump(
+            {"model": {k: v.numpy() for k, v in state.items()}, "__author__": "x"}, f, protocol=5
+        )
+    teacher = teacher_from_config(TEACHER_YAML, str(p5))
+    assert torch.equal(
+        teacher.state_dict()["backbone.fpn_lateral3.weight"], state["backbone.fpn_lateral3.weight"]
+    )
+
+
+def test_unreadable_last_checkpoint_is_not_a_silent_fresh_start(tmp_path):
+    model = build_model(make_cfg("configs/demo/student.yaml"))
+    Checkpointer(model, str(tmp_path)).save("model_0000004", iteration=4)
+    (tmp_path / "last_checkpoint").unlink()
+    (tmp_path / "last_checkpoint").mkdir()  # exists, but cannot be read as a file
+    extra = Checkpointer(model, str(tmp_path)).resume_or_load("", resume=True)
+    assert extra["iteration"] == 4
+
+
+def test_inherit_with_no_prefix_and_zoo_weights_are_refused(distill_cfg):
+    cfg = distill_cfg("configs/demo/lowres_inherit.yaml", "MODEL.DISTILL.INHERIT.PREFIXES", [])
+    with pytest.raises(ValueError, match="no student parameter under"):
+        build_model(cfg)
+    with pytest.raises(ValueError, match="model_zoo:// names a config"):
+        make_cfg(
+            "configs/demo/distill_fgd.yaml", "MODEL.DISTILL.TEACHER.WEIGHTS", "model_zoo://x.yaml"
+        )

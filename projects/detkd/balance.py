@@ -17,7 +17,7 @@ be a thousand times the detection loss, or nothing. Two tools, configured by
   the ratio becomes ``AUTO_TARGET``, freezes the scales, logs them, and keeps them in the checkpoint
   (buffers), so a resumed run goes on with the same scales. One scale per method, not per term,
   keeps a paper's own weighting between its terms (FGD's foreground, background, attention and
-  global terms, a level against another).
+  global terms, a level against another). The measurement survives a resume mid-way.
 """
 
 import logging
@@ -53,8 +53,10 @@ class LossBalancer(nn.Module):
     """One scale per distillation method, measured over the first ``iters`` steps, then frozen.
 
     ``forward(losses)`` returns ``losses`` with every term of a method multiplied by the method's
-    scale (1 while measuring, and always when ``enabled`` is False). The scales and the count of
-    measured steps are buffers, so checkpoints hold them and a resumed run keeps them.
+    scale (1 while measuring, and always when ``enabled`` is False). The scales, the sums measured
+    so far and the count of measured steps are buffers named after the methods, so a checkpoint
+    holds them and a resumed run goes on where it stopped; a checkpoint measured for other methods
+    is not applied (measured again, with a warning).
     """
 
     def __init__(
@@ -72,44 +74,53 @@ class LossBalancer(nn.Module):
             )
         self.method_names = list(method_names)
         self.enabled, self.iters, self.target = enabled, int(iters), float(target)
-        self.register_buffer("scales", torch.ones(len(self.method_names)))
         self.register_buffer("measured_iters", torch.zeros((), dtype=torch.long))
-        self.register_buffer("ratio_sums", torch.zeros(len(self.method_names)), persistent=False)
+        for m in self.method_names:
+            self.register_buffer(f"scale_{m}", torch.ones(()))
+            self.register_buffer(f"ratio_sum_{m}", torch.zeros(()))
         self._seen = 0  # measured_iters, kept on the host: no device sync per step
 
     @property
     def frozen(self) -> bool:
         return self._seen >= self.iters
 
+    def scale(self, method: str) -> torch.Tensor:
+        return getattr(self, f"scale_{method}")
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        mine = [k for k in state_dict if k.startswith(prefix)]
+        expected = {prefix + name for name, _ in self.named_buffers()}
+        if mine and set(mine) != expected:
+            logger.warning(
+                "The checkpoint's automatic balance was measured for other methods (%s); "
+                "measuring again for %s",
+                sorted(k[len(prefix) :] for k in mine),
+                self.method_names,
+            )
+            for k in mine:
+                del state_dict[k]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._seen = int(self.measured_iters)
         if self.enabled and self.frozen:
             logger.info("Automatic balance restored from the checkpoint: %s", self.describe())
 
     def describe(self) -> str:
-        return ", ".join(f"{m} x{s:.4g}" for m, s in zip(self.method_names, self.scales.tolist()))
+        return ", ".join(f"{m} x{float(self.scale(m)):.4g}" for m in self.method_names)
 
     def forward(self, losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         if not (self.enabled and self.training and self.method_names):
             return losses
-        method_of = {
-            k: i
-            for k in losses
-            for i, m in enumerate(self.method_names)
-            if k.startswith(f"loss_{m}_")
-        }
+        method_of = {k: m for k in losses for m in self.method_names if k.startswith(f"loss_{m}_")}
         if self.frozen:
             return {
-                k: v * self.scales[method_of[k]] if k in method_of else v for k, v in losses.items()
+                k: v * self.scale(method_of[k]) if k in method_of else v for k, v in losses.items()
             }
         detection = sum(
             v.detach() for k, v in losses.items() if k.startswith("loss_") and k not in method_of
         )
-        per_method = torch.zeros_like(self.ratio_sums)
-        for k, i in method_of.items():
-            per_method[i] += losses[k].detach()
-        self.ratio_sums += per_method / detection.clamp(min=1e-12)
+        for m in self.method_names:
+            method_sum = sum(losses[k].detach() for k in method_of if method_of[k] == m)
+            getattr(self, f"ratio_sum_{m}").add_(method_sum / detection.clamp(min=1e-12))
         self._seen += 1
         self.measured_iters.fill_(self._seen)
         if self.frozen:
@@ -117,25 +128,28 @@ class LossBalancer(nn.Module):
         return losses
 
     def _freeze(self):
-        means = self.ratio_sums / self.iters
+        means = (
+            torch.stack([getattr(self, f"ratio_sum_{m}") for m in self.method_names]) / self.iters
+        )
         if comm.get_world_size() > 1:  # one set of scales for every process
             torch.distributed.all_reduce(means)
             means /= comm.get_world_size()
-        bad = [m for m, r in zip(self.method_names, means.tolist()) if not (0 < r < float("inf"))]
+        ratios = means.tolist()
+        bad = [m for m, r in zip(self.method_names, ratios) if not (0 < r < float("inf"))]
         if bad:
             raise FloatingPointError(
                 f"automatic balance: the terms of {bad} measured a ratio of 0 or a "
                 f"non-finite one to the detection loss over {self.iters} iterations"
             )
-        self.scales.copy_(self.target / means)
-        for m, scale in zip(self.method_names, self.scales.tolist()):
-            put_scalar(f"balance/scale/{m}", scale)
+        for m, r in zip(self.method_names, ratios):
+            self.scale(m).fill_(self.target / r)
+            put_scalar(f"balance/scale/{m}", self.target / r)
         logger.info(
             "Automatic balance after %d iterations (each method at %.3g of the detection loss; the "
             "measured ratios were %s): %s",
             self.iters,
             self.target,
-            ", ".join(f"{m} {r:.4g}" for m, r in zip(self.method_names, means.tolist())),
+            ", ".join(f"{m} {r:.4g}" for m, r in zip(self.method_names, ratios)),
             self.describe(),
         )
 

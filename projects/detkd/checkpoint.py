@@ -84,6 +84,9 @@ class NumpyUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"),
+        # protocol-5 pickles of arrays
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "dtype"),
         ("collections", "OrderedDict"),
         # protocol-2 pickles written by Python 3 encode bytes (array data) through this
@@ -237,6 +240,8 @@ class Checkpointer(DetectionCheckpointer):
     # ----- mapping and checking --------------------------------------------------------------
     def _load_model(self, checkpoint):
         state = checkpoint["model"]
+        if state and all(k.startswith("module.") for k in state):  # saved from a DDP-wrapped model
+            state = checkpoint["model"] = {k[len("module.") :]: v for k, v in state.items()}
         path = self._path
         if _is_distill_model(self.model):
             if not any(k.startswith(("student.", "distillers.")) for k in state):
@@ -314,6 +319,8 @@ class Checkpointer(DetectionCheckpointer):
             return self.load(path, checkpointables=[])
         last = self.get_checkpoint_file()
         try:
+            if not last:  # fvcore returns "" when last_checkpoint cannot be read
+                raise CheckpointReadError(f"{self.save_dir}/last_checkpoint cannot be read")
             return self.load(last)
         except CheckpointReadError as e:
             first_error = e

@@ -171,6 +171,11 @@ def load_config(config_file: str, opts=()) -> CN:
         node, name = cfg, key.split(".")
         for part in name[:-1]:
             node = node[part]
+        if name[-1] == "WEIGHTS" and str(node[name[-1]]).startswith(MODEL_ZOO_PREFIX):
+            raise ValueError(
+                f"{key}={node[name[-1]]!r}: model_zoo:// names a config; for the zoo's weights "
+                "use its detectron2:// URL (detectron2.model_zoo.get_checkpoint_url)"
+            )
         in_opts = key in opts[0::2]
         node[name[-1]] = resolve_path(
             node[name[-1]], "" if in_opts else _file_setting(config_file, key)

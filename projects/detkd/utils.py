@@ -1,8 +1,15 @@
 """Small helpers shared across detkd."""
 
+import torch
 from detectron2.utils.events import get_event_storage
 
-__all__ = ["put_scalar"]
+__all__ = ["put_scalar", "at_least_float32"]
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is half precision (under AMP), else unchanged: for statistics and
+    squares that fp16 overflows or rounds away."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def put_scalar(name: str, value: float):

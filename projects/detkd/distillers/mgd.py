@@ -11,6 +11,7 @@ are dropped at export with the other distillers.
 
 import torch
 from detectron2.config import CfgNode, configurable
+from detectron2.utils import comm
 from torch import nn
 
 from ..losses import MGDGenerator, mgd_loss, random_position_mask
@@ -73,7 +74,8 @@ class MGDDistiller(FeatureLevelDistiller):
     def masks_generator(self, device) -> torch.Generator:
         """The random generator of the masks (seeded once, on ``device``)."""
         if self._rng is None or self._rng_device != device:
-            self._rng = torch.Generator(device=device).manual_seed(self.seed)
+            # one stream per process: DDP ranks mask their own images differently
+            self._rng = torch.Generator(device=device).manual_seed(self.seed + comm.get_rank())
             self._rng_device = device
         return self._rng
 

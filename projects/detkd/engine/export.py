@@ -34,6 +34,16 @@ def student_config(cfg: CfgNode) -> CfgNode:
     if "pafpn" not in cfg.MODEL.BACKBONE.NAME:
         del out.MODEL["PAFPN"]
     out.MODEL.WEIGHTS = ""
+    scale = cfg.MODEL.DISTILL.STUDENT_INPUT_SCALE
+    if scale != 1.0:
+        # the student saw images scaled by STUDENT_INPUT_SCALE; stock detectron2 resizes them to
+        # that size itself (its own resize of the image, not of the padded batch: close, not
+        # bit-equal to DistillRCNN's predictions)
+        inp = out.INPUT
+        inp.MIN_SIZE_TEST = int(round(cfg.INPUT.MIN_SIZE_TEST * scale))
+        inp.MAX_SIZE_TEST = int(round(cfg.INPUT.MAX_SIZE_TEST * scale))
+        inp.MIN_SIZE_TRAIN = tuple(int(round(x * scale)) for x in cfg.INPUT.MIN_SIZE_TRAIN)
+        inp.MAX_SIZE_TRAIN = int(round(cfg.INPUT.MAX_SIZE_TRAIN * scale))
     return out
 
 

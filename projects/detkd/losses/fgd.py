@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..utils import at_least_float32
 from .masks import fgd_masks
 
 __all__ = ["GcBlock", "FGDLoss", "spatial_attention", "channel_attention"]
@@ -138,6 +139,7 @@ class FGDLoss(nn.Module):
                 f"FGDLoss: student {tuple(s.shape)} and teacher {tuple(t.shape)} "
                 "features differ after alignment (resize one side first)"
             )
+        s, t = at_least_float32(s), at_least_float32(t)  # fp16 squares overflow past |T - S| = 256
         n = t.shape[0]
         fg_scale, bg_scale = fgd_masks(gt_boxes, image_sizes, t.shape[-2:], stride)
         t_spatial, t_channel = (

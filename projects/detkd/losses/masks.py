@@ -149,16 +149,27 @@ def _min_over_rectangles(top, left, height, width, value, n_rows: int, n_cols: i
     level, order = torch.sort(level, descending=True)
     height = height[order]
     # every rectangle row, in int32 (half the bytes of int64: these arrays are what grows with the
-    # boxes, and on a CPU their page faults are most of the cost): its rectangle, its row within it
+    # boxes, and on a CPU their allocation and page faults are most of the cost): its rectangle,
+    # then its first cell and where its second block starts, by one gather of a per-rectangle table
     rect = torch.repeat_interleave(
         torch.arange(len(order), dtype=torch.int32, device=height.device), height
     )
-    first_row = (torch.cumsum(height, 0) - height).to(torch.int32)
-    row_in_rect = torch.arange(len(rect), dtype=torch.int32, device=rect.device) - first_row[rect]
-    first_cell = ((top * n_cols + left)[order]).to(torch.int32)[rect] + row_in_rect * n_cols
-    second = first_cell + (width[order] - (1 << level)).to(torch.int32)[rect]
-    starts = torch.stack([first_cell, second], 1).view(-1).long()  # a row's two blocks together
-    values = value[order][rect].repeat_interleave(2)
+    per_rect = torch.stack(
+        [
+            (top * n_cols + left)[order],
+            width[order] - (1 << level),
+            torch.cumsum(height, 0) - height,
+        ],
+        1,
+    ).to(torch.int32)[rect]
+    row_in_rect = torch.arange(len(rect), dtype=torch.int32, device=rect.device) - per_rect[:, 2]
+    first_cell = per_rect[:, 0] + row_in_rect * n_cols
+    starts = torch.empty(
+        2 * len(rect), dtype=torch.int64, device=rect.device
+    )  # a row's blocks together
+    starts[0::2] = first_cell
+    starts[1::2] = first_cell + per_rect[:, 1]
+    values = value[order][rect].unsqueeze(1).expand(-1, 2).reshape(-1)
     per_level = torch.zeros(int(level[0]) + 1, dtype=torch.long, device=level.device)
     per_level = per_level.index_add_(0, level, height).tolist()  # rows per level, one sync
     begin = 0

@@ -18,6 +18,8 @@ heads, other normalisation) need no re-weighting. A constant channel (zero varia
 import torch
 from torch.nn import functional as F
 
+from ..utils import at_least_float32
+
 __all__ = ["channel_standardize", "pkd_loss"]
 
 
@@ -25,6 +27,7 @@ def channel_standardize(feat: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``feat`` (N, C, H, W) with each channel at zero mean and unit (population) variance over
     ``N*H*W``; a constant channel becomes 0 (``eps`` inside the square root keeps its gradient
     finite)."""
+    feat = at_least_float32(feat)  # fp16 variances overflow (std > 256) or lose the eps
     mean = feat.mean(dim=(0, 2, 3), keepdim=True)
     var = feat.var(dim=(0, 2, 3), keepdim=True, unbiased=False)
     return (feat - mean) / torch.sqrt(var + eps)

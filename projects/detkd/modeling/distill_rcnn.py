@@ -184,7 +184,9 @@ class DistillRCNN(nn.Module):
         self._student_strides = {k: float(v.stride) for k, v in student_shapes.items()}
         self._size_divisibility = self._common_size_divisibility()
         self.inherited = (
-            inherit_from_teacher(student, teacher, inherit_prefixes) if inherit_prefixes else []
+            inherit_from_teacher(student, teacher, inherit_prefixes)
+            if inherit_prefixes is not None
+            else []
         )
 
     @classmethod
