@@ -53,6 +53,15 @@ NOTES = """## What the figures mean
   cells, which is what "500 vs 10 boxes" measures. The earlier >= 20x target against the loop was
   retired (a call's fixed cost of ~1 ms on this CPU bounded it at ~15-19x, and the int16 tables
   built for it cost more in reading than they saved); the speed-up is reported for information.
+- "500 vs 10 boxes" on this VM depends on the allocator's state more than on the boxes: the 500-box
+  call's temporaries (~5 MB of int32/int64 row arrays) page-fault in whenever glibc has handed
+  memory back. Measured this session: 2.0x in an isolated A/B in one process, 1.1-2.2x measured
+  first in fresh processes after a warm-up (as the benchmark now does), 3.4-4.3x right after the
+  loop's rounds. Every arrangement is far from linear (50x the boxes).
+- Step ratios move with the teacher forward they are divided by (137-183 ms across this session's
+  five runs for the same teacher, while the overheads themselves moved less): "all" read 1.03-1.53
+  (overhead 180-225 ms) and the head cross-forward, once it reads the student's own pooled
+  features, 0.96-1.35; compare a run's rows with each other, not with another run's.
 """
 
 
