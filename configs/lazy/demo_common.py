@@ -1,7 +1,10 @@
 """LazyConfig of the CPU demo (the same models as configs/demo/*.yaml), built from detectron2's
 model-zoo LazyConfig pieces. Import ``student``, ``dataloader``, ``optimizer``, ``lr_multiplier``
-and ``train`` from here and wrap the student in ``model = L(DistillRCNN)(student=student, ...)``:
+and ``train`` (and ``teacher``, for methods that need one) from here and wrap the student in
+``model = L(DistillRCNN)(student=student, ...)``:
 the datasets are checked against ``model.student.roi_heads.num_classes`` when loaded."""
+
+import os
 
 from detectron2.config import LazyCall as L
 from detectron2.data import transforms as T
@@ -12,6 +15,7 @@ from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from detkd.data import FileNamingDatasetMapper, get_checked_dataset_dicts
+from detkd.modeling import teacher_from_config
 
 student = get_config("common/models/mask_rcnn_fpn.py").model
 student.backbone.bottom_up.stem.norm = "BN"
@@ -73,3 +77,10 @@ train.device = "cpu"
 train.init_checkpoint = ""
 train.eval_period = 0
 train.checkpointer.period = 100000
+
+# the demo teacher (configs/demo/teacher.yaml next to the yaml configs, wherever this runs from),
+# loaded from where `make demo` trains it
+teacher = L(teacher_from_config)(
+    config_file=os.path.join(os.path.dirname(__file__), "../demo/teacher.yaml"),
+    weights="output/demo/teacher/model_final.pth",
+)

@@ -1,22 +1,16 @@
 """Chen et al. 2017 on the CPU demo, as LazyConfig (= configs/demo/distill_chen.yaml):
 hints on res4 and p3, class-weighted soft CE and teacher-bounded regression on RPN and RCN."""
 
-import os
-
 from detectron2.config import LazyCall as L
 
 from detkd.distillers import BoundedRegressionDistiller, HintDistiller, SoftCEDistiller
-from detkd.modeling import DistillRCNN, teacher_from_config
+from detkd.modeling import DistillRCNN
 
-from .demo_common import dataloader, lr_multiplier, optimizer, student, train  # noqa: F401
+from .demo_common import dataloader, lr_multiplier, optimizer, student, teacher, train  # noqa: F401
 
 model = L(DistillRCNN)(
     student=student,
-    teacher=L(teacher_from_config)(
-        # the teacher config next to the yaml demo configs, wherever this runs from
-        config_file=os.path.join(os.path.dirname(__file__), "../demo/teacher.yaml"),
-        weights="output/demo/teacher/model_final.pth",
-    ),
+    teacher=teacher,
     distillers=[
         # ResNet-18 res4 has 256 channels, ResNet-34's too; the FPN maps have 64 and 128
         L(HintDistiller)(

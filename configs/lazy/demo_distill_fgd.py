@@ -1,22 +1,16 @@
 """FGD on the CPU demo, as LazyConfig (the same model as configs/demo/distill_fgd.yaml)."""
 
-import os
-
 from detectron2.config import LazyCall as L
 
 from detkd.distillers import FGDDistiller
-from detkd.modeling import DistillRCNN, teacher_from_config
+from detkd.modeling import DistillRCNN
 
-from .demo_common import dataloader, lr_multiplier, optimizer, student, train  # noqa: F401
+from .demo_common import dataloader, lr_multiplier, optimizer, student, teacher, train  # noqa: F401
 
 LEVELS = ["p2", "p3", "p4", "p5", "p6"]
 model = L(DistillRCNN)(
     student=student,
-    teacher=L(teacher_from_config)(
-        # the teacher config next to the yaml demo configs, wherever this runs from
-        config_file=os.path.join(os.path.dirname(__file__), "../demo/teacher.yaml"),
-        weights="output/demo/teacher/model_final.pth",
-    ),
+    teacher=teacher,
     distillers=[
         L(FGDDistiller)(
             in_features=LEVELS,

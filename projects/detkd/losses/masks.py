@@ -93,7 +93,8 @@ def _boxes_on_grid(gt_boxes: List[torch.Tensor], image_sizes, feat_hw, stride) -
         ],
         device=device,
     ).reshape(n, 2)
-    counts = torch.tensor([len(b) for b in gt_boxes], device=device)
+    per_image = list(gt_boxes)  # one (K_i, 4) tensor per image
+    counts = torch.tensor([len(image) for image in per_image], device=device)
     image = torch.repeat_interleave(torch.arange(n, device=device), counts)
     last_row = (content[image, 0] - 1).double()
     last_col = (content[image, 1] - 1).double()
