@@ -129,6 +129,10 @@ def test_inherit_copies_matching_teacher_weights(distill_cfg):
             {"loss_hint_res4", "loss_hint_p3", "loss_soft_ce_rpn", "loss_bounded_reg_rcn"},
         ),
         ("demo_distill_mssd", {"loss_mssd_sd_p3", "loss_mssd_mask_p5"}),
+        ("demo_distill_pkd", {"loss_pkd_p2", "loss_pkd_p5"}),
+        ("demo_distill_cwd", {"loss_cwd_p2", "loss_cwd_p6"}),
+        ("demo_distill_mgd", {"loss_mgd_p2", "loss_mgd_p6"}),
+        ("demo_distill_cross_head", {"loss_cross_head_cls"}),
     ],
 )
 def test_lazyconfigs_build_and_train(teacher_weights, name, terms):

@@ -14,8 +14,8 @@ model = L(DistillRCNN)(
     distillers=[
         L(CrossHeadDistiller)(
             in_features=["p2", "p3", "p4", "p5"],
-            student_channels=[64] * 4,
-            teacher_channels=[128] * 4,
+            student_channels=64,  # the FPN width of the student's pooled region features
+            teacher_channels=128,  # the width the teacher's box head reads
             temperature=3.0,
             weight=0.5,
         )
