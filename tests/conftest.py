@@ -95,6 +95,16 @@ def distill_cfg(teacher_weights):
     return make
 
 
+def short_run(config, output_dir, iters, *opts):
+    """train_net.py arguments of a tiny run of ``iters`` iterations of ``config`` (a path) into
+    ``output_dir``, constant learning rate after one warm-up iteration."""
+    return [
+        "--config-file", str(config), *[str(o) for o in TINY],
+        "SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "1",
+        "OUTPUT_DIR", str(output_dir), *[str(o) for o in opts],
+    ]  # fmt: skip
+
+
 def train_batch(cfg, n=2):
     from detectron2.data import build_detection_train_loader
 

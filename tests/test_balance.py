@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, TINY, train_batch
+from conftest import REPO, short_run, train_batch
 from detectron2.engine import hooks
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
@@ -69,25 +69,17 @@ def test_ratios_reach_metrics_json_through_train_net(tmp_path, teacher_weights):
 
     out = tmp_path / "run"
     train_net.invoke(
-        [
-            "--config-file",
+        short_run(
             os.path.join(REPO, "configs/demo/distill_fgd.yaml"),
-            *[str(o) for o in TINY],
-            "SOLVER.MAX_ITER",
-            "1",  # one step: metrics.json smooths losses (a median) but not ratios
-            "SOLVER.STEPS",
-            "()",
-            "SOLVER.WARMUP_ITERS",
-            "1",
+            out,
+            1,  # one step: metrics.json smooths losses (a median) but not ratios
             "DATASETS.TEST",
             "()",
-            "OUTPUT_DIR",
-            str(out),
             "MODEL.DISTILL.TEACHER.WEIGHTS",
             teacher_weights,
             "MODEL.DISTILL.BALANCE.LOG_PERIOD",
             "1",
-        ]
+        )  # fmt: skip
     )
     rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     row = next(r for r in rows if "balance/loss_fgd_global_p3" in r)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, TEACHER_YAML, TINY, make_cfg
+from conftest import REPO, TEACHER_YAML, make_cfg, short_run
 from detectron2.config import configurable
 from detectron2.modeling import build_model
 from torch import nn
@@ -90,21 +90,7 @@ def test_the_method_declares_its_block_and_builds_from_yaml(tmp_path, teacher_we
 def test_trains_through_train_net(tmp_path, teacher_weights):
     out = tmp_path / "run"
     train_net.invoke(
-        [
-            "--config-file",
-            _user_yaml(tmp_path, teacher_weights),
-            *[str(o) for o in TINY],
-            "SOLVER.MAX_ITER",
-            "2",
-            "SOLVER.STEPS",
-            "()",
-            "SOLVER.WARMUP_ITERS",
-            "1",
-            "DATASETS.TEST",
-            "()",
-            "OUTPUT_DIR",
-            str(out),
-        ]
+        short_run(_user_yaml(tmp_path, teacher_weights), out, 2, "DATASETS.TEST", "()")
     )
     rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     values = [r["loss_l1_feature_p4"] for r in rows if "loss_l1_feature_p4" in r]
@@ -139,21 +125,15 @@ def test_trains_from_the_command_line_with_import(tmp_path, teacher_weights):
         os.path.join(REPO, "train_net.py"),
         "--import",
         os.path.abspath(__file__),
-        "--config-file",
-        _user_yaml(tmp_path, teacher_weights),
-        *[str(o) for o in TINY],
-        "SOLVER.MAX_ITER",
-        "1",
-        "SOLVER.STEPS",
-        "()",
-        "SOLVER.WARMUP_ITERS",
-        "1",
-        "DATASETS.TEST",
-        "()",
-        "DATASETS.TRAIN",
-        "('detkd_shapes_train',)",
-        "OUTPUT_DIR",
-        str(tmp_path / "cli"),
+        *short_run(
+            _user_yaml(tmp_path, teacher_weights),
+            tmp_path / "cli",
+            1,
+            "DATASETS.TEST",
+            "()",
+            "DATASETS.TRAIN",
+            "('detkd_shapes_train',)",
+        ),  # fmt: skip
     ]
     env["DETECTRON2_DATASETS"] = str(tmp_path / "data")
     proc = subprocess.run(

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TEACHER_YAML, TINY, make_cfg, train_batch
+from conftest import REPO, TEACHER_YAML, TINY, make_cfg, short_run, train_batch
 from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
@@ -589,21 +589,13 @@ def test_model_zoo_config_names(tmp_path):
 def test_train_net_runs_from_another_directory(tmp_path, monkeypatch, teacher_weights):
     monkeypatch.chdir(tmp_path)
     res = train_net.invoke(
-        [
-            "--config-file",
+        short_run(
             os.path.join(REPO, "configs/demo/distill_fgd.yaml"),
-            *[str(o) for o in TINY],
-            "SOLVER.MAX_ITER",
-            "2",
-            "SOLVER.STEPS",
-            "()",
-            "SOLVER.WARMUP_ITERS",
-            "1",
-            "OUTPUT_DIR",
-            str(tmp_path / "run"),
+            tmp_path / "run",
+            2,
             "MODEL.DISTILL.TEACHER.WEIGHTS",
             teacher_weights,
-        ]
+        )  # fmt: skip
     )
     assert "AP" in res["bbox"]
 
