@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Cost of distillation, measured in one run: training-step time and peak memory.
 
-For the demo configs (batch 8), each measured in a fresh process so peak RSS is its own:
+For the demo configs (batch 8); the step times of all kinds in one process, interleaved step by
+step (:func:`interleaved_times`), the peak memory of each in a fresh process so it is its own:
 * ``student``: one training step of the student alone;
 * ``teacher_fwd``: the teacher's no-grad inference forward (``model(inputs)`` in eval mode:
   backbone, RPN, box head on its proposals, post-processing), the target's yardstick;
@@ -11,7 +12,7 @@ Targets (issue "Evidence"): distill step - student step <= 1.25 x teacher forwar
 distilled training above the bare process <= 1.2 x (student training + teacher inference, each above
 the bare process). The FGD report of bench_fgd.py is appended.
 
-    .venv/bin/python benchmarks/bench_distill.py [--steps 5] [--rounds 3] [--write BENCHMARKS.md]
+    .venv/bin/python benchmarks/bench_distill.py [--rounds 20] [--steps 3] [--write BENCHMARKS.md]
 """
 
 import argparse
@@ -58,10 +59,13 @@ NOTES = """## What the figures mean
   memory back. Measured this session: 2.0x in an isolated A/B in one process, 1.1-2.2x measured
   first in fresh processes after a warm-up (as the benchmark now does), 3.4-4.3x right after the
   loop's rounds. Every arrangement is far from linear (50x the boxes).
-- Step ratios move with the teacher forward they are divided by (137-183 ms across this session's
-  five runs for the same teacher, while the overheads themselves moved less): "all" read 1.03-1.53
-  (overhead 180-225 ms) and the head cross-forward, once it reads the student's own pooled
-  features, 0.96-1.35; compare a run's rows with each other, not with another run's.
+- Step times are measured in one process, one step of every kind per round, and a ratio is the
+  median of the rounds' own ratios. Earlier runs timed each kind in a fresh process of its own and
+  read the ratios from figures taken minutes apart; on this VM the teacher forward alone then
+  measured 137-183 ms across five runs, and the head cross-forward's ratio 0.96-1.35 and that of
+  "all" 1.03-1.53. Interleaved, each step also follows another model's step (cold caches, as the
+  teacher's forward inside a distillation step follows the student's), so every figure is a few
+  per cent above a process that runs one model alone.
 """
 
 
@@ -69,9 +73,10 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu"):
-    """Run in a child process: returns median step seconds and peak memory (MB): the process's max
-    RSS on CPU, ``torch.cuda.max_memory_allocated`` on a GPU."""
+def build_step(kind: str, teacher_weights: str, device: str = "cpu"):
+    """The function that runs one measured step of ``kind`` (``student``, ``teacher_fwd``,
+    ``teacher_backbone_rpn`` or a method's name) on one batch of the demo data, and that batch
+    (``bare``: no step, None)."""
     import torch
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
@@ -102,13 +107,9 @@ def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu"):
         else methods()[kind]
     )
     data = next(iter(build_detection_train_loader(cfg)))
-    on_gpu = device.startswith("cuda")
-
-    def peak_mb():
-        return torch.cuda.max_memory_allocated() / 2**20 if on_gpu else _peak_rss_mb()
-
     if kind == "bare":
-        return {"step_s": 0.0, "peak_mb": peak_mb()}
+        return None
+    on_gpu = device.startswith("cuda")
     torch.manual_seed(0)
     model = build_model(cfg)
     if kind.startswith("teacher"):
@@ -136,15 +137,51 @@ def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu"):
             sum(losses.values()).backward()
             optimizer.step()
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_fgd import timed
-
     def synced_step():
         step()
         if on_gpu:  # kernels are asynchronous: time them to the end
             torch.cuda.synchronize()
 
-    return {"step_s": timed(synced_step, steps, warmup=2), "peak_mb": peak_mb()}
+    return synced_step
+
+
+def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu"):
+    """Run in a child process: returns median step seconds and peak memory (MB): the process's max
+    RSS on CPU, ``torch.cuda.max_memory_allocated`` on a GPU."""
+    import torch
+
+    step = build_step(kind, teacher_weights, device)
+
+    def peak_mb():
+        if device.startswith("cuda"):
+            return torch.cuda.max_memory_allocated() / 2**20
+        return _peak_rss_mb()
+
+    if step is None:
+        return {"step_s": 0.0, "peak_mb": peak_mb()}
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_fgd import timed
+
+    return {"step_s": timed(step, steps, warmup=2), "peak_mb": peak_mb()}
+
+
+def interleaved_times(kinds, teacher_weights: str, rounds: int, device: str = "cpu"):
+    """Step seconds of every kind, measured in one process, one step of each kind per round (kinds
+    in a rotating order), after two warm-up rounds: ``{kind: [seconds per round]}``.
+
+    What it buys: this machine's speed drifts by 1.5-2x over minutes, and one fresh process per
+    kind measured each kind at another minute; here a distiller's step, the student's and the
+    teacher's of one round lie seconds apart, so their ratio in that round sees one speed."""
+    steps = {k: build_step(k, teacher_weights, device) for k in kinds}
+    times = {k: [] for k in kinds}
+    for r in range(rounds + 2):
+        shift = r % len(kinds)
+        for k in kinds[shift:] + kinds[:shift]:
+            t0 = time.perf_counter()
+            steps[k]()
+            if r >= 2:
+                times[k].append(time.perf_counter() - t0)
+    return times
 
 
 def _child(kind, teacher_weights, steps, device):
@@ -188,8 +225,12 @@ def _teacher_weights():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--steps", type=int, default=3, help="steps of each memory process (after 2 warm-up)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=20, help="interleaved rounds of the timing (one process)"
+    )
     parser.add_argument(
         "--device", default="", help="cpu or cuda (default: cuda where a GPU exists)"
     )
@@ -205,33 +246,34 @@ def main():
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     weights = _teacher_weights()
-    # rounds interleave the kinds, so a slow phase of a shared machine touches all of them alike;
-    # each kind's figure is the median over rounds of its per-round median step
     distillers = list(methods())
-    kinds = ["bare", "student", "teacher_fwd", "teacher_backbone_rpn", *distillers]
-    rounds = [
-        {k: _child(k, weights, args.steps, device) for k in kinds} for _ in range(args.rounds)
-    ]
-    res = {
-        k: {
-            "step_s": statistics.median(r[k]["step_s"] for r in rounds),
-            "peak_mb": statistics.median(r[k]["peak_mb"] for r in rounds),
-        }
-        for k in kinds
-    }
-    bare = res["bare"]["peak_mb"]
-    student, teacher = res["student"], res["teacher_fwd"]
+    timed_kinds = ["student", "teacher_fwd", "teacher_backbone_rpn", *distillers]
+    # peak memory: one fresh process per kind, so each peak is its own
+    peak = {k: _child(k, weights, args.steps, device)["peak_mb"] for k in ["bare", *timed_kinds]}
+    # time: every kind in one process, interleaved step by step; a ratio is the median over rounds
+    # of that round's ratio, a time the median over rounds
+    times = interleaved_times(timed_kinds, weights, args.rounds, device)
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+    def ratio(k, per):
+        return statistics.median(
+            (s - st) / t for s, st, t in zip(times[k], times["student"], times[per])
+        )
+
+    bare = peak["bare"]
     peak_kind = "CUDA max allocated" if device.startswith("cuda") else "max RSS"
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, device {device} (peak memory: {peak_kind}); "
-        f"demo configs, batch 8; per kind, the median over {args.rounds} interleaved rounds "
-        f"(fresh processes) of the median of {args.steps} steps after 2 warm-up steps.",
+        f"demo configs, batch 8. Time: every kind in one process, one step of each per round, "
+        f"{args.rounds} rounds after 2 warm-up rounds; a step's figure is its median over the "
+        "rounds, a ratio the median of the rounds' ratios. Peak memory: one fresh process per "
+        f"kind ({args.steps} steps after 2 warm-up steps).",
         "",
-        f"student step {student['step_s'] * 1e3:.0f} ms, peak {student['peak_mb']:.0f} MB; "
-        f"teacher no-grad inference forward {teacher['step_s'] * 1e3:.0f} ms, "
-        f"peak {teacher['peak_mb']:.0f} MB "
-        f"(backbone + RPN alone {res['teacher_backbone_rpn']['step_s'] * 1e3:.0f} ms); "
+        f"student step {ms['student']:.0f} ms, peak {peak['student']:.0f} MB; "
+        f"teacher no-grad inference forward {ms['teacher_fwd']:.0f} ms, "
+        f"peak {peak['teacher_fwd']:.0f} MB "
+        f"(backbone + RPN alone {ms['teacher_backbone_rpn']:.0f} ms); "
         f"bare process (imports + one batch) {bare:.0f} MB.",
         "",
         "| method | step ms | (step - student) / teacher fwd | target "
@@ -240,16 +282,12 @@ def main():
         "|---|---|---|---|---|---|---|---|",
     ]
     for k in distillers:
-        r = res[k]
-        time_ratio = (r["step_s"] - student["step_s"]) / teacher["step_s"]
-        mem_ratio = (r["peak_mb"] - bare) / (
-            (student["peak_mb"] - bare) + (teacher["peak_mb"] - bare)
-        )
-        partial_ratio = (r["step_s"] - student["step_s"]) / res["teacher_backbone_rpn"]["step_s"]
+        time_ratio = ratio(k, "teacher_fwd")
+        mem_ratio = (peak[k] - bare) / ((peak["student"] - bare) + (peak["teacher_fwd"] - bare))
         lines.append(
-            f"| {k} | {r['step_s'] * 1e3:.0f} | {time_ratio:.2f} "
+            f"| {k} | {ms[k]:.0f} | {time_ratio:.2f} "
             f"| {'ok' if time_ratio <= 1.25 else 'MISSED'} (<= 1.25)"
-            f" | {partial_ratio:.2f} | {r['peak_mb']:.0f} | {mem_ratio:.2f} "
+            f" | {ratio(k, 'teacher_backbone_rpn'):.2f} | {peak[k]:.0f} | {mem_ratio:.2f} "
             f"| {'ok' if mem_ratio <= 1.2 else 'MISSED'} (<= 1.2) |"
         )
     text = "\n".join(lines)

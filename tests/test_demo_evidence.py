@@ -125,6 +125,19 @@ def test_gap_closed_needs_a_teacher_above_the_baseline():
     assert math.isnan(demo.paired_gains(no_teacher, BASELINE_OF)["method"].gap_closed)
 
 
+def test_goal_verdicts_by_hand():
+    """+2 AP or more with the interval above 0; "all" also closes 40 % of the gap."""
+    g = demo.paired_gains(_hand_rows(), BASELINE_OF)["method"]  # +3, [+1.04, +4.96], 8 % closed
+    assert demo.goal_verdict("method", g) == "met"
+    assert demo.goal_verdict("all", g) == "missed: gap closed < 40 %"
+    assert demo.goal_verdict("all", g._replace(gap_closed=0.4)) == "met"
+    assert demo.goal_verdict("method", g._replace(gain=1.99)) == "missed: gain < +2"
+    # +2.5 with an interval across 0 (half width 3)
+    wide = g._replace(gain=2.5, half_width=3.0)
+    assert demo.goal_verdict("method", wide) == "missed: CI reaches 0"
+    assert demo.goal_verdict("method", g._replace(gains=g.gains[:1])) == "n/a"
+
+
 def test_a_seed_twice_is_an_error():
     rows = _hand_rows()
     rows["method"].append(row(_run(1.0), 0))
@@ -141,7 +154,7 @@ def test_results_md_section_and_json(tmp_path):
     method = next(line for line in lines if line.startswith("| method | base |"))
     assert method.startswith("| method | base | 5 | ")
     assert "| 13.00 ± 2.16 |" in method  # the baseline, mean +- std
-    assert "| +3.00 | [+1.04, +4.96] (± 1.96) | yes | 8 % |" in method
+    assert "| +3.00 | [+1.04, +4.96] (± 1.96) | yes | 8 % | met |" in method
     one = next(line for line in lines if line.startswith("| one |"))
     assert (
         "| 1 | 14.00 | 13.00 ± 2.16 | +2.00 | n/a (one seed paired) | n/a (one seed paired) |"
@@ -149,6 +162,8 @@ def test_results_md_section_and_json(tmp_path):
     )
     unsure = next(line for line in lines if line.startswith("| unsure |"))
     assert "| +0.50 | [" in unsure and "| no |" in unsure
+    assert unsure.endswith("| missed: gain < +2, CI reaches 0 |")
+    assert one.endswith("| n/a |")
     lonely = next(line for line in lines if line.startswith("| lonely |"))
     assert "| 0 | 14.00 | 13.00 ± 2.16 | n/a | n/a (no seed paired) |" in lonely
     assert lonely.endswith("| n/a |")

@@ -116,3 +116,21 @@ def test_second_demo_process_on_one_output_fails_at_once(tmp_path):
     assert proc.returncode != 0
     assert f"another demo (pid {os.getpid()}) is writing into {out}" in proc.stderr
     assert sorted(os.listdir(out)) == [demo.LOCK_FILE]  # it stopped before writing anything
+
+
+def test_fingerprint_follows_what_trains_the_weights():
+    """A run is cached under its config's fingerprint: the teacher (a plain GeneralizedRCNN) keeps
+    its fingerprint when a MODEL.DISTILL setting changes (it never reads them: a new detkd default
+    once threw away a trained demo teacher), a student does not; the output path never counts."""
+    from detkd.demo.training import demo_config, fingerprint
+
+    def fp(config, *opts):
+        return fingerprint(demo_config(os.path.join(REPO, "configs/demo", config), list(opts)))
+
+    teacher = fp("teacher.yaml")
+    assert fp("teacher.yaml", "MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0) == teacher
+    assert fp("teacher.yaml", "OUTPUT_DIR", "elsewhere") == teacher
+    assert fp("teacher.yaml", "SOLVER.BASE_LR", 0.03) != teacher
+    student = fp("distill_fgd.yaml")
+    assert fp("distill_fgd.yaml", "MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0) != student
+    assert fp("distill_fgd.yaml", "OUTPUT_DIR", "elsewhere") == student

@@ -92,6 +92,20 @@ def test_benchmark_child_measures_a_step(teacher_weights, kind):
     assert 0 < figures["step_s"] < 60 and figures["peak_mb"] > 300
 
 
+def test_benchmark_interleaves_the_kinds_in_one_process(teacher_weights):
+    """bench_distill's timing: one finite time per kind and round, every kind stepped each round
+    (the student and a teacher-free method, so the untrained session teacher cannot overflow)."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    import bench_distill
+
+    times = bench_distill.interleaved_times(["student", "teacher_fwd", "mssd"], teacher_weights, 2)
+    assert set(times) == {"student", "teacher_fwd", "mssd"}
+    for seconds in times.values():
+        assert len(seconds) == 2 and all(0 < s < 60 for s in seconds)
+
+
 def test_fgd_benchmark_masks_agree_with_the_loop():
     sys_path = os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"

@@ -43,7 +43,15 @@ Modules: :mod:`.experiments` (what runs), :mod:`.runner` (the run loop, teacher 
 from .cli import main
 from .experiments import CONFIG_DIR, Experiment, experiments, survey_experiments
 from .plots import plot_gains
-from .report import COLUMNS, format_table, mean_ci95, paired_gains, summarize, t_quantile_95
+from .report import (
+    COLUMNS,
+    format_table,
+    goal_verdict,
+    mean_ci95,
+    paired_gains,
+    summarize,
+    t_quantile_95,
+)
 from .rundirs import LOCK_FILE, RUN_MARKER, fresh_run_dir, output_lock
 from .runner import run_demo
 from .training import ap_curve, demo_data
@@ -59,6 +67,7 @@ __all__ = [
     "experiments",
     "format_table",
     "fresh_run_dir",
+    "goal_verdict",
     "main",
     "mean_ci95",
     "output_lock",

@@ -68,8 +68,12 @@ def lr_steps(max_iter: int):
 
 
 def fingerprint(cfg) -> str:
-    """Hash of what determines trained weights (not output paths or evaluation settings)."""
+    """Hash of what determines trained weights (not output paths or evaluation settings). A model
+    that is not a ``DistillRCNN`` (the demo teacher) ignores ``MODEL.DISTILL``: a new detkd default
+    there does not retrain it."""
     parts = {k: cfg[k] for k in ("MODEL", "INPUT", "SOLVER", "DATALOADER", "SEED")}
+    if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
+        parts["MODEL"] = {k: v for k, v in cfg.MODEL.items() if k != "DISTILL"}
     parts["TRAIN"] = list(cfg.DATASETS.TRAIN)
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
