@@ -140,6 +140,39 @@ def test_auto_balance_toy_by_hand_frozen_after_k():
     assert _step(restored, 2.0, 3.0, 0.6)["loss_a_x"] == pytest.approx(1.0)
 
 
+def test_auto_balance_leaves_unscaled_methods_out_of_both_sides():
+    """A method the balance does not scale (``unscaled``) keeps its terms, and they are not
+    counted in the detection loss either: a's ratio is 4 / 2 (the detection loss alone), not
+    4 / (2 + 0.2), and b's terms never move."""
+    balancer = LossBalancer(["a"], enabled=True, iters=1, target=1.0, unscaled=["b"]).train()
+    _step(balancer, 2.0, 4.0, 0.2)
+    assert balancer.frozen and balancer.scale("a").item() == pytest.approx(0.5)
+    out = _step(balancer, 2.0, 4.0, 0.2)
+    assert out["loss_a_x"] == pytest.approx(2.0) and out["loss_b_y"] == pytest.approx(0.1)
+    assert not hasattr(balancer, "scale_b")
+
+
+def test_chen_keeps_its_soft_ce_and_bounded_regression_weights(distill_cfg):
+    """Soft CE and bounded regression rework the detector's own losses: AUTO scales only the
+    hint, and measures it against the detector's terms alone."""
+    cfg = distill_cfg("configs/demo/distill_chen.yaml", "MODEL.DISTILL.BALANCE.AUTO", True)
+    model = build_model(cfg)
+    assert model.balancer.method_names == ["hint"]
+    assert model.balancer.unscaled_prefixes == ("loss_soft_ce_", "loss_bounded_reg_")
+
+
+def test_a_non_finite_step_is_not_measured():
+    """The trainer raises on a non-finite loss and updates nothing: the balance must not count
+    that step either (the test of the trainer checks the whole state dict)."""
+    balancer = LossBalancer(["a"], enabled=True, iters=2, target=1.0, unscaled=["b"]).train()
+    _step(balancer, 2.0, float("inf"), 0.2)
+    assert balancer.measured_iters.item() == 0 and balancer.ratio_sum_a.item() == 0.0
+    _step(balancer, 2.0, 4.0, 0.2)
+    _step(balancer, 2.0, 2.0, 0.2)
+    # ratios 4 / 2 and 2 / 2: scale 1 / 1.5
+    assert balancer.frozen and balancer.scale("a").item() == pytest.approx(1 / 1.5)
+
+
 def test_auto_balance_off_and_refusals():
     off = LossBalancer(["a"], enabled=False).train()
     assert _step(off, 2.0, 4.0, 0.2)["loss_a_x"] == 4.0 and off.scale("a").item() == 1.0

@@ -326,7 +326,7 @@ def planned(monkeypatch):
     calls = []
 
     def fake_run_demo(output, methods, seeds, teacher_iters, student_iters, **kw):
-        calls.append(dict(output=output, methods=methods, seeds=seeds, **kw))
+        calls.append(dict(output=output, methods=methods, seeds=seeds, iters=student_iters, **kw))
 
     monkeypatch.setattr(cli, "run_demo", fake_run_demo)
     return calls
@@ -355,6 +355,11 @@ def test_cli_dataset_and_full_mode(planned, tmp_path):
     ]
     for c in planned:  # every baseline and every distilled student: at least five seeds
         assert c["methods"] == list(known) and min(c["seeds"].values()) >= 5
+    # each data set at its own student schedule, unless --student-iters says otherwise
+    assert [c["iters"] for c in planned] == [150, 300]
+    planned.clear()
+    cli.main(["--output", out, "--full", "--student-iters", "80"])
+    assert [c["iters"] for c in planned] == [80, 80]
     planned.clear()
     cli.main(["--output", out, "--full", "--seeds", "7"])
     assert planned[0]["seeds"]["lowres_baseline"] == 7 and planned[0]["seeds"]["baseline"] == 5

@@ -64,8 +64,12 @@ class LossBalancer(nn.Module):
         method_names: Sequence[str],
         enabled: bool = False,
         iters: int = 50,
-        target: float = 0.5,
+        target: float = 1.0,
+        unscaled: Sequence[str] = (),
     ):
+        """``method_names``: the methods it scales; ``unscaled``: methods whose terms keep their
+        weights (:attr:`~detkd.distillers.Distiller.auto_balanced` False) but are not part of the
+        detection loss either."""
         super().__init__()
         if enabled and not (iters >= 1 and target > 0 and target < float("inf")):
             raise ValueError(
@@ -73,6 +77,7 @@ class LossBalancer(nn.Module):
                 f"finite, got {iters} and {target}"
             )
         self.method_names = list(method_names)
+        self.unscaled_prefixes = tuple(f"loss_{m}_" for m in unscaled)
         self.enabled, self.iters, self.target = enabled, int(iters), float(target)
         self.register_buffer("measured_iters", torch.zeros((), dtype=torch.long))
         for m in self.method_names:
@@ -116,11 +121,25 @@ class LossBalancer(nn.Module):
                 k: v * self.scale(method_of[k]) if k in method_of else v for k, v in losses.items()
             }
         detection = sum(
-            v.detach() for k, v in losses.items() if k.startswith("loss_") and k not in method_of
+            v.detach()
+            for k, v in losses.items()
+            if k.startswith("loss_")
+            and k not in method_of
+            and not k.startswith(self.unscaled_prefixes)
         )
-        for m in self.method_names:
-            method_sum = sum(losses[k].detach() for k in method_of if method_of[k] == m)
-            getattr(self, f"ratio_sum_{m}").add_(method_sum / detection.clamp(min=1e-12))
+        ratios = torch.stack(
+            [
+                sum(losses[k].detach() for k in method_of if method_of[k] == m)
+                / detection.clamp(min=1e-12)
+                for m in self.method_names
+            ]
+        )
+        # a non-finite loss stops the step (the trainer raises, nothing is updated): it must not
+        # count as measured either (one device sync per step, only while measuring)
+        if not bool(torch.isfinite(ratios).all()):
+            return losses
+        for m, ratio in zip(self.method_names, ratios):
+            getattr(self, f"ratio_sum_{m}").add_(ratio)
         self._seen += 1
         self.measured_iters.fill_(self._seen)
         if self.frozen:

@@ -141,6 +141,7 @@ def _teacher(output: str, teacher_iters: int, extra_opts: List, data: DemoData):
             "TEST.EVAL_PERIOD",
             0,
             *data.opts(teacher=False),
+            *data.teacher_training,
             *extra_opts,
         ],
     )

@@ -11,6 +11,7 @@ in :data:`DISTILLER_REGISTRY`. The class declares
 * ``needs_teacher`` and ``teacher_needs`` (within ``{"features", "rpn", "rcn"}``), so the teacher
   runs only what some method reads, and :meth:`Distiller.teacher_features`, the teacher maps it
   reads (checked to be finite every step);
+* ``auto_balanced``: whether the automatic balance scales its terms (see the attribute);
 * ``from_config(cfg, student_shapes, teacher_shapes)`` (``@configurable``), so the same class builds
   from yaml and from LazyConfig.
 
@@ -59,6 +60,13 @@ class Distiller(nn.Module):
     # reads the student's pooled region features (DistillBatch.student.rcn_pooled) with the
     # teacher's box head: DistillRCNN checks that both poolers give one size
     reads_student_pooled: bool = False
+    # whether MODEL.DISTILL.BALANCE.AUTO scales this method's terms. False for a method whose terms
+    # rework the detector's own losses on their scale (Chen's soft CE mixes into the hard CE,
+    # bounded regression is a hinge on the regression loss) rather than add an imitation term: such
+    # a term starts near 0 (few foreground proposals in the first iterations), so a ratio measured
+    # then says nothing of its size later (measured: bounded regression scaled x13.5 after 20
+    # iterations, 2-3x the detection loss afterwards, and the demo student stalled under 1.1 AP)
+    auto_balanced: bool = True
     # set by DistillRCNN (MODEL.DISTILL.BALANCE.NORMALIZE_BY_AREA): see per_area
     area_normalized: bool = False
 

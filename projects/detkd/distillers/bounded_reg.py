@@ -24,6 +24,7 @@ class BoundedRegressionDistiller(Distiller):
 
     config_block = "BOUNDED_REG"
     name = "bounded_reg"
+    auto_balanced = False  # a hinge on the regression loss, ~0 until the student has foregrounds
 
     @classmethod
     def add_config(cls, node: CfgNode):

@@ -25,6 +25,7 @@ class SoftCEDistiller(Distiller):
 
     config_block = "SOFT_CE"
     name = "soft_ce"
+    auto_balanced = False  # mu mixes it into the hard CE: already on the detection loss's scale
 
     @classmethod
     def add_config(cls, node: CfgNode):

@@ -166,7 +166,11 @@ class DistillRCNN(nn.Module):
         self.distillers = nn.ModuleList(distillers)
         for distiller in self.distillers:
             distiller.area_normalized = bool(normalize_by_area)
-        self.balancer = balancer or LossBalancer([d.name for d in self.distillers], enabled=False)
+        self.balancer = balancer or LossBalancer(
+            [d.name for d in self.distillers if d.auto_balanced],
+            enabled=False,
+            unscaled=[d.name for d in self.distillers if not d.auto_balanced],
+        )
         self.teacher_min_recall = float(teacher_min_recall)
         self._teacher_checked = False
         self.student_input_scale = float(student_input_scale)
@@ -222,10 +226,11 @@ class DistillRCNN(nn.Module):
             feature_resize=d.FEATURE_RESIZE,
             inherit_prefixes=list(d.INHERIT.PREFIXES) if d.INHERIT.ENABLED else None,
             balancer=LossBalancer(
-                [m.name for m in distillers],
+                [m.name for m in distillers if m.auto_balanced],
                 enabled=d.BALANCE.AUTO,
                 iters=d.BALANCE.AUTO_ITERS,
                 target=d.BALANCE.AUTO_TARGET,
+                unscaled=[m.name for m in distillers if not m.auto_balanced],
             ),
             normalize_by_area=d.BALANCE.NORMALIZE_BY_AREA,
             teacher_min_recall=d.TEACHER.SANITY_MIN_RECALL,
