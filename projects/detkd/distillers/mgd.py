@@ -32,9 +32,8 @@ class MGDDistiller(FeatureLevelDistiller):
         node.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
         node.ALPHA = 5e-7
         node.MASK_RATIO = 0.45  # lambda: the share of positions masked
-        node.SEED = (
-            -1
-        )  # the masks' random seed; negative: the run's SEED (0 if that is negative too)
+        # the masks' random seed; negative: the run's SEED (0 if that is negative too)
+        node.SEED = -1
 
     @configurable
     def __init__(
