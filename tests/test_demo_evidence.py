@@ -138,6 +138,29 @@ def test_goal_verdicts_by_hand():
     assert demo.goal_verdict("method", g._replace(gains=g.gains[:1])) == "n/a"
 
 
+def test_gains_of_two_data_sets_side_by_side():
+    """Each method's gain, interval, gap closed and goal on each data set, and where it met the
+    goal; a method one data set lacks reads "not run"."""
+    gains = demo.gains_json(demo.paired_gains(_hand_rows(), BASELINE_OF))
+    hard = {"method": dict(gains["method"], gain=1.5, interval=[-0.5, 3.5], goal="missed: x")}
+    lines = demo.compare_datasets({"shapes": gains, "hard": hard}).splitlines()
+    assert lines[0] == (
+        "| method | shapes: gain [95 % CI], gap closed, goal "
+        "| hard: gain [95 % CI], gap closed, goal | goal met on |"
+    )
+    assert lines[1] == "|---|---|---|---|"
+    by_method = {line.split(" | ")[0][2:]: line for line in lines[2:]}
+    assert list(by_method) == ["method", "one", "lonely", "unsure"]  # shapes' order
+    assert by_method["method"] == (
+        "| method | +3.00 [+1.04, +4.96], 8 %, met (n=5) "
+        "| +1.50 [-0.50, +3.50], 8 %, missed: x (n=5) | shapes |"
+    )
+    # one pair: a gain, no interval; met nowhere; not run on the hard set
+    assert by_method["one"] == "| one | +2.00 n/a, 5 %, n/a (n=1) | not run | none |"
+    both = demo.compare_datasets({"shapes": gains, "hard": gains}).splitlines()[2]
+    assert both.endswith("| shapes, hard |")
+
+
 def test_a_seed_twice_is_an_error():
     rows = _hand_rows()
     rows["method"].append(row(_run(1.0), 0))
@@ -327,6 +350,10 @@ def planned(monkeypatch):
 
     def fake_run_demo(output, methods, seeds, teacher_iters, student_iters, **kw):
         calls.append(dict(output=output, methods=methods, seeds=seeds, iters=student_iters, **kw))
+        os.makedirs(output, exist_ok=True)  # the results.json a run of the demo leaves behind
+        gains = demo.paired_gains(_hand_rows(), BASELINE_OF)
+        with open(os.path.join(output, "results.json"), "w") as f:
+            json.dump({"gains": demo.gains_json(gains)}, f)
 
     monkeypatch.setattr(cli, "run_demo", fake_run_demo)
     return calls
@@ -353,6 +380,12 @@ def test_cli_dataset_and_full_mode(planned, tmp_path):
         ("shapes", os.path.join(out, "shapes")),
         ("hard", os.path.join(out, "hard")),
     ]
+    # both data sets' gains side by side, in comparison.md next to their folders
+    with open(os.path.join(out, "comparison.md")) as f:
+        comparison = f.read()
+    assert "| method | shapes: gain [95 % CI], gap closed, goal | hard: gain" in comparison
+    assert "| method | +3.00 [+1.04, +4.96], 8 %, met (n=5) | +3.00" in comparison
+    assert comparison.count("| shapes, hard |") == 1  # only "method" meets the goal
     for c in planned:  # every baseline and every distilled student: at least five seeds
         assert c["methods"] == list(known) and min(c["seeds"].values()) >= 5
     # each data set at its own student schedule, unless --student-iters says otherwise

@@ -16,7 +16,8 @@
    baseline paired by seed (mean gain with its 95 % Student-t interval, whether that is above 0,
    share of the teacher-baseline gap closed; :func:`~detkd.demo.report.paired_gains`), and writes
    ``results.md``, ``results.json``, ``results.png`` (bar plot), ``ap_curves.png`` (AP against
-   iteration) and ``gains.png`` (paired gains, intervals and seeds).
+   iteration) and ``gains.png`` (paired gains, intervals and seeds); ``--full`` also writes
+   ``comparison.md``: each method's paired gain on both data sets side by side.
 
 ``--dataset hard`` runs everything (the teacher too) on the harder embedded data set
 (``detkd_shapes_hard_*``: ten classes, smaller objects) into ``<output>/hard``; ``--full`` is the
@@ -45,7 +46,9 @@ from .experiments import CONFIG_DIR, Experiment, experiments, survey_experiments
 from .plots import plot_gains
 from .report import (
     COLUMNS,
+    compare_datasets,
     format_table,
+    gains_json,
     goal_verdict,
     mean_ci95,
     paired_gains,
@@ -63,10 +66,12 @@ __all__ = [
     "LOCK_FILE",
     "RUN_MARKER",
     "ap_curve",
+    "compare_datasets",
     "demo_data",
     "experiments",
     "format_table",
     "fresh_run_dir",
+    "gains_json",
     "goal_verdict",
     "main",
     "mean_ci95",

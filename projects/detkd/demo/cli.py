@@ -6,6 +6,7 @@ import os
 from detectron2.utils.logger import setup_logger
 
 from .experiments import experiments
+from .report import write_comparison
 from .runner import run_demo
 
 DATASETS = ("shapes", "hard")
@@ -101,7 +102,8 @@ def main(argv=None):
         args.teacher_iters, args.student_iters, args.seeds, args.survey_seeds = 4, 4, 1, 1
     setup_logger(name="detectron2")
     setup_logger(name="detkd")
-    for dataset, output, seeds in plan(args, known):
+    planned = plan(args, known)
+    for dataset, output, seeds in planned:
         print(f"[demo] data set {dataset} into {output}", flush=True)
         run_demo(
             output,
@@ -113,3 +115,6 @@ def main(argv=None):
             jobs=args.jobs,
             dataset=dataset,
         )
+    if len(planned) > 1:
+        results = {d: os.path.join(out, "results.json") for d, out, _ in planned}
+        print(f"[demo] both data sets: {write_comparison(args.output, results)}", flush=True)

@@ -309,3 +309,53 @@ def write_results(
         f.write(head + table + "\n\n" + methods_doc + "\n")
     with open(os.path.join(output, "results.json"), "w") as f:
         json.dump({"rows": rows, "curves": curves, "gains": gains_json(gains or {})}, f, indent=1)
+
+
+def compare_datasets(gains_of: Dict[str, Dict[str, Dict]]) -> str:
+    """One table of every method's paired gain on each data set (``gains_of``: data set -> the
+    ``gains`` of its ``results.json``, as :func:`gains_json` writes them), so that a reader sees
+    whether a conclusion drawn on one data set holds on the other. The last column names the data
+    sets on which the method met the goal (:func:`goal_verdict`)."""
+    datasets = list(gains_of)
+    methods = list(dict.fromkeys(m for gains in gains_of.values() for m in gains))
+    lines = [
+        "| method | "
+        + " | ".join(f"{d}: gain [95 % CI], gap closed, goal" for d in datasets)
+        + " | goal met on |",
+        "|---|" + "---|" * len(datasets) + "---|",
+    ]
+    for method in methods:
+        cells, met = [], []
+        for d in datasets:
+            g = gains_of[d].get(method)
+            if g is None:
+                cells.append("not run")
+                continue
+            low, high = g["interval"]
+            ci = f"[{low:+.2f}, {high:+.2f}]" if g["n"] >= 2 else "n/a"
+            closed = (
+                f"{100 * g['gap_closed']:.0f} %" if g["gap_closed"] == g["gap_closed"] else "n/a"
+            )
+            cells.append(f"{g['gain']:+.2f} {ci}, {closed}, {g['goal']} (n={g['n']})")
+            if g["goal"] == "met":
+                met.append(d)
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {', '.join(met) or 'none'} |")
+    return "\n".join(lines)
+
+
+def write_comparison(output: str, result_files: Dict[str, str]) -> str:
+    """``comparison.md`` in ``output``: :func:`compare_datasets` over the ``results.json`` of each
+    data set (``result_files``: data set -> path). Returns its path."""
+    gains_of = {}
+    for dataset, path in result_files.items():
+        with open(path) as f:
+            gains_of[dataset] = json.load(f)["gains"]
+    path = os.path.join(output, "comparison.md")
+    with open(path, "w") as f:
+        f.write(
+            "# detkd demo: the paired gains on each data set\n\n"
+            + compare_datasets(gains_of)
+            + "\n\nEach data set's `results.md` has its tables, seeds and the definitions of the "
+            "columns (gain: the method's AP minus its baseline's of the same seed, averaged).\n"
+        )
+    return path
