@@ -211,10 +211,20 @@ def test_results_md_section_and_json(tmp_path):
 def test_gains_png_from_synthetic_rows(tmp_path):
     path = demo.plot_gains(_hand_rows(), BASELINE_OF, str(tmp_path))
     assert path == str(tmp_path / "gains.png") and os.path.getsize(path) > 5000
+    # two baselines: two panels, each on its own scale
+    rows = dict(_hand_rows(), other=[row(_run(40.0 + s), s) for s in range(3)])
+    two = demo.plot_gains(rows, dict(BASELINE_OF, unsure="other"), str(tmp_path))
+    assert os.path.getsize(two) > 5000
     # nothing to pair: still a picture, saying so
     (tmp_path / "none").mkdir()
     empty = demo.plot_gains({"teacher": _hand_rows()["teacher"]}, {}, str(tmp_path / "none"))
     assert os.path.getsize(empty) > 1000
+
+
+def test_gain_panels_one_per_baseline_in_order():
+    panels = demo.gain_panels({"fgd": "base", "inherit": "low", "cwd": "base", "chen": "low"})
+    assert panels == [("base", ["fgd", "cwd"]), ("low", ["inherit", "chen"])]
+    assert demo.gain_panels({}) == []
 
 
 def _boxes(root, split):

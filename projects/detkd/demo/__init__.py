@@ -43,7 +43,7 @@ Modules: :mod:`.experiments` (what runs), :mod:`.runner` (the run loop, teacher 
 
 from .cli import main
 from .experiments import CONFIG_DIR, Experiment, experiments, survey_experiments
-from .plots import plot_gains
+from .plots import gain_panels, plot_gains
 from .report import (
     COLUMNS,
     compare_datasets,
@@ -71,6 +71,7 @@ __all__ = [
     "experiments",
     "format_table",
     "fresh_run_dir",
+    "gain_panels",
     "gains_json",
     "goal_verdict",
     "main",

@@ -2,9 +2,9 @@
 each method's paired gain over its baseline with its 95 % interval (``gains.png``)."""
 
 import os
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
-from .report import mean_std, paired_gains
+from .report import GOAL_GAIN, mean_std, paired_gains
 
 
 def plot_results(rows: Dict[str, List[Dict]], curves: Dict[str, List], output: str):
@@ -47,24 +47,52 @@ def plot_results(rows: Dict[str, List[Dict]], curves: Dict[str, List], output: s
     plt.close(fig)
 
 
+def gain_panels(baseline_of_method: Dict[str, str]) -> List[Tuple[str, List[str]]]:
+    """The panels of ``gains.png``: (baseline, its methods in order) for each baseline, in the
+    order of their first method. One panel each, on its own scale: the low-resolution student
+    gains ~30 AP by inheriting the teacher, the survey's methods a few, and on one axis the few
+    would not be readable."""
+    panels: Dict[str, List[str]] = {}
+    for method, baseline in baseline_of_method.items():
+        panels.setdefault(baseline, []).append(method)
+    return list(panels.items())
+
+
 def plot_gains(rows: Dict[str, List[Dict]], baseline_of: Dict[str, str], output: str) -> str:
     """``gains.png`` in ``output``: for each method with its baseline in ``rows`` (see
     :func:`~detkd.demo.report.paired_gains`), the mean paired gain in AP with its 95 % interval as
-    an error bar (none under two paired seeds), one dot per seed's gain, and a line at 0. Returns
-    the file's path."""
+    an error bar (none under two paired seeds), one dot per seed's gain, and a line at 0; one
+    panel per baseline (:func:`gain_panels`). Returns the file's path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     gains = paired_gains(rows, baseline_of)
-    names = list(gains)
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.5, 4))
-    ax.axhline(0.0, color="0.3", linewidth=1)
-    labels = {"seed": "one seed's gain", "mean": "mean gain, 95 % CI (green: above 0)"}
-    for x, name in enumerate(names):
-        g = gains[name]
-        if g.n:
+    panels = gain_panels({name: g.baseline for name, g in gains.items()}) or [("", [])]
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(1.2 * len(gains) + 2.5 * len(panels), 4),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [max(len(names), 1) for _, names in panels]},
+    )
+    labels = {
+        "seed": "one seed's gain",
+        "mean": "mean gain, 95 % CI (green: above 0)",
+        "goal": f"goal: +{GOAL_GAIN:g} AP",
+    }
+    drawn = False
+    for ax, (baseline, names) in zip(axes[0], panels):
+        ax.axhline(0.0, color="0.3", linewidth=1)
+        ax.axhline(
+            GOAL_GAIN, color="C3", linestyle="--", linewidth=0.8, label=labels.pop("goal", None)
+        )
+        for x, name in enumerate(names):
+            g = gains[name]
+            if not g.n:
+                continue
+            drawn = True
             # the seeds' gains, spread a little sideways so equal values stay visible
             offsets = [0.12 * (k - (g.n - 1) / 2) / max(g.n - 1, 1) for k in range(g.n)]
             ax.scatter(
@@ -86,16 +114,23 @@ def plot_gains(rows: Dict[str, List[Dict]], baseline_of: Dict[str, str], output:
                 zorder=4,
                 label=labels.pop("mean", None),
             )
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([f"{n}\nvs {gains[n].baseline}" for n in names], fontsize=8)
-    plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
-    ax.set_xlim(-0.6, max(len(names), 1) - 0.4)
-    ax.set_ylabel("AP gain over the baseline (same seed)")
-    ax.set_title("Paired gain per method: mean, 95 % Student-t interval, seeds")
-    if len(labels) < 2:  # something was drawn
-        ax.legend(fontsize=8)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, fontsize=8)
+        plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
+        ax.set_xlim(-0.6, max(len(names), 1) - 0.4)
+        ax.set_title(f"vs {baseline}" if baseline else "", fontsize=9)
+    axes[0][0].set_ylabel("AP gain over the baseline (same seed)")
+    fig.suptitle("Paired gain per method: mean, 95 % Student-t interval, seeds", fontsize=10)
+    if drawn:
+        axes[0][0].legend(fontsize=8, loc="best")
     else:
-        ax.text(0.5, 0.5, "no method paired with its baseline", ha="center", transform=ax.transAxes)
+        axes[0][0].text(
+            0.5,
+            0.5,
+            "no method paired with its baseline",
+            ha="center",
+            transform=axes[0][0].transAxes,
+        )
     fig.tight_layout()
     path = os.path.join(output, "gains.png")
     fig.savefig(path, dpi=110)
