@@ -40,6 +40,15 @@ def test_survey_experiments_are_described_and_compared_with_the_baseline():
         assert e.config == f"distill_{name}.yaml" and e.description and not e.gain
         assert e.baseline in known and not known[e.baseline].gain
         assert e.description == config_description(os.path.join(CONFIG_DIR, e.config))
+    # each student is compared with the baseline of its backbone: MSSD and all need PAFPN
+    for name, e in survey.items():
+        backbone = load_config(os.path.join(CONFIG_DIR, e.config)).MODEL.BACKBONE.NAME
+        assert (
+            backbone
+            == load_config(os.path.join(CONFIG_DIR, known[e.baseline].config)).MODEL.BACKBONE.NAME
+        )
+    assert survey["mssd"].baseline == survey["all"].baseline == "baseline_pafpn"
+    assert survey["fgd"].baseline == survey["cross_head"].baseline == "baseline"
     # the half-resolution Chen config belongs with the low-resolution comparison, not the survey
     assert os.path.isfile(os.path.join(CONFIG_DIR, "distill_chen_lowres.yaml"))
     assert "distill_chen_lowres.yaml" not in {e.config for e in known.values()}
@@ -65,6 +74,14 @@ def test_survey_discovery_rules(tmp_path):
     assert survey["every"].config == "distill_every.yaml"
     write("distill_undescribed.yaml", f"_BASE_: \"{base.format('distill_fgd')}\"\n")
     with pytest.raises(ValueError, match="distill_undescribed.yaml does not start with a comment"):
+        survey_experiments(str(tmp_path))
+    os.remove(tmp_path / "distill_undescribed.yaml")
+    write(
+        "distill_r50.yaml",
+        f"# Another backbone.\n_BASE_: \"{base.format('distill_fgd')}\"\n"
+        "MODEL:\n  BACKBONE:\n    NAME: build_retinanet_resnet_fpn_backbone\n",
+    )
+    with pytest.raises(ValueError, match="distill_r50.yaml: its backbone build_retinanet_resnet"):
         survey_experiments(str(tmp_path))
 
 

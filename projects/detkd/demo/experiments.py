@@ -41,7 +41,24 @@ GAIN_COMPARISON = {
         True,
     ),
 }
-BASELINES = {SURVEY_BASELINE: Experiment("student.yaml", "ResNet-18/FPN-64 student, no teacher")}
+# the survey's baselines, one per student backbone: a survey student is compared with the baseline
+# of its own backbone (MSSD needs PAFPN; against the FPN baseline its gain would mix the loss with
+# the extra bottom-up path)
+BASELINES = {
+    SURVEY_BASELINE: Experiment("student.yaml", "ResNet-18/FPN-64 student, no teacher"),
+    "baseline_pafpn": Experiment(
+        "student_pafpn.yaml", "ResNet-18/PAFPN-64 student, no teacher (the baseline of MSSD, all)"
+    ),
+}
+
+
+def baseline_of_backbone() -> Dict[str, str]:
+    """``MODEL.BACKBONE.NAME`` -> the survey baseline (a name in :data:`BASELINES`) of that
+    backbone."""
+    return {
+        load_config(os.path.join(CONFIG_DIR, e.config)).MODEL.BACKBONE.NAME: name
+        for name, e in BASELINES.items()
+    }
 
 
 def config_description(path: str) -> str:
@@ -59,7 +76,10 @@ def survey_experiments(config_dir: str = CONFIG_DIR) -> Dict[str, Experiment]:
     at full resolution, as experiment ``<name>``, described by the config's first comment line and
     compared with the baseline student. A half-resolution config (``STUDENT_INPUT_SCALE`` != 1)
     belongs with the low-resolution comparison, not the survey. Single methods come first, then
-    combinations: ordered by the number of methods enabled, then by name."""
+    combinations: ordered by the number of methods enabled, then by name. Each is compared with
+    the baseline of its backbone (:func:`baseline_of_backbone`); a backbone no baseline has is an
+    error that names the config."""
+    baselines = baseline_of_backbone()
     found = []
     for path in sorted(glob.glob(os.path.join(config_dir, SURVEY_PREFIX + "*.yaml"))):
         cfg = load_config(path)
@@ -68,8 +88,14 @@ def survey_experiments(config_dir: str = CONFIG_DIR) -> Dict[str, Experiment]:
             continue
         file = os.path.basename(path)
         name = file[len(SURVEY_PREFIX) : -len(".yaml")]
+        backbone = cfg.MODEL.BACKBONE.NAME
+        if backbone not in baselines:
+            raise ValueError(
+                f"{path}: its backbone {backbone} has no baseline student in the demo (known: "
+                f"{sorted(baselines)}); add one to BASELINES in detkd/demo/experiments.py"
+            )
         found.append(
-            (len(enabled), name, Experiment(file, config_description(path), SURVEY_BASELINE))
+            (len(enabled), name, Experiment(file, config_description(path), baselines[backbone]))
         )
     return {name: experiment for _, name, experiment in sorted(found, key=lambda f: f[:2])}
 
