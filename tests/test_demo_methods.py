@@ -49,6 +49,9 @@ def test_survey_experiments_are_described_and_compared_with_the_baseline():
         )
     assert survey["mssd"].baseline == survey["all"].baseline == "baseline_pafpn"
     assert survey["fgd"].baseline == survey["cross_head"].baseline == "baseline"
+    assert survey["cross_head_chen"].baseline == "baseline"  # a combination on the FPN student
+    # single methods first, then combinations by the number of methods they enable
+    assert list(survey)[-2:] == ["cross_head_chen", "all"]
     # the half-resolution Chen config belongs with the low-resolution comparison, not the survey
     assert os.path.isfile(os.path.join(CONFIG_DIR, "distill_chen_lowres.yaml"))
     assert "distill_chen_lowres.yaml" not in {e.config for e in known.values()}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import REPO, TINY
 
 from detkd import demo
@@ -134,3 +135,32 @@ def test_fingerprint_follows_what_trains_the_weights():
     student = fp("distill_fgd.yaml")
     assert fp("distill_fgd.yaml", "MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0) != student
     assert fp("distill_fgd.yaml", "OUTPUT_DIR", "elsewhere") == student
+
+
+def test_a_run_is_trained_from_its_seed(tmp_path):
+    """The demo builds its trainer itself (train_net's default_setup never runs), so it seeds
+    torch, numpy and random from cfg.SEED: two runs of seed 0 end with the same weights, a run of
+    seed 1 with others. Until 2026-11-30 it did not, and a seed only named a run."""
+    from detkd.demo.training import demo_config, train
+
+    def weights(seed, name):
+        out = tmp_path / name
+        opts = [*TINY, "SEED", seed, "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", 2]
+        opts += ["SOLVER.STEPS", (), "TEST.EVAL_PERIOD", 0, "DATASETS.TEST", ()]
+        train(demo_config(os.path.join(REPO, "configs/demo/student.yaml"), opts))
+        return torch.load(out / "model_final.pth", weights_only=True)["model"]
+
+    first, again, other = weights(0, "a"), weights(0, "b"), weights(1, "c")
+    assert first.keys() == again.keys() == other.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_fingerprint_counts_the_run_version(monkeypatch):
+    """Raising RUN_VERSION (a training-code change that alters the weights) retrains every run."""
+    from detkd.demo import training
+
+    cfg = training.demo_config(os.path.join(REPO, "configs/demo/teacher.yaml"), [])
+    before = training.fingerprint(cfg)
+    monkeypatch.setattr(training, "RUN_VERSION", training.RUN_VERSION + 1)
+    assert training.fingerprint(cfg) != before
