@@ -156,11 +156,16 @@ def test_a_run_is_trained_from_its_seed(tmp_path):
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
-def test_fingerprint_counts_the_run_version(monkeypatch):
-    """Raising RUN_VERSION (a training-code change that alters the weights) retrains every run."""
+def test_fingerprint_counts_the_run_version_of_students(monkeypatch):
+    """Raising RUN_VERSION (a training-code change that alters a student's weights) retrains every
+    student run; the cached teacher stays."""
     from detkd.demo import training
 
-    cfg = training.demo_config(os.path.join(REPO, "configs/demo/teacher.yaml"), [])
-    before = training.fingerprint(cfg)
+    def fp(config):
+        return training.fingerprint(training.demo_config(os.path.join(REPO, config), []))
+
+    configs = ["configs/demo/student.yaml", "configs/demo/distill_fgd.yaml"]
+    teacher, students = fp("configs/demo/teacher.yaml"), [fp(c) for c in configs]
     monkeypatch.setattr(training, "RUN_VERSION", training.RUN_VERSION + 1)
-    assert training.fingerprint(cfg) != before
+    assert fp("configs/demo/teacher.yaml") == teacher
+    assert all(fp(c) != s for c, s in zip(configs, students))

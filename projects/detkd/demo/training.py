@@ -78,21 +78,24 @@ def lr_steps(max_iter: int):
     return tuple(sorted(s for s in steps if 0 < s < max_iter))
 
 
-# Part of every fingerprint: a change of the demo's training code that alters the weights a config
-# trains raises it, so the runs cached before are trained again. 2: runs seeded from cfg.SEED
-# (2026-11-30; before it, a seed only named a run, and its initial weights were random).
+# Part of every student run's fingerprint: a change of the demo's training code that alters the
+# weights a student config trains raises it, so the student runs cached before are trained again.
+# 2: runs seeded from cfg.SEED (2026-11-30; before it, a seed only named a run, and its initial
+# weights were random, so two runs "paired by seed" shared nothing).
 RUN_VERSION = 2
 
 
 def fingerprint(cfg) -> str:
     """Hash of what determines trained weights (not output paths or evaluation settings). A model
     that is not a ``DistillRCNN`` (the demo teacher) ignores ``MODEL.DISTILL``: a new detkd default
-    there does not retrain it. :data:`RUN_VERSION` counts too."""
+    there does not retrain it. A student's counts :data:`RUN_VERSION` too; the teacher's does not
+    (it is in no pair of runs, and its cached weights stay a valid teacher)."""
     parts = {k: cfg[k] for k in ("MODEL", "INPUT", "SOLVER", "DATALOADER", "SEED")}
     if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
         parts["MODEL"] = {k: v for k, v in cfg.MODEL.items() if k != "DISTILL"}
+    else:
+        parts["RUNS"] = RUN_VERSION
     parts["TRAIN"] = list(cfg.DATASETS.TRAIN)
-    parts["RUNS"] = RUN_VERSION
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
