@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, TINY
+from conftest import REPO, TINY, make_cfg
 
 from detkd import demo
 
@@ -169,3 +169,24 @@ def test_fingerprint_counts_the_run_version_of_students(monkeypatch):
     monkeypatch.setattr(training, "RUN_VERSION", training.RUN_VERSION + 1)
     assert fp("configs/demo/teacher.yaml") == teacher
     assert all(fp(c) != s for c, s in zip(configs, students))
+
+
+def test_one_seed_one_student_init_whatever_it_distils(distill_cfg):
+    """What makes a pair of runs a pair: under one seed, the baseline and every distilled student
+    build the same initial student weights (the student is built before the teacher and the
+    distillers' own layers draw from the random stream)."""
+    from detectron2.modeling import build_model
+    from detectron2.utils.env import seed_all_rng
+
+    def student_weights(config):
+        cfg = make_cfg(config) if config == "configs/demo/student.yaml" else distill_cfg(config)
+        seed_all_rng(0)
+        model = build_model(cfg)
+        return {k: v for k, v in model.state_dict().items() if k.startswith("student.")}
+
+    baseline = student_weights("configs/demo/student.yaml")
+    assert len(baseline) > 100
+    for config in ("distill_fgd.yaml", "distill_cross_head.yaml", "distill_chen.yaml"):
+        distilled = student_weights("configs/demo/" + config)
+        assert distilled.keys() == baseline.keys()
+        assert all(torch.equal(distilled[k], baseline[k]) for k in baseline), config
