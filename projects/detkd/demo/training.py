@@ -120,8 +120,9 @@ def train(cfg, data: DemoData = SHAPES) -> Dict:
 
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     # train_net's default_setup seeds every run from cfg.SEED; the demo builds its trainer itself,
-    # so it seeds here: the same seed, the same initial weights and data order (the pairing of
-    # the demo's gains by seed rests on it)
+    # so it seeds here: one config and seed train the same weights, and under one seed a student
+    # and its baseline start from the same student weights (the pairing of gains by seed rests on
+    # it)
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)
     trainer = DistillTrainer(cfg)
     trainer.resume_or_load(resume=False)
