@@ -134,7 +134,11 @@ def test_goal_verdicts_by_hand():
     assert demo.goal_verdict("method", g._replace(gain=1.99)) == "missed: gain < +2"
     # +2.5 with an interval across 0 (half width 3)
     wide = g._replace(gain=2.5, half_width=3.0)
-    assert demo.goal_verdict("method", wide) == "missed: CI reaches 0"
+    assert demo.goal_verdict("method", wide) == "missed: CI not above 0"
+    # a loss whose interval lies wholly below 0: the verdict must not say it "reaches" 0
+    loss = g._replace(gain=-4.0, half_width=1.9)
+    assert loss.interval[1] < 0
+    assert demo.goal_verdict("method", loss) == "missed: gain < +2, CI not above 0"
     assert demo.goal_verdict("method", g._replace(gains=g.gains[:1])) == "n/a"
 
 
@@ -185,7 +189,7 @@ def test_results_md_section_and_json(tmp_path):
     )
     unsure = next(line for line in lines if line.startswith("| unsure |"))
     assert "| +0.50 | [" in unsure and "| no |" in unsure
-    assert unsure.endswith("| missed: gain < +2, CI reaches 0 |")
+    assert unsure.endswith("| missed: gain < +2, CI not above 0 |")
     assert one.endswith("| n/a |")
     lonely = next(line for line in lines if line.startswith("| lonely |"))
     assert "| 0 | 14.00 | 13.00 ± 2.16 | n/a | n/a (no seed paired) |" in lonely

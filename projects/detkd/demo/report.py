@@ -191,7 +191,7 @@ def goal_verdict(name: str, g: PairedGain) -> str:
     if not g.gain >= GOAL_GAIN:
         missed.append(f"gain < +{GOAL_GAIN:g}")
     if not g.above_zero:
-        missed.append("CI reaches 0")
+        missed.append("CI not above 0")  # across 0, or wholly below it (a loss)
     gap_goal = GOAL_GAP_CLOSED.get(name)
     if gap_goal is not None and not g.gap_closed >= gap_goal:
         missed.append(f"gap closed < {100 * gap_goal:.0f} %")
