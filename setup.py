@@ -14,6 +14,15 @@ setup(
     python_requires=">=3.8",
     package_dir={"detkd": "projects/detkd"},
     packages=["detkd"] + ["detkd." + p for p in find_packages("projects/detkd")],
-    install_requires=["numpy", "pycocotools", "matplotlib", "Pillow", "fvcore", "iopath"],
-    extras_require={"test": ["pytest"]},
+    install_requires=[
+        "numpy",
+        "pycocotools",
+        "matplotlib",
+        "Pillow",
+        "fvcore",
+        "iopath",
+        "filelock>=3.12",
+    ],
+    # the glyphs demo data set draws on the photographs scikit-image ships
+    extras_require={"test": ["pytest"], "demo": ["scikit-image"]},
 )

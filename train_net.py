@@ -12,6 +12,7 @@ the same loop detectron2's ``lazyconfig_train_net.py`` uses. Multi-process runs 
 ``detectron2.engine.launch`` (gloo on CPU).
 """
 
+import contextlib
 import logging
 import os
 
@@ -36,7 +37,7 @@ from detkd.balance import BalanceReport, method_names
 from detkd.checkpoint import Checkpointer
 from detkd.config import student_only_config
 from detkd.data import register_datasets
-from detkd.engine import DistillTrainer, add_global_norm_clipping
+from detkd.engine import DistillTrainer, add_global_norm_clipping, hold_output_dir
 from detkd.engine.trainer import wrap_ddp
 from detkd.modeling import teacher_from_config
 
@@ -245,6 +246,14 @@ def argument_parser():
     return parser
 
 
+def output_dir_of(args) -> str:
+    """The OUTPUT_DIR (yaml) or ``train.output_dir`` (LazyConfig) that ``args`` will write into."""
+    if args.config_file.endswith(".py"):
+        cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+        return cfg.train.output_dir
+    return load_config(args.config_file, args.opts).OUTPUT_DIR
+
+
 def invoke(argv=None):
     args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
@@ -253,16 +262,36 @@ def invoke(argv=None):
     if not args.config_file.endswith(".py"):
         cfg = load_config(args.config_file)
         register_datasets(tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST))
-    if args.num_gpus * args.num_machines == 1:
-        return main(args)  # what launch() would do, keeping the results for the caller
-    return launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
+    purpose = (
+        "evaluating the teacher"
+        if args.eval_teacher
+        else "evaluating"
+        if args.eval_only
+        else "training"
     )
+    purpose += f" {args.config_file}"
+    # one run per output directory: the main process of the first machine holds its lock for the
+    # whole run, every launched process included (the others write nothing there)
+    lock = (
+        hold_output_dir(
+            output_dir_of(args),
+            purpose,
+            "Wait for it to finish, or give this run another OUTPUT_DIR.",
+        )
+        if args.machine_rank == 0
+        else contextlib.nullcontext()
+    )
+    with lock:
+        if args.num_gpus * args.num_machines == 1:
+            return main(args)  # what launch() would do, keeping the results for the caller
+        return launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ def test_second_lock_on_one_output_fails_until_the_first_is_released(tmp_path):
     out = str(tmp_path / "demo")
     with demo.output_lock(out):
         # a second open file description, as another demo process would have
-        with pytest.raises(RuntimeError, match="another demo") as e:
+        with pytest.raises(RuntimeError, match="held by another run") as e:
             with demo.output_lock(out):
                 pass
         assert out in str(e.value) and f"pid {os.getpid()}" in str(e.value)
@@ -115,8 +115,10 @@ def test_second_demo_process_on_one_output_fails_at_once(tmp_path):
             timeout=120,
         )
     assert proc.returncode != 0
-    assert f"another demo (pid {os.getpid()}) is writing into {out}" in proc.stderr
-    assert sorted(os.listdir(out)) == [demo.LOCK_FILE]  # it stopped before writing anything
+    # the message names the directory and its holder
+    assert f"demo: {out} is held by another run: pid {os.getpid()} on " in proc.stderr
+    # it stopped before writing anything; the first demo's release removed its holder record
+    assert sorted(os.listdir(out)) == [demo.LOCK_FILE]
 
 
 def test_fingerprint_follows_what_trains_the_weights():

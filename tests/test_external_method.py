@@ -80,7 +80,7 @@ def test_the_method_declares_its_block_and_builds_from_yaml(tmp_path, teacher_we
     default = make_cfg("configs/demo/student.yaml")
     assert default.MODEL.DISTILL.L1_FEATURE == {"ENABLED": False, "FEATURE": "p3", "WEIGHT": 1.0}
     model = build_model(make_cfg(_user_yaml(tmp_path, teacher_weights)))
-    (method,) = model.distillers
+    (method,) = model.distillers.values()
     assert (
         isinstance(method, L1FeatureDistiller) and method.feature == "p4" and method.weight == 0.25
     )
@@ -96,12 +96,13 @@ def test_trains_through_train_net(tmp_path, teacher_weights):
     values = [r["loss_l1_feature_p4"] for r in rows if "loss_l1_feature_p4" in r]
     assert values and all(0 < v < float("inf") for v in values)
     saved = torch.load(out / "model_final.pth", weights_only=True)["model"]
-    assert "distillers.0.adapt.weight" in saved  # its layers are checkpointed with the student
+    # its layers are checkpointed with the student, under its name
+    assert "distillers.l1_feature.adapt.weight" in saved
 
 
 def test_a_term_named_against_the_convention_is_refused(tmp_path, teacher_weights):
     model = build_model(make_cfg(_user_yaml(tmp_path, teacher_weights))).train()
-    method = model.distillers[0]
+    (method,) = model.distillers.values()
     method.forward = lambda batch: {"loss_other_p4": torch.zeros(())}
     from conftest import train_batch
     from detectron2.utils.events import EventStorage

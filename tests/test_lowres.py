@@ -45,7 +45,7 @@ def test_low_resolution_training_step(distill_cfg, resize):
     assert "loss_soft_ce_rpn" not in losses
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
-    hint = model.distillers[0].hints["res4"].adaptation
+    hint = model.distillers["hint"].hints["res4"].adaptation
     assert hint.weight.grad.abs().sum() > 0
 
 

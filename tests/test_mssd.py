@@ -114,4 +114,4 @@ def test_mssd_training_step_without_teacher_is_finite():
     assert {"loss_mssd_sd_p5", "loss_mssd_mask_p2"} <= set(losses)
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
-    assert model.distillers[0].loss.mask_heads["p2"].weight.grad.abs().sum() > 0
+    assert model.distillers["mssd"].loss.mask_heads["p2"].weight.grad.abs().sum() > 0

@@ -253,7 +253,7 @@ def test_training_step_with_a_heterogeneous_pair(distill_cfg, method, terms, sca
         f"configs/demo/distill_{method}.yaml", "MODEL.DISTILL.STUDENT_INPUT_SCALE", scale
     )
     model = build_model(cfg).train()
-    (distiller,) = model.distillers
+    (distiller,) = model.distillers.values()
     aligns = (
         distiller.align.values()
         if isinstance(distiller.align, torch.nn.ModuleDict)

@@ -46,7 +46,7 @@ def detection_terms(loss_names, method_names: Sequence[str]):
 def method_names(model) -> list:
     """The term prefixes (``Distiller.name``) of a (possibly DDP-wrapped) model's methods."""
     model = getattr(model, "module", model)
-    return [d.name for d in getattr(model, "distillers", [])]
+    return list(getattr(model, "distillers", {}))
 
 
 class LossBalancer(nn.Module):

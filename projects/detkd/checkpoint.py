@@ -16,10 +16,14 @@ Reading (:func:`load_weights_file`):
 
 Mapping (:class:`Checkpointer`, a ``DetectionCheckpointer``):
 
-* into a ``DistillRCNN``: its own checkpoints (``student.*``, ``distillers.*``) load as they are; a
-  plain detector checkpoint (a ``GeneralizedRCNN`` ``model_final.pth``, an exported student, a
-  model-zoo ``.pkl``, an ImageNet backbone ``.pkl``) is loaded into the student, with detectron2's
-  own name-matching for model-zoo files;
+* into a ``DistillRCNN``: its own checkpoints (``student.*``, ``distillers.<name>.*``) load as they
+  are, the layers of the methods both the file and the model have; the file's other methods are
+  dropped and the model's new ones keep their initialisation, and both are logged. A file saved
+  with positional keys (``distillers.<i>.*``) is mapped onto names by the method list it was
+  trained with (the ``config.yaml`` beside it, else the model's own list when the counts agree), or
+  refused naming its keys. A plain detector checkpoint (a ``GeneralizedRCNN`` ``model_final.pth``,
+  an exported student, a model-zoo ``.pkl``, an ImageNet backbone ``.pkl``) is loaded into the
+  student, with detectron2's own name-matching for model-zoo files;
 * into a plain detector (a teacher, an exported student): a ``DistillRCNN`` checkpoint gives its
   ``student.*`` tensors, other files load as detectron2 loads them.
 
@@ -28,6 +32,12 @@ initialisation. When they cover less than :data:`MIN_LOADED_FRACTION` of the tar
 (the file is for another model), loading fails with :class:`WeightsMismatchError` naming the file.
 A resume whose ``last_checkpoint`` names a missing or unreadable file falls back, with a warning,
 to the newest readable checkpoint in the output directory, or fails naming every file it tried.
+
+Resuming (:meth:`Checkpointer.resume_or_load`): every checkpoint a ``DistillRCNN`` saves records
+its methods (``distill_methods``) and whatever the trainer asks to record (its config). A resume
+whose checkpoint was trained with other methods, or whose distiller tensors have other shapes,
+fails before any step with :class:`ResumeMismatchError`, naming both method sets and how to start
+a new schedule from those weights instead.
 """
 
 import glob
@@ -50,6 +60,8 @@ __all__ = [
     "plain_detector_state",
     "Checkpointer",
     "MIN_LOADED_FRACTION",
+    "ResumeMismatchError",
+    "distill_methods_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,6 +81,11 @@ class UnsafeWeightsError(pickle.UnpicklingError):
 
 class WeightsMismatchError(RuntimeError):
     """A weight file's tensors do not fit the model it was loaded into."""
+
+
+class ResumeMismatchError(RuntimeError):
+    """A resume checkpoint was trained with other distillation methods (or other shapes of their
+    layers) than the model it is resumed into."""
 
 
 class NumpyUnpickler(pickle.Unpickler):
@@ -171,6 +188,51 @@ def _prefixes(names: List[str], depth: int = 2) -> List[str]:
     return list(dict.fromkeys(".".join(n.split(".")[:depth]) for n in names))
 
 
+_POSITIONAL = re.compile(r"^distillers\.(\d+)\.(.*)$")
+_BALANCER_PER_METHOD = ("balancer.scale_", "balancer.ratio_sum_")
+
+
+def _method_of_key(key: str) -> Optional[str]:
+    """The method a DistillRCNN state key belongs to (``distillers.<name>.*``, the balancer's
+    per-method buffers), or None."""
+    if key.startswith("distillers."):
+        return key.split(".")[1]
+    for prefix in _BALANCER_PER_METHOD:
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return None
+
+
+def distill_methods_of(checkpoint: Dict) -> List[str]:
+    """The distillation methods a ``DistillRCNN`` checkpoint was trained with: its record
+    (``distill_methods``), or for a file saved without one the methods its keys name (a method
+    with no tensors of its own is not seen then)."""
+    if "distill_methods" in checkpoint:
+        return list(checkpoint["distill_methods"])
+    names = (_method_of_key(k) for k in checkpoint.get("model", {}))
+    return list(dict.fromkeys(n for n in names if n is not None))
+
+
+def _methods_saved_beside(path: str) -> Optional[List[str]]:
+    """The methods enabled in the ``config.yaml`` train_net.py wrote beside ``path`` (registration
+    order, the order of positional keys), or None when there is none to read."""
+    config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")
+    if not os.path.isfile(config):
+        return None
+    from .config import enabled_methods, load_config
+
+    try:
+        cfg = load_config(config)
+    except Exception as e:  # a config of methods not registered here, or not detkd's
+        logger.info("%s beside %s cannot be read as a detkd config (%s)", config, path, e)
+        return None
+    return enabled_methods(cfg)
+
+
+def _fmt(methods) -> str:
+    return ", ".join(methods) if methods else "none"
+
+
 class Checkpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` that reads files safely, maps them onto the student, checks and
     logs what loaded, and resumes past a broken ``last_checkpoint`` (see the module docstring).
@@ -178,6 +240,8 @@ class Checkpointer(DetectionCheckpointer):
     Args:
         allow_unsafe_pickle: read files with full unpickling (only for files you trust).
         min_loaded_fraction: refuse a file whose tensors cover less of the target's parameters.
+        record: extra entries written into every checkpoint saved (e.g. ``{"config": cfg.dump()}``,
+            which :class:`~detkd.engine.DistillTrainer` records).
     """
 
     def __init__(
@@ -187,15 +251,27 @@ class Checkpointer(DetectionCheckpointer):
         *,
         allow_unsafe_pickle: bool = False,
         min_loaded_fraction: float = MIN_LOADED_FRACTION,
+        record: Optional[Dict] = None,
         **checkpointables,
     ):
         super().__init__(model, save_dir, **checkpointables)
         self.allow_unsafe_pickle = allow_unsafe_pickle
         self.min_loaded_fraction = min_loaded_fraction
+        self.record = dict(record or {})
         self.loaded_from: Optional[str] = None
         # how the loading target is called in messages
         self.target_name = "student" if _is_distill_model(self.model) else "model"
         self._path = None
+        self._resuming = False
+
+    # ----- writing ---------------------------------------------------------------------------
+    def save(self, name, **kwargs):
+        """detectron2's ``save``, with :attr:`record` and, for a ``DistillRCNN``, the names of its
+        methods (``distill_methods``) in the file."""
+        extra = dict(self.record)
+        if _is_distill_model(self.model):
+            extra["distill_methods"] = list(self.model.distillers)
+        super().save(name, **{**extra, **kwargs})
 
     # ----- reading ---------------------------------------------------------------------------
     def load(self, path, *args, **kwargs):
@@ -247,23 +323,89 @@ class Checkpointer(DetectionCheckpointer):
             if not any(k.startswith(("student.", "distillers.")) for k in state):
                 logger.info("%s is a plain detector checkpoint: loading it into the student", path)
                 return self._load_into_student(checkpoint)
-            if not len(self.model.distillers):
-                # the methods' layers and their balance scales
-                dropped = [k for k in state if k.startswith(("distillers.", "balancer."))]
-                for k in dropped:
-                    del state[k]
-                if dropped:
-                    logger.info(
-                        "%d distiller tensors in %s are not used by this model (no "
-                        "distillation method is enabled)",
-                        len(dropped),
-                        path,
-                    )
+            checkpoint["model"] = self._named_distiller_keys(state, checkpoint)
+            self._match_methods(checkpoint)
         else:
             checkpoint["model"] = plain_detector_state(state)
         incompatible = super()._load_model(checkpoint)
         self._check_loaded(incompatible)
         return incompatible
+
+    def _named_distiller_keys(self, state: Dict, checkpoint: Dict) -> Dict:
+        """``state`` with positional distiller keys (``distillers.<i>.*``, files saved before the
+        methods were held by name) renamed to ``distillers.<name>.*``, by the method list the file
+        was trained with."""
+        positional = sorted({int(m.group(1)) for m in map(_POSITIONAL.match, state) if m})
+        if not positional:
+            return state
+        path = self._path
+        names = checkpoint.get("distill_methods") or _methods_saved_beside(path)
+        source = "the config.yaml beside it"
+        if names is None:
+            names, source = list(self.model.distillers), "this model's (the same count)"
+        if len(names) <= positional[-1]:
+            keys = sorted(k for k in state if _POSITIONAL.match(k))
+            raise WeightsMismatchError(
+                f"{path} holds distiller tensors under positional keys ({_prefixes(keys)[:6]}) "
+                f"for {positional[-1] + 1} methods, but the method list it was trained with is "
+                f"unknown ({_fmt(names)} has {len(names)}). Load it with the config it was trained "
+                "with, or drop its distillers.* keys to load the student alone"
+            )
+        logger.info(
+            "%s: positional distiller keys mapped by the method list of %s: %s",
+            path,
+            source,
+            ", ".join(f"{i} -> {names[i]}" for i in positional),
+        )
+        renamed = {}
+        for key, value in state.items():
+            match = _POSITIONAL.match(key)
+            renamed[
+                f"distillers.{names[int(match.group(1))]}.{match.group(2)}" if match else key
+            ] = value
+        return renamed
+
+    def _match_methods(self, checkpoint: Dict) -> None:
+        """Load the layers of the methods both the file and the model have. Resuming, any other
+        difference (methods, shapes of their tensors) is a :class:`ResumeMismatchError`; otherwise
+        the file's other methods are dropped and the model's new ones keep their initialisation,
+        both logged."""
+        state, path = checkpoint["model"], self._path
+        saved = distill_methods_of(checkpoint)
+        ours = list(self.model.distillers)
+        own = self.model.state_dict()
+        reshaped = [
+            f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})"
+            for k, v in state.items()
+            if _method_of_key(k) is not None
+            and k in own
+            and isinstance(v, torch.Tensor)
+            and v.shape != own[k].shape
+        ]
+        if self._resuming and (sorted(saved) != sorted(ours) or reshaped):
+            what = (
+                f"checkpoint: {_fmt(saved)}; config: {_fmt(ours)}"
+                if sorted(saved) != sorted(ours)
+                else f"distiller tensors of other shapes: {', '.join(reshaped[:6])}"
+            )
+            raise ResumeMismatchError(
+                f"cannot resume from {path}: it was trained with other distillation methods than "
+                f"the config enables ({what}). A resume continues that run exactly: use the config "
+                f"it was trained with. To start a new schedule from its weights instead, train "
+                f"without --resume and with MODEL.WEIGHTS {path} (into another OUTPUT_DIR)"
+            )
+        dropped = [m for m in saved if m not in ours]
+        new = [m for m in ours if m not in saved]
+        if dropped:
+            for k in [k for k in state if _method_of_key(k) in dropped]:
+                del state[k]
+            logger.info(
+                "%s: the layers of %s are not loaded (no such method is enabled here)",
+                path,
+                _fmt(dropped),
+            )
+        if new:
+            logger.info("%s holds no layers of %s: they keep their initialisation", path, _fmt(new))
 
     def _load_into_student(self, checkpoint):
         inner = Checkpointer(
@@ -317,6 +459,13 @@ class Checkpointer(DetectionCheckpointer):
     def resume_or_load(self, path, *, resume=True):
         if not (resume and self.has_checkpoint()):
             return self.load(path, checkpointables=[])
+        self._resuming = True
+        try:
+            return self._resume()
+        finally:
+            self._resuming = False
+
+    def _resume(self):
         last = self.get_checkpoint_file()
         try:
             if not last:  # fvcore returns "" when last_checkpoint cannot be read

@@ -192,6 +192,48 @@ def method_blocks(cfg: CN):
     return [m.config_block for m in _registered_methods() if m.config_block in cfg.MODEL.DISTILL]
 
 
+def enabled_methods(cfg: CN):
+    """The names (``Distiller.name``) of the registered methods ``cfg`` enables, in registration
+    order."""
+    return [
+        m.name
+        for m in _registered_methods()
+        if m.config_block in cfg.MODEL.DISTILL and cfg.MODEL.DISTILL[m.config_block].ENABLED
+    ]
+
+
+# what determines the weights a run trains: a resume warns when any of it changed
+TRAINING_SECTIONS = ("MODEL", "SOLVER", "INPUT", "DATASETS.TRAIN")
+
+
+def _flat(node, prefix: str):
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    return {prefix: node}
+
+
+def changed_keys(old: CN, new: CN, sections=TRAINING_SECTIONS):
+    """``(key, old value, new value)`` for every key under ``sections`` (dotted) whose value
+    differs between ``old`` and ``new`` (a key one of them lacks has the value ``None`` there)."""
+    changed = []
+    for section in sections:
+        a, b = old, new
+        for part in section.split("."):
+            a = a.get(part) if isinstance(a, dict) else None
+            b = b.get(part) if isinstance(b, dict) else None
+        fa, fb = _flat(a, section), _flat(b, section)
+        for key in sorted(set(fa) | set(fb)):
+            va, vb = fa.get(key), fb.get(key)
+            if isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)):
+                va, vb = list(va), list(vb)
+            if va != vb:
+                changed.append((key, fa.get(key), fb.get(key)))
+    return changed
+
+
 def student_only_config(cfg: CN) -> CN:
     """``cfg`` for the student alone (evaluation, export, drawing): no teacher, no distillation
     method.

@@ -100,7 +100,7 @@ def visualize(cfg, output: str, dataset: str, index: int):
     ]
     rows, titles = [targets], [[f"{f} Gaussian target" for f in levels]]
     # a method with mask heads (MSSD) draws what they predict
-    mask_methods = [d for d in model.distillers if hasattr(d, "predicted_masks")]
+    mask_methods = [d for d in model.distillers.values() if hasattr(d, "predicted_masks")]
     if mask_methods:
         predicted = mask_methods[0].predicted_masks(s_feats)
         rows.append(

@@ -6,7 +6,9 @@ detectron2 registers its builtin names (``coco_2017_train``, ``voc_2007_trainval
 :func:`register_voc_folder`. The embedded demo data is ``detkd_shapes_{train,val}`` (COCO form)
 and ``detkd_shapes_voc_{train,val}`` (VOC form), generated on first use; its harder variant (ten
 classes, smaller objects) is ``detkd_shapes_hard_{train,val}`` and
-``detkd_shapes_hard_voc_{train,val}``.
+``detkd_shapes_hard_voc_{train,val}``; the set with real image statistics (letters in many
+typefaces over photographs, :mod:`detkd.data.glyphs`) is ``detkd_glyphs_{train,val}`` and
+``detkd_glyphs_voc_{train,val}``.
 """
 
 import os
@@ -16,7 +18,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.data.datasets.pascal_voc import load_voc_instances
 
-from .shapes import SPECS, ShapesSpec, ensure_shapes_dataset
+from . import shapes
+from .glyphs import GlyphsSpec
+from .shapes import ShapesSpec, ensure_shapes_dataset
 
 __all__ = [
     "register_coco_json",
@@ -28,10 +32,18 @@ __all__ = [
     "EMBEDDED_PREFIXES",
     "SHAPES_DATASETS",
     "HARD_SHAPES_DATASETS",
+    "GLYPHS_DATASETS",
+    "SPECS",
 ]
 
-# kind of embedded data (detkd.data.shapes.SPECS) -> the prefix of its dataset names and folder
-EMBEDDED_PREFIXES = {"shapes": "detkd_shapes", "hard": "detkd_shapes_hard"}
+# kind of embedded data -> the spec class that draws it (its defaults are the demo's data set)
+SPECS = {**shapes.SPECS, GlyphsSpec.kind: GlyphsSpec}
+# kind of embedded data -> the prefix of its dataset names and folder
+EMBEDDED_PREFIXES = {
+    "shapes": "detkd_shapes",
+    "hard": "detkd_shapes_hard",
+    "glyphs": "detkd_glyphs",
+}
 
 
 def embedded_datasets(kind: str = "shapes"):
@@ -43,6 +55,7 @@ def embedded_datasets(kind: str = "shapes"):
 
 SHAPES_DATASETS = embedded_datasets("shapes")
 HARD_SHAPES_DATASETS = embedded_datasets("hard")
+GLYPHS_DATASETS = embedded_datasets("glyphs")
 
 
 def register_coco_json(name: str, json_file: str, image_root: str):
@@ -95,7 +108,7 @@ def register_shapes_datasets(
 ):
     """Generate (unless already there) and register an embedded demo data set under ``root``
     (default :func:`shapes_root`). Idempotent. Its ``kind`` is ``spec``'s (default: ``kind``, else
-    ``"shapes"``), and ``spec`` defaults to that kind's (``detkd.data.shapes.SPECS``).
+    ``"shapes"``), and ``spec`` defaults to that kind's (:data:`SPECS`).
 
     Generation happens here, not lazily, so evaluators that open the files find them and
     several training processes never write the same files at once. ``generate=False`` registers

@@ -76,6 +76,10 @@ class ShapesSpec:
             fields["kind"] = self.kind
         return json.dumps(fields, sort_keys=True)
 
+    def render(self, rng: np.random.Generator):
+        """One image of this data set and its objects, a list of (class, [x0, y0, x1, y1])."""
+        return _render(rng, self)
+
     def class_colour(self, rng: np.random.Generator, cls: int):
         """The shape (an index into ``SHAPE_CLASSES``) and colour an object of class ``cls`` is
         drawn with."""
@@ -110,7 +114,8 @@ class HardShapesSpec(ShapesSpec):
         return shape, tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(base, jitter))
 
 
-# kind -> spec class (its defaults are the demo's data set of that kind)
+# kind -> spec class (its defaults are the demo's data set of that kind); detkd.data.glyphs adds
+# the glyphs set
 SPECS = {ShapesSpec.kind: ShapesSpec, HardShapesSpec.kind: HardShapesSpec}
 
 
@@ -186,7 +191,7 @@ def generate_split(root: str, split: str, count: int, spec: ShapesSpec, split_se
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     images, annotations, ids = [], [], []
     for i in range(count):
-        image, objects = _render(rng, spec)
+        image, objects = spec.render(rng)
         w, h = image.size
         file_id = f"{split}_{i:06d}"
         image.save(os.path.join(img_dir, f"{file_id}.jpg"), quality=95)

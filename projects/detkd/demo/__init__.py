@@ -1,7 +1,7 @@
 """``make demo``: distil on the embedded shapes data and print what each method buys.
 
     python -m detkd.demo [--seeds 3] [--jobs 2] [--output output/demo] [--methods baseline,fgd,...]
-                         [--dataset {shapes,hard}] [--full | --quick]
+                         [--dataset {shapes,hard,glyphs}] [--full | --quick]
 
 1. trains the teacher once (cached in ``output/demo/teacher``; reused while its config is
    unchanged);
@@ -17,12 +17,14 @@
    share of the teacher-baseline gap closed; :func:`~detkd.demo.report.paired_gains`), and writes
    ``results.md``, ``results.json``, ``results.png`` (bar plot), ``ap_curves.png`` (AP against
    iteration) and ``gains.png`` (paired gains, intervals and seeds); ``--full`` also writes
-   ``comparison.md``: each method's paired gain on both data sets side by side.
+   ``comparison.md``: each method's paired gain on every data set side by side.
 
 ``--dataset hard`` runs everything (the teacher too) on the harder embedded data set
-(``detkd_shapes_hard_*``: ten classes, smaller objects) into ``<output>/hard``; ``--full`` is the
-measured run: at least five seeds of every method, on both data sets one after the other, into
-``<output>/shapes`` and ``<output>/hard``.
+(``detkd_shapes_hard_*``: ten classes, smaller objects) into ``<output>/hard``; ``--dataset
+glyphs`` on the set with real image statistics (``detkd_glyphs_*``: letters in many typefaces over
+photographs, :mod:`detkd.data.glyphs`) into ``<output>/glyphs``; ``--full`` is the measured run:
+at least five seeds of every method, on every data set one after the other, into
+``<output>/<set>``.
 
 The methods: the low-resolution comparison the demo is built around (``--seeds``) and the survey
 of small-student methods (``--survey-seeds``), which is every ``configs/demo/distill_<name>.yaml``
@@ -30,17 +32,18 @@ that enables a registered method at full resolution (:func:`survey_experiments`,
 :mod:`detkd.demo.experiments`; the benchmarks use it too), each against the baseline student.
 
 A run trained again starts in an emptied directory (the demo removes its own stale run, and
-refuses a directory it did not make), and one demo at a time writes into an output
-(``.demo.lock`` there). Progress and ETA come from detectron2's writers for each run, and from
-this script for the whole. Students never see the validation split during training except through
-these evaluations, which are read only for reporting (no schedule or weight was tuned on them by
-this script).
+refuses a directory it did not make), and one demo at a time writes into an output (its lock,
+``.detkd.lock`` there, is the one ``train_net.py`` takes on its ``OUTPUT_DIR``). Progress and ETA
+come from detectron2's writers for each run, and from this script for the whole. Students never
+see the validation split during training except through these evaluations, which are read only
+for reporting (no schedule or weight was tuned on them by this script).
 
 Modules: :mod:`.experiments` (what runs), :mod:`.runner` (the run loop, teacher cache, workers),
 :mod:`.training` (one run), :mod:`.rundirs` (run directories and the lock), :mod:`.report`
 (table, summary, results files), :mod:`.plots`, :mod:`.cli` (``main``).
 """
 
+from ..engine.output_lock import LOCK_FILE
 from .cli import main
 from .experiments import CONFIG_DIR, Experiment, experiments, survey_experiments
 from .plots import gain_panels, plot_gains
@@ -55,7 +58,7 @@ from .report import (
     summarize,
     t_quantile_95,
 )
-from .rundirs import LOCK_FILE, RUN_MARKER, fresh_run_dir, output_lock
+from .rundirs import RUN_MARKER, fresh_run_dir, output_lock
 from .runner import run_demo
 from .training import ap_curve, demo_data
 

@@ -1,43 +1,30 @@
-"""The demo's output directories: one demo at a time writes into an output (a lock file there),
+"""The demo's output directories: one demo at a time writes into an output (its lock),
 and a run trained again starts in an emptied directory the demo made."""
 
 import contextlib
-import fcntl
 import os
 import shutil
+
+from ..engine.output_lock import OutputDirLocked, hold_output_dir
 
 # written into every run directory the demo makes; it, or a file only a demo run leaves (run.json,
 # the teacher's CONFIG_FINGERPRINT: demos older than the marker wrote those), lets the demo clear it
 RUN_MARKER = ".demo-run"
 OWNED_BY = (RUN_MARKER, "run.json", "CONFIG_FINGERPRINT")
-LOCK_FILE = ".demo.lock"  # in the output directory, held by the demo writing into it
 
 
 @contextlib.contextmanager
 def output_lock(output: str):
-    """Hold an exclusive lock on ``<output>/.demo.lock`` (its content: the holder's PID) while the
-    block runs: two demos writing into one output directory would clear and overwrite each other's
-    runs. A second lock on it fails at once. The kernel drops the lock when its file is closed, on
-    an exception or when the process dies; the descriptor is not inherited, so the demo's workers
-    never hold it."""
-    os.makedirs(output, exist_ok=True)
-    path = os.path.join(output, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold the output directory's lock (:func:`detkd.engine.hold_output_dir`, the lock
+    ``train_net.py`` takes on its ``OUTPUT_DIR``) while the block runs: two demos writing into one
+    output directory would clear and overwrite each other's runs. A second holder fails at once
+    naming the first (pid, host, start time). The kernel drops the lock when the holder's process
+    dies; the demo's worker processes never hold it."""
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            why = (
-                f"demo: another demo (pid {holder}) is writing into {output} (it holds {path}); "
-                "wait for it or choose another --output"
-            )
-            raise RuntimeError(why) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+        with hold_output_dir(output, "demo", "Wait for it or choose another --output."):
+            yield
+    except OutputDirLocked as e:
+        raise OutputDirLocked(f"demo: {e}") from None
 
 
 def fresh_run_dir(path: str):

@@ -56,7 +56,7 @@ def run_demo(
 ) -> Dict:
     """``seeds``: one count for every method, or a dict method -> count. ``jobs`` student runs
     train at once, each in its own process with ``cpu_count // jobs`` threads (``jobs=1``: in this
-    process, with torch's default threads). Holds ``<output>/.demo.lock`` throughout: a second
+    process, with torch's default threads). Holds the lock of ``output`` throughout: a second
     demo into the same output fails at once. Every run it trains starts in a fresh run directory
     (:func:`~detkd.demo.rundirs.fresh_run_dir`). ``dataset``: "shapes" or "hard"; every run, the
     teacher's too, trains and is evaluated on it (give each data set its own ``output``: the CLI

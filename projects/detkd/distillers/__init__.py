@@ -20,8 +20,8 @@ from .base import (
     registered_distillers,
 )
 
-# The import order is the registration order: the order of the MODEL.DISTILL blocks and of
-# DistillRCNN.distillers, whose index is in checkpoint keys (distillers.<i>.*). Keep it.
+# The import order is the registration order: the order of the MODEL.DISTILL blocks and of the
+# methods in DistillRCNN.distillers (checkpoint keys are their names, distillers.<name>.*).
 from .hint import HintDistiller
 from .soft_ce import SoftCEDistiller
 from .bounded_reg import BoundedRegressionDistiller

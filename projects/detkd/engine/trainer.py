@@ -7,6 +7,7 @@ import os
 import weakref
 
 import torch
+from detectron2.config import CfgNode
 from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
@@ -20,10 +21,13 @@ from detectron2.utils.logger import setup_logger
 
 from ..balance import BalanceReport, method_names
 from ..checkpoint import Checkpointer
+from ..config import changed_keys
 from ..data.checks import FileNamingDatasetMapper, get_checked_dataset_dicts
 from .clipping import add_global_norm_clipping
 
-__all__ = ["DistillTrainer", "build_evaluator", "wrap_ddp"]
+__all__ = ["DistillTrainer", "build_evaluator", "warn_changed_config", "wrap_ddp"]
+
+logger = logging.getLogger(__name__)
 
 
 def build_evaluator(dataset_name: str, output_folder: str):
@@ -57,6 +61,24 @@ def wrap_ddp(model, **kwargs):
     return create_ddp_model(model, **kwargs)
 
 
+def warn_changed_config(checkpoint: dict, cfg, path) -> list:
+    """Warn once, listing each key of what determines the trained weights whose value in ``cfg``
+    differs from the config ``checkpoint`` recorded (none recorded: nothing to compare, said at
+    info level). Returns the changed ``(key, recorded, now)``."""
+    recorded = checkpoint.get("config")
+    if not recorded:
+        logger.info("%s records no config: the resumed config is not compared with it", path)
+        return []
+    changed = changed_keys(CfgNode.load_cfg(recorded), cfg)
+    if changed:
+        logger.warning(
+            "RESUME with a changed config: %s was trained with %s",
+            path,
+            "; ".join(f"{k} = {old!r} (now {new!r})" for k, old, new in changed),
+        )
+    return changed
+
+
 class DistillTrainer(DefaultTrainer):
     def __init__(self, cfg):
         # DefaultTrainer.__init__, step for step, but with wrap_ddp (CPU multi-process support)
@@ -77,11 +99,23 @@ class DistillTrainer(DefaultTrainer):
             cfg.OUTPUT_DIR,
             trainer=weakref.proxy(self),
             allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE,
+            record={"config": cfg.dump()},  # a resume compares it with its own config
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume=True):
+        """``DefaultTrainer.resume_or_load``; a resume also warns, once, naming each key of what
+        determines the trained weights (:data:`detkd.config.TRAINING_SECTIONS`) whose value differs
+        from the config the checkpoint recorded. A checkpoint of other distillation methods is
+        refused before any step (:class:`detkd.checkpoint.ResumeMismatchError`)."""
+        checkpoint = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            # the checkpoint stores the iteration that finished: go on with the next one
+            self.start_iter = self.iter + 1
+            warn_changed_config(checkpoint or {}, self.cfg, self.checkpointer.loaded_from)
 
     def build_hooks(self):
         """detectron2's hooks, and :class:`detkd.balance.BalanceReport` before the writers (so each

@@ -163,26 +163,33 @@ class DistillRCNN(nn.Module):
             )
         self.student = student
         object.__setattr__(self, "teacher", freeze(teacher) if teacher is not None else None)
-        self.distillers = nn.ModuleList(distillers)
-        for distiller in self.distillers:
+        names = [d.name for d in distillers]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"DistillRCNN: more than one distiller is named {repeated}")
+        # held by name: checkpoint keys are distillers.<name>.*, whatever else is enabled
+        self.distillers = nn.ModuleDict({d.name: d for d in distillers})
+        for distiller in self.distillers.values():
             distiller.area_normalized = bool(normalize_by_area)
         self.balancer = balancer or LossBalancer(
-            [d.name for d in self.distillers if d.auto_balanced],
+            [d.name for d in self.distillers.values() if d.auto_balanced],
             enabled=False,
-            unscaled=[d.name for d in self.distillers if not d.auto_balanced],
+            unscaled=[d.name for d in self.distillers.values() if not d.auto_balanced],
         )
         self.teacher_min_recall = float(teacher_min_recall)
         self._teacher_checked = False
         self.student_input_scale = float(student_input_scale)
         self.feature_resize = feature_resize
-        self.teacher_needs = frozenset().union(*[d.teacher_needs for d in self.distillers])
+        self.teacher_needs = frozenset().union(*[d.teacher_needs for d in self.distillers.values()])
         # the teacher features some distiller reads (None: a distiller reads them all)
-        read = [d.teacher_features() for d in self.distillers if "features" in d.teacher_needs]
+        read = [
+            d.teacher_features() for d in self.distillers.values() if "features" in d.teacher_needs
+        ]
         self._teacher_features_read = None if None in read else sorted(set().union(*read))
         self._check_compatible()
         student_shapes = feature_shapes(student)
         teacher_shapes = feature_shapes(teacher) if teacher is not None else None
-        for distiller in self.distillers:
+        for distiller in self.distillers.values():
             distiller.check_shapes(student_shapes, teacher_shapes)
         # stride of every student feature, in student input pixels (fixed by the architecture)
         self._student_strides = {k: float(v.stride) for k, v in student_shapes.items()}
@@ -267,7 +274,9 @@ class DistillRCNN(nn.Module):
             )
         if "rpn" in self.teacher_needs:
             if self.student_input_scale != 1.0:
-                blocks = [d.config_block for d in self.distillers if "rpn" in d.teacher_needs]
+                blocks = [
+                    d.config_block for d in self.distillers.values() if "rpn" in d.teacher_needs
+                ]
                 raise ValueError(
                     "RPN distillation needs the teacher's RPN on the student's anchors, but with "
                     f"MODEL.DISTILL.STUDENT_INPUT_SCALE={self.student_input_scale} "
@@ -301,7 +310,7 @@ class DistillRCNN(nn.Module):
                     "RPN distillation needs the same MODEL.RPN.BBOX_REG_WEIGHTS "
                     "in student and teacher"
                 )
-        if any(d.reads_student_pooled for d in self.distillers):
+        if any(d.reads_student_pooled for d in self.distillers.values()):
             sizes = [tuple(m.roi_heads.box_pooler.output_size) for m in (s, t)]
             if sizes[0] != sizes[1]:
                 raise ValueError(
@@ -427,7 +436,7 @@ class DistillRCNN(nn.Module):
         if self.teacher_needs:
             batch.teacher = self._teacher_outputs(batched_inputs, batch)
 
-        for distiller in self.distillers:
+        for distiller in self.distillers.values():
             for key, scale in distiller.hard_loss_scales().items():
                 losses[key] = losses[key] * scale
             terms = distiller(batch)
