@@ -113,8 +113,9 @@ def _step(balancer, det, a, b):
 
 
 def test_auto_balance_toy_by_hand_frozen_after_k():
-    balancer = LossBalancer(["a", "b"], enabled=True, iters=2, target=0.5).train()
-    # measuring: losses unchanged; ratios a: 4/2 = 2 then 4/4 = 1; b: 0.2/2 = 0.1 then 0.8/4 = 0.2
+    balancer = LossBalancer(["a", "b"], enabled=True, iters=2, target=0.5, window="raw").train()
+    # measuring at the raw weights: losses unchanged; ratios a: 4/2 = 2 then 4/4 = 1;
+    # b: 0.2/2 = 0.1 then 0.8/4 = 0.2
     assert _step(balancer, 2.0, 4.0, 0.2)["loss_a_x"] == 4.0 and not balancer.frozen
     assert _step(balancer, 4.0, 4.0, 0.8)["loss_b_y"] == pytest.approx(0.4)
     assert balancer.frozen
@@ -131,13 +132,37 @@ def test_auto_balance_toy_by_hand_frozen_after_k():
         [1 / 3, 10 / 3], rel=1e-5
     )
     # restored from a state dict (a checkpoint): frozen with the same scales
-    restored = LossBalancer(["a", "b"], enabled=True, iters=2, target=0.5).train()
+    restored = LossBalancer(["a", "b"], enabled=True, iters=2, target=0.5, window="raw").train()
     restored.load_state_dict(balancer.state_dict())
     assert restored.frozen and [
         restored.scale("a").item(),
         restored.scale("b").item(),
     ] == pytest.approx([1 / 3, 10 / 3], rel=1e-5)
     assert _step(restored, 2.0, 3.0, 0.6)["loss_a_x"] == pytest.approx(1.0)
+
+
+def test_the_running_window_trains_with_the_scale_measured_so_far():
+    """The default window: each measured step already scales the terms by target / (mean ratio so
+    far), so the terms stand at the target from the first step; the frozen scales are the raw
+    window's (the same formula over all the window's steps)."""
+    balancer = LossBalancer(["a", "b"], enabled=True, iters=2, target=0.5).train()
+    assert balancer.window == "running"
+    # step 1: ratios a 4 / 2 = 2, b 0.2 / 2 = 0.1 -> scales 0.25 and 5
+    first = _step(balancer, 2.0, 4.0, 0.2)
+    assert first["loss_a_x"] == pytest.approx(1.0) and first["loss_b_y"] == pytest.approx(0.5)
+    assert first["loss_cls"] == 1.0 and not balancer.frozen
+    # step 2: ratios 1 and 0.2 -> means 1.5 and 0.15: frozen at 1/3 and 10/3, applied at once
+    second = _step(balancer, 4.0, 4.0, 0.8)
+    assert balancer.frozen
+    assert second["loss_a_x"] == pytest.approx(4 / 3) and second["loss_b_y"] == pytest.approx(4 / 3)
+    assert [balancer.scale("a").item(), balancer.scale("b").item()] == pytest.approx(
+        [1 / 3, 10 / 3], rel=1e-5
+    )
+    # a term that measured 0 so far is left as it is (no 0 * inf)
+    zero = LossBalancer(["a"], enabled=True, iters=3, target=1.0).train()
+    assert _step(zero, 2.0, 0.0, 0.0)["loss_a_x"] == 0.0 and zero.scale("a").item() == 1.0
+    with pytest.raises(ValueError, match="AUTO_WINDOW"):
+        LossBalancer(["a"], enabled=True, window="scaled")
 
 
 def test_auto_balance_leaves_unscaled_methods_out_of_both_sides():
@@ -184,17 +209,33 @@ def test_auto_balance_off_and_refusals():
 
 
 def test_auto_balance_in_the_model_and_on_resume(distill_cfg, tmp_path):
-    cfg = distill_cfg(
-        "configs/demo/distill_fgd.yaml",
+    opts = [
         "MODEL.DISTILL.BALANCE.AUTO",
         True,
         "MODEL.DISTILL.BALANCE.AUTO_ITERS",
         2,
         "MODEL.DISTILL.BALANCE.AUTO_TARGET",
         0.25,
+    ]
+    data = train_batch(distill_cfg("configs/demo/distill_fgd.yaml", *opts))
+    # the default running window: FGD's terms stand at the target from the first step
+    running = build_model(distill_cfg("configs/demo/distill_fgd.yaml", *opts)).train()
+    with EventStorage():
+        losses = running(data)
+    fgd = sum(v.item() for k, v in losses.items() if k.startswith("loss_fgd_"))
+    detection = sum(v.item() for k, v in losses.items() if not k.startswith("loss_fgd_"))
+    assert fgd / detection == pytest.approx(0.25, rel=1e-4)
+    # measured at the raw weights: the scale is target / mean raw ratio (the random teacher puts
+    # FGD at ~10^5 times the detection loss there: the runaway guard is off)
+    cfg = distill_cfg(
+        "configs/demo/distill_fgd.yaml",
+        *opts,
+        "MODEL.DISTILL.BALANCE.AUTO_WINDOW",
+        "raw",
+        "MODEL.DISTILL.GUARD.ITERS",
+        0,
     )
     model = build_model(cfg).train()
-    data = train_batch(cfg)
     ratios = []
     with EventStorage():
         for _ in range(2):

@@ -11,16 +11,25 @@ be a thousand times the detection loss, or nothing. Two tools, configured by
   ``balance/<term>`` (``metrics.json``, TensorBoard); every ``LOG_PERIOD`` iterations ``log.txt``
   gets a summary line, and a warning names every term whose median ratio over that window stayed
   under ``LOW`` (1 %) or over ``HIGH`` (10x).
-* :class:`LossBalancer` (a module of ``DistillRCNN``, active with ``AUTO``): over the first
-  ``AUTO_ITERS`` training iterations it measures each method's terms against the detection loss
-  (the mean of the ratio of the sum of a method's terms), then fixes one scale per method so that
-  the ratio becomes ``AUTO_TARGET``, freezes the scales, logs them, and keeps them in the checkpoint
-  (buffers), so a resumed run goes on with the same scales. One scale per method, not per term,
-  keeps a paper's own weighting between its terms (FGD's foreground, background, attention and
-  global terms, a level against another). The measurement survives a resume mid-way.
+* :class:`LossBalancer` (a module of ``DistillRCNN``, active with ``AUTO``, on by default): over
+  the first ``AUTO_ITERS`` training iterations it measures each method's terms against the
+  detection loss (the mean of the ratio of the sum of a method's terms), then fixes one scale per
+  method so that the ratio becomes ``AUTO_TARGET``, freezes the scales, logs them, and keeps them
+  in the checkpoint (buffers), so a resumed run goes on with the same scales. One scale per method,
+  not per term, keeps a paper's own weighting between its terms (FGD's foreground, background,
+  attention and global terms, a level against another). The measurement survives a resume mid-way.
+  While it measures, the student trains with the scale measured so far (``AUTO_WINDOW
+  "running"``: the same formula over the steps seen, so the scale is continuous when it freezes),
+  not at the raw published weights (``"raw"``), which can be 10^4 times the detection loss at
+  another feature scale.
+* :class:`RunawayGuard` (always on): at every step, before anything is updated, a non-finite loss,
+  or in the first ``GUARD.ITERS`` iterations a distillation term over ``GUARD.MAX_RATIO`` times the
+  detection loss, stops the run with :class:`RunawayTermError` naming the term, its ratio, the
+  iteration and the keys that fix it.
 """
 
 import logging
+import math
 import statistics
 from collections import defaultdict, deque
 from typing import Dict, Optional, Sequence
@@ -32,7 +41,18 @@ from torch import nn
 
 from .utils import put_scalar
 
-__all__ = ["detection_terms", "method_names", "LossBalancer", "BalanceReport"]
+__all__ = [
+    "detection_terms",
+    "method_names",
+    "LossBalancer",
+    "BalanceReport",
+    "RunawayGuard",
+    "RunawayTermError",
+    "WINDOWS",
+]
+
+# how the automatic balance trains while it measures (MODEL.DISTILL.BALANCE.AUTO_WINDOW)
+WINDOWS = ("running", "raw")
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +73,8 @@ class LossBalancer(nn.Module):
     """One scale per distillation method, measured over the first ``iters`` steps, then frozen.
 
     ``forward(losses)`` returns ``losses`` with every term of a method multiplied by the method's
-    scale (1 while measuring, and always when ``enabled`` is False). The scales, the sums measured
+    scale: while measuring, the scale measured so far (``window="running"``) or 1 (``"raw"``);
+    always 1 when ``enabled`` is False. The scales, the sums measured
     so far and the count of measured steps are buffers named after the methods, so a checkpoint
     holds them and a resumed run goes on where it stopped; a checkpoint measured for other methods
     is not applied (measured again, with a warning).
@@ -66,6 +87,7 @@ class LossBalancer(nn.Module):
         iters: int = 50,
         target: float = 1.0,
         unscaled: Sequence[str] = (),
+        window: str = "running",
     ):
         """``method_names``: the methods it scales; ``unscaled``: methods whose terms keep their
         weights (:attr:`~detkd.distillers.Distiller.auto_balanced` False) but are not part of the
@@ -76,6 +98,11 @@ class LossBalancer(nn.Module):
                 f"MODEL.DISTILL.BALANCE: AUTO_ITERS must be >= 1 and AUTO_TARGET > 0 and "
                 f"finite, got {iters} and {target}"
             )
+        if window not in WINDOWS:
+            raise ValueError(
+                f"MODEL.DISTILL.BALANCE.AUTO_WINDOW must be one of {list(WINDOWS)}, got {window!r}"
+            )
+        self.window = window
         self.method_names = list(method_names)
         self.unscaled_prefixes = tuple(f"loss_{m}_" for m in unscaled)
         self.enabled, self.iters, self.target = enabled, int(iters), float(target)
@@ -134,7 +161,10 @@ class LossBalancer(nn.Module):
                 for m in self.method_names
             ]
         )
-        # a non-finite loss stops the step (the trainer raises, nothing is updated): it must not
+        if comm.get_world_size() > 1:  # one set of ratios, so of scales, for every process
+            torch.distributed.all_reduce(ratios)
+            ratios /= comm.get_world_size()
+        # a non-finite loss stops the step (the guard raises, nothing is updated): it must not
         # count as measured either (one device sync per step, only while measuring)
         if not bool(torch.isfinite(ratios).all()):
             return losses
@@ -144,15 +174,26 @@ class LossBalancer(nn.Module):
         self.measured_iters.fill_(self._seen)
         if self.frozen:
             self._freeze()
-        return losses
+        if self.window == "raw":
+            return losses
+        if not self.frozen:
+            self._running_scales()
+        return {k: v * self.scale(method_of[k]) if k in method_of else v for k, v in losses.items()}
+
+    def _running_scales(self):
+        """While measuring: each method's scale from the ratios measured so far (the formula that
+        freezes it); a method whose terms measured 0 so far keeps 1 (nothing to scale)."""
+        for m in self.method_names:
+            mean = getattr(self, f"ratio_sum_{m}") / self._seen
+            self.scale(m).copy_(
+                torch.where(mean > 0, self.target / mean.clamp(min=1e-30), torch.ones_like(mean))
+            )
 
     def _freeze(self):
+        # the sums are of ratios averaged over the processes: every process has the same
         means = (
             torch.stack([getattr(self, f"ratio_sum_{m}") for m in self.method_names]) / self.iters
         )
-        if comm.get_world_size() > 1:  # one set of scales for every process
-            torch.distributed.all_reduce(means)
-            means /= comm.get_world_size()
         ratios = means.tolist()
         bad = [m for m, r in zip(self.method_names, ratios) if not (0 < r < float("inf"))]
         if bad:
@@ -235,4 +276,80 @@ class BalanceReport(HookBase):
                 iteration,
                 high,
                 self.high,
+            )
+
+
+class RunawayTermError(FloatingPointError):
+    """A distillation term ran away (non-finite, or far over the detection loss): nothing was
+    updated. A ``FloatingPointError``, as detectron2's own divergence errors."""
+
+
+class RunawayGuard:
+    """Checks one training step's losses before anything is updated (one device sync per step):
+    a non-finite loss at any iteration, or in the first ``iters`` iterations a distillation term
+    over ``max_ratio`` times the detection loss, raises :class:`RunawayTermError` naming the term,
+    its value and ratio, the iteration, and the keys that fix it.
+
+    ``blocks``: each method's name -> its config block (for the keys in the message)."""
+
+    def __init__(self, blocks: Dict[str, str], iters: int = 100, max_ratio: float = 1000.0):
+        if not (iters >= 0 and max_ratio > 0):
+            raise ValueError(
+                f"MODEL.DISTILL.GUARD: ITERS must be >= 0 and MAX_RATIO > 0, got {iters} and "
+                f"{max_ratio}"
+            )
+        self.blocks = dict(blocks)
+        self.iters, self.max_ratio = int(iters), float(max_ratio)
+
+    def _fix(self, term: str) -> str:
+        method = next((m for m in self.blocks if term.startswith(f"loss_{m}_")), None)
+        block = f"MODEL.DISTILL.{self.blocks[method]}" if method else "MODEL.DISTILL"
+        return (
+            f"set MODEL.DISTILL.BALANCE.AUTO True (each method at AUTO_TARGET of the detection "
+            f"loss), or lower the weights of {block}; SOLVER.GLOBAL_GRAD_CLIP_NORM bounds each "
+            "step"
+        )
+
+    def __call__(self, losses: Dict[str, torch.Tensor], iteration: int) -> None:
+        if not self.blocks or not losses:
+            return
+        names = list(losses)
+        values = dict(zip(names, torch.stack([losses[k].detach().float() for k in names]).tolist()))
+        detection = sum(values[k] for k in detection_terms(names, list(self.blocks)))
+        prefixes = tuple(f"loss_{m}_" for m in self.blocks)
+        terms = {k: v for k, v in values.items() if k.startswith(prefixes)}
+
+        def ratio(v):
+            return v / detection if detection > 0 else float("inf")
+
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            distill_bad = [k for k in bad if k in terms]
+            if distill_bad:
+                term = distill_bad[0]
+                what = f"the distillation term {term} is {values[term]}"
+            else:  # a detection loss went first: name the largest distillation term beside it
+                term = max(terms, key=lambda k: abs(values[k]), default=None)
+                what = f"the detection loss {', '.join(bad)} is non-finite" + (
+                    f"; the largest distillation term, {term}, is {values[term]:.4g} "
+                    f"({ratio(values[term]):.3g}x the detection loss)"
+                    if term
+                    else ""
+                )
+            every = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+            raise RunawayTermError(
+                f"iteration {iteration}: {what}; nothing was updated (losses: {every}). To fix: "
+                + (self._fix(term) if term else "lower SOLVER.BASE_LR")
+            )
+        if iteration >= self.iters:
+            return
+        over = {k: ratio(v) for k, v in terms.items() if ratio(v) > self.max_ratio}
+        if over:
+            term = max(over, key=over.get)
+            raise RunawayTermError(
+                f"iteration {iteration}: the distillation term {term} is {values[term]:.4g}, "
+                f"{over[term]:.3g}x the detection loss ({detection:.4g}), over "
+                f"MODEL.DISTILL.GUARD.MAX_RATIO {self.max_ratio:g} in the first GUARD.ITERS "
+                f"{self.iters} iterations: it would wreck the student. Nothing was updated. To "
+                f"fix: {self._fix(term)}"
             )

@@ -52,12 +52,31 @@ def add_detkd_config(cfg):
     # automatic balance: over the first AUTO_ITERS iterations measure each method's terms against
     # the detection loss, then fix one scale per method so that its ratio is AUTO_TARGET. 1.0: the
     # size of the detection loss (FGD's authors' advice); at their published weights on the demo,
-    # FGD, MGD, MSSD and the head cross-forward start at 0.6-3x, PKD at ~15x and CWD at ~60x
-    _C.MODEL.DISTILL.BALANCE.AUTO = False
+    # FGD, MGD, MSSD and the head cross-forward start at 0.6-3x, PKD at ~15x and CWD at ~60x, and
+    # at 800-pixel COCO inputs with another teacher Chen's hint ~500x, MGD ~800x. On by default
+    # (no term can wreck the first iterations at any feature scale); AUTO False trains at the
+    # papers' exact weights
+    _C.MODEL.DISTILL.BALANCE.AUTO = True
     _C.MODEL.DISTILL.BALANCE.AUTO_ITERS = 50
     _C.MODEL.DISTILL.BALANCE.AUTO_TARGET = 1.0
+    # while measuring, train with the scale measured so far ("running") or at the raw weights
+    # ("raw")
+    _C.MODEL.DISTILL.BALANCE.AUTO_WINDOW = "running"
     # divide the feature terms that sum over a level's positions (FGD, MGD) by the level's H*W
     _C.MODEL.DISTILL.BALANCE.NORMALIZE_BY_AREA = False
+
+    # when the distillation terms count: a linear warm-up of their weight over WARMUP_ITERS
+    # iterations (0: none), none of them from STOP_ITER on (0: never); every method obeys it
+    _C.MODEL.DISTILL.SCHEDULE = CN()
+    _C.MODEL.DISTILL.SCHEDULE.WARMUP_ITERS = 0
+    _C.MODEL.DISTILL.SCHEDULE.STOP_ITER = 0
+
+    # a runaway term stops the run before anything is updated, naming the term and the keys that
+    # fix it: a non-finite loss at any iteration, or a term over MAX_RATIO times the detection
+    # loss in the first ITERS iterations
+    _C.MODEL.DISTILL.GUARD = CN()
+    _C.MODEL.DISTILL.GUARD.ITERS = 100
+    _C.MODEL.DISTILL.GUARD.MAX_RATIO = 1000.0
 
     # Weight files are read without running code (tensors, numpy arrays, plain containers). Set
     # True only for files you trust: full unpickling runs whatever the file's author put in it.

@@ -3,7 +3,7 @@
 import torch
 from detectron2.utils.events import get_event_storage
 
-__all__ = ["put_scalar", "at_least_float32"]
+__all__ = ["put_scalar", "at_least_float32", "current_iteration"]
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -20,3 +20,11 @@ def put_scalar(name: str, value: float):
     except AssertionError:
         return
     storage.put_scalar(name, float(value), smoothing_hint=True)
+
+
+def current_iteration():
+    """The training iteration of the current EventStorage; ``None`` outside training."""
+    try:
+        return get_event_storage().iter
+    except AssertionError:
+        return None

@@ -81,9 +81,7 @@ def lr_steps(max_iter: int):
 
 # Part of every student run's fingerprint: a change of the demo's training code that alters the
 # weights a student config trains raises it, so the student runs cached before are trained again.
-# 2: runs seeded from cfg.SEED (2026-11-30; before it, a seed only named a run, and its initial
-# weights were random, so two runs "paired by seed" shared nothing).
-RUN_VERSION = 2
+RUN_VERSION = 3
 
 
 def fingerprint(cfg) -> str:

@@ -28,9 +28,10 @@ from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 from torch import nn
 from torch.nn import functional as F
 
-from ..balance import LossBalancer
+from ..balance import LossBalancer, RunawayGuard
 from ..distillers import Distiller, build_distillers
-from ..utils import put_scalar
+from ..schedule import DistillSchedule
+from ..utils import current_iteration, put_scalar
 from .batch import DistillBatch, SideOutputs
 from .heads import (
     box_head_predictions,
@@ -136,6 +137,8 @@ class DistillRCNN(nn.Module):
         balancer: Optional[LossBalancer] = None,
         normalize_by_area: bool = False,
         teacher_min_recall: float = 0.3,
+        schedule: Optional[DistillSchedule] = None,
+        guard: Optional[RunawayGuard] = None,
     ):
         """
         Args:
@@ -145,11 +148,14 @@ class DistillRCNN(nn.Module):
             student_input_scale: the student sees the image scaled by this (Chen et al. 2017, 4.1).
             feature_resize: "teacher_to_student" or "student_to_teacher", for maps of unequal size.
             inherit_prefixes: if given, initialise these student parameters from the teacher.
-            balancer: the automatic balance of the methods' terms (``detkd.balance``); none by
-                default (every scale 1).
+            balancer: the automatic balance of the methods' terms (``detkd.balance``); by default
+                ``MODEL.DISTILL.BALANCE``'s defaults (on, 50 iterations, target 1).
             normalize_by_area: divide each level's summed feature terms by the level's H*W.
             teacher_min_recall: the teacher sanity check's threshold (first training step): below
                 it, a warning.
+            schedule: when the distillation terms count (``detkd.schedule``); default: always.
+            guard: the runaway-term check of every step (``detkd.balance.RunawayGuard``); default:
+                its defaults.
         """
         super().__init__()
         if not (0 < student_input_scale <= 1):
@@ -171,11 +177,15 @@ class DistillRCNN(nn.Module):
         self.distillers = nn.ModuleDict({d.name: d for d in distillers})
         for distiller in self.distillers.values():
             distiller.area_normalized = bool(normalize_by_area)
+        # by default as MODEL.DISTILL.BALANCE's defaults: automatic, a running window
         self.balancer = balancer or LossBalancer(
             [d.name for d in self.distillers.values() if d.auto_balanced],
-            enabled=False,
+            enabled=True,
             unscaled=[d.name for d in self.distillers.values() if not d.auto_balanced],
         )
+        self.schedule = schedule or DistillSchedule()
+        self.guard = guard or RunawayGuard({d.name: d.config_block for d in distillers})
+        self._steps = 0  # training forwards of this process (the iteration outside a trainer)
         self.teacher_min_recall = float(teacher_min_recall)
         self._teacher_checked = False
         self.student_input_scale = float(student_input_scale)
@@ -238,9 +248,14 @@ class DistillRCNN(nn.Module):
                 iters=d.BALANCE.AUTO_ITERS,
                 target=d.BALANCE.AUTO_TARGET,
                 unscaled=[m.name for m in distillers if not m.auto_balanced],
+                window=d.BALANCE.AUTO_WINDOW,
             ),
             normalize_by_area=d.BALANCE.NORMALIZE_BY_AREA,
             teacher_min_recall=d.TEACHER.SANITY_MIN_RECALL,
+            schedule=DistillSchedule(d.SCHEDULE.WARMUP_ITERS, d.SCHEDULE.STOP_ITER),
+            guard=RunawayGuard(
+                {m.name: m.config_block for m in distillers}, d.GUARD.ITERS, d.GUARD.MAX_RATIO
+            ),
         )
 
     # ----- module plumbing ------------------------------------------------------------------
@@ -436,9 +451,13 @@ class DistillRCNN(nn.Module):
         if self.teacher_needs:
             batch.teacher = self._teacher_outputs(batched_inputs, batch)
 
+        iteration = current_iteration()
+        iteration = self._steps if iteration is None else iteration
+        self._steps += 1
+        schedule = self.schedule
         for distiller in self.distillers.values():
             for key, scale in distiller.hard_loss_scales().items():
-                losses[key] = losses[key] * scale
+                losses[key] = losses[key] * schedule.scaled_hard_loss(scale, iteration)
             terms = distiller(batch)
             misnamed = [k for k in terms if not k.startswith(f"loss_{distiller.name}_")]
             if misnamed:
@@ -452,7 +471,14 @@ class DistillRCNN(nn.Module):
                     f"distillation terms {sorted(clash)} would overwrite existing losses"
                 )
             losses.update(terms)
-        return self.balancer(losses)
+        losses = self.balancer(losses)  # measures the terms as the methods weigh them
+        if schedule.active:
+            factor = schedule.factor(iteration)
+            put_scalar("distill/schedule", factor)
+            prefixes = tuple(f"loss_{name}_" for name in self.distillers)
+            losses = {k: v * factor if k.startswith(prefixes) else v for k, v in losses.items()}
+        self.guard(losses, iteration)
+        return losses
 
     def _teacher_box_head(self, pooled: torch.Tensor):
         """The teacher's frozen box head and predictor on pooled features (gradients reach them)."""
