@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.detkd-bootstrap-ok
 
-.PHONY: bootstrap test test-fast lint format demo bench clean
+.PHONY: bootstrap test test-fast lint format demo bench device-prep clean
 
 $(STAMP): requirements.txt setup.py scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
@@ -31,6 +31,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_distill.py --write BENCHMARKS.md
+
+# what the GPU check needs on a machine without network, into .device/ (ignored):
+# make device-prep DETECTRON2_GIT=path/to/a/detectron2/clone; then, on the GPU machine,
+# bash scripts/device_check.sh (README: "Proven on a GPU")
+device-prep: $(STAMP)
+	bash scripts/device_prep.sh $(DETECTRON2_GIT)
 
 clean:
 	rm -rf output .pytest_cache

@@ -73,10 +73,11 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def build_step(kind: str, teacher_weights: str, device: str = "cpu"):
+def build_step(kind: str, teacher_weights: str, device: str = "cpu", amp: bool = False):
     """The function that runs one measured step of ``kind`` (``student``, ``teacher_fwd``,
     ``teacher_backbone_rpn`` or a method's name) on one batch of the demo data, and that batch
-    (``bare``: no step, None)."""
+    (``bare``: no step, None). ``amp``: under CUDA autocast (float16) with a gradient scaler, as
+    detectron2's AMPTrainer steps."""
     import torch
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
@@ -110,6 +111,9 @@ def build_step(kind: str, teacher_weights: str, device: str = "cpu"):
     if kind == "bare":
         return None
     on_gpu = device.startswith("cuda")
+    if amp and not on_gpu:
+        raise ValueError("--amp needs a CUDA device")
+    autocast = torch.autocast("cuda", dtype=torch.float16, enabled=amp) if on_gpu else None
     torch.manual_seed(0)
     model = build_model(cfg)
     if kind.startswith("teacher"):
@@ -119,7 +123,7 @@ def build_step(kind: str, teacher_weights: str, device: str = "cpu"):
         model.eval()
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), autocast or _nothing():
                 if kind == "teacher_fwd":  # the teacher's whole inference forward, as users run it
                     model(data)
                 else:  # only the part every distiller needs: backbone and RPN proposals
@@ -129,13 +133,19 @@ def build_step(kind: str, teacher_weights: str, device: str = "cpu"):
     else:
         model.train()
         optimizer = build_optimizer(cfg, model)
+        scaler = torch.cuda.amp.GradScaler(enabled=amp) if on_gpu else None
 
         def step():
-            with EventStorage():
+            with EventStorage(), autocast or _nothing():
                 losses = model(data)
             optimizer.zero_grad()
-            sum(losses.values()).backward()
-            optimizer.step()
+            if scaler is None:
+                sum(losses.values()).backward()
+                optimizer.step()
+            else:
+                scaler.scale(sum(losses.values())).backward()
+                scaler.step(optimizer)
+                scaler.update()
 
     def synced_step():
         step()
@@ -145,12 +155,18 @@ def build_step(kind: str, teacher_weights: str, device: str = "cpu"):
     return synced_step
 
 
-def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu"):
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu", amp: bool = False):
     """Run in a child process: returns median step seconds and peak memory (MB): the process's max
     RSS on CPU, ``torch.cuda.max_memory_allocated`` on a GPU."""
     import torch
 
-    step = build_step(kind, teacher_weights, device)
+    step = build_step(kind, teacher_weights, device, amp)
 
     def peak_mb():
         if device.startswith("cuda"):
@@ -165,14 +181,16 @@ def measure(kind: str, teacher_weights: str, steps: int, device: str = "cpu"):
     return {"step_s": timed(step, steps, warmup=2), "peak_mb": peak_mb()}
 
 
-def interleaved_times(kinds, teacher_weights: str, rounds: int, device: str = "cpu"):
+def interleaved_times(
+    kinds, teacher_weights: str, rounds: int, device: str = "cpu", amp: bool = False
+):
     """Step seconds of every kind, measured in one process, one step of each kind per round (kinds
     in a rotating order), after two warm-up rounds: ``{kind: [seconds per round]}``.
 
     What it buys: this machine's speed drifts by 1.5-2x over minutes, and one fresh process per
     kind measured each kind at another minute; here a distiller's step, the student's and the
     teacher's of one round lie seconds apart, so their ratio in that round sees one speed."""
-    steps = {k: build_step(k, teacher_weights, device) for k in kinds}
+    steps = {k: build_step(k, teacher_weights, device, amp) for k in kinds}
     times = {k: [] for k in kinds}
     for r in range(rounds + 2):
         shift = r % len(kinds)
@@ -184,7 +202,7 @@ def interleaved_times(kinds, teacher_weights: str, rounds: int, device: str = "c
     return times
 
 
-def _child(kind, teacher_weights, steps, device):
+def _child(kind, teacher_weights, steps, device, amp=False):
     out = subprocess.run(
         [
             sys.executable,
@@ -197,6 +215,7 @@ def _child(kind, teacher_weights, steps, device):
             str(steps),
             "--device",
             device,
+            *(["--amp"] if amp else []),
         ],
         capture_output=True,
         text=True,
@@ -234,12 +253,20 @@ def main():
     parser.add_argument(
         "--device", default="", help="cpu or cuda (default: cuda where a GPU exists)"
     )
+    parser.add_argument(
+        "--amp", action="store_true", help="steps under CUDA autocast (float16), as AMPTrainer"
+    )
     parser.add_argument("--write", default="")
+    parser.add_argument("--table", default="", help="write only the cost table to this file")
     parser.add_argument("--child", default="")
     parser.add_argument("--teacher", default="")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.teacher, args.steps, args.device or "cpu")))
+        print(
+            json.dumps(
+                measure(args.child, args.teacher, args.steps, args.device or "cpu", args.amp)
+            )
+        )
         return
 
     import torch
@@ -249,10 +276,13 @@ def main():
     distillers = list(methods())
     timed_kinds = ["student", "teacher_fwd", "teacher_backbone_rpn", *distillers]
     # peak memory: one fresh process per kind, so each peak is its own
-    peak = {k: _child(k, weights, args.steps, device)["peak_mb"] for k in ["bare", *timed_kinds]}
+    peak = {
+        k: _child(k, weights, args.steps, device, args.amp)["peak_mb"]
+        for k in ["bare", *timed_kinds]
+    }
     # time: every kind in one process, interleaved step by step; a ratio is the median over rounds
     # of that round's ratio, a time the median over rounds
-    times = interleaved_times(timed_kinds, weights, args.rounds, device)
+    times = interleaved_times(timed_kinds, weights, args.rounds, device, args.amp)
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
     def ratio(k, per):
@@ -264,7 +294,8 @@ def main():
     peak_kind = "CUDA max allocated" if device.startswith("cuda") else "max RSS"
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, device {device} (peak memory: {peak_kind}); "
+        f"Python {platform.python_version()}, torch {torch.__version__}, device {device}"
+        f"{' with AMP (float16)' if args.amp else ''} (peak memory: {peak_kind}); "
         f"demo configs, batch 8. Time: every kind in one process, one step of each per round, "
         f"{args.rounds} rounds after 2 warm-up rounds; a step's figure is its median over the "
         "rounds, a ratio the median of the rounds' ratios. Peak memory: one fresh process per "
@@ -292,6 +323,10 @@ def main():
         )
     text = "\n".join(lines)
     print(text)
+    if args.table:
+        with open(args.table, "w") as f:
+            f.write(text + "\n")
+        return
     fgd = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks/bench_fgd.py")],
         capture_output=True,

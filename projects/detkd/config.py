@@ -65,6 +65,9 @@ def add_detkd_config(cfg):
     # divide the feature terms that sum over a level's positions (FGD, MGD) by the level's H*W
     _C.MODEL.DISTILL.BALANCE.NORMALIZE_BY_AREA = False
 
+    # AMP's autocast type (detectron2's AMPTrainer takes float16 or bfloat16; its config has no key)
+    _C.SOLVER.AMP.PRECISION = "float16"
+
     # when the distillation terms count: a linear warm-up of their weight over WARMUP_ITERS
     # iterations (0: none), none of them from STOP_ITER on (0: never); every method obeys it
     _C.MODEL.DISTILL.SCHEDULE = CN()

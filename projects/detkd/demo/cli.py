@@ -71,6 +71,13 @@ def main(argv=None):
     )
     parser.add_argument("--teacher-iters", type=int, default=800)
     parser.add_argument(
+        "--pretrain-iters",
+        type=int,
+        default=1500,
+        help="iterations of each ResNet trunk's pretraining, on the data sets whose runs start "
+        "pretrained (glyphs); cached like the teacher",
+    )
+    parser.add_argument(
         "--student-iters",
         type=int,
         default=None,
@@ -101,6 +108,7 @@ def main(argv=None):
         parser.error("--full is the measured run and --quick a smoke test: choose one")
     if args.quick:
         args.teacher_iters, args.student_iters, args.seeds, args.survey_seeds = 4, 4, 1, 1
+        args.pretrain_iters = 2
     setup_logger(name="detectron2")
     setup_logger(name="detkd")
     planned = plan(args, known)
@@ -115,6 +123,7 @@ def main(argv=None):
             extra_opts=args.opts,
             jobs=args.jobs,
             dataset=dataset,
+            pretrain_iters=args.pretrain_iters,
         )
     if len(planned) > 1:
         results = {d: os.path.join(out, "results.json") for d, out, _ in planned}

@@ -87,8 +87,11 @@ def pretrain_backbone(
     cfg, spec, iters: int, batch: int = 64, lr: float = 0.1, crops: int = 20000, seed: int = 0
 ) -> Tuple[dict, dict]:
     """Train the ResNet trunk of ``cfg`` (``MODEL.RESNETS``, its ``res5`` output) to classify
-    :func:`object_crops` of ``spec``'s data for ``iters`` iterations; return its state as
-    ``backbone.bottom_up.*`` tensors and a summary (accuracy on held-out crops, seconds)."""
+    :func:`object_crops` of ``spec``'s data for ``iters`` iterations (at most ``crops`` distinct
+    ones, fewer when the schedule sees fewer); return its state as ``backbone.bottom_up.*``
+    tensors and a summary (accuracy on held-out crops, seconds)."""
+    crops = min(crops, iters * batch)
+    held = min(1000, max(50, crops // 10))
     torch.manual_seed(seed)
     c = cfg.clone()
     c.defrost()
@@ -97,7 +100,7 @@ def pretrain_backbone(
     trunk = build_resnet_backbone(c, ShapeSpec(channels=3))
     num_classes = len(spec.classes) + 1
     model = _Classifier(trunk, num_classes, c.MODEL.PIXEL_MEAN, c.MODEL.PIXEL_STD)
-    images, labels = object_crops(spec, crops + 1000)
+    images, labels = object_crops(spec, crops + held)
     held_x, held_y = images[crops:], labels[crops:]
     images, labels = images[:crops], labels[:crops]
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)

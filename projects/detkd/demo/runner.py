@@ -3,6 +3,7 @@ every student run (read back from its ``run.json`` while its training config and
 unchanged, else trained ``jobs`` at a time), its inference timed alone, then report and plots. All
 of them on one embedded data set (``dataset``: the shapes, or the hard shapes)."""
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -53,6 +54,7 @@ def run_demo(
     extra_opts: List = (),
     jobs: int = 1,
     dataset: str = "shapes",
+    pretrain_iters: int = 1500,
 ) -> Dict:
     """``seeds``: one count for every method, or a dict method -> count. ``jobs`` student runs
     train at once, each in its own process with ``cpu_count // jobs`` threads (``jobs=1``: in this
@@ -60,7 +62,10 @@ def run_demo(
     demo into the same output fails at once. Every run it trains starts in a fresh run directory
     (:func:`~detkd.demo.rundirs.fresh_run_dir`). ``dataset``: "shapes" or "hard"; every run, the
     teacher's too, trains and is evaluated on it (give each data set its own ``output``: the CLI
-    does). Returns the table's rows: name -> one per seed, each with its ``seed``."""
+    does). On a data set whose runs start pretrained (``DemoData.pretrained``), the ResNet trunks
+    of the teacher's and the students' depths are pretrained first, ``pretrain_iters`` iterations
+    each (:mod:`detkd.demo.pretrain`), cached like the teacher. Returns the table's rows: name ->
+    one per seed, each with its ``seed``."""
     with output_lock(output):
         if jobs < 1:
             raise ValueError(f"run_demo: jobs must be >= 1, got {jobs}")
@@ -71,8 +76,9 @@ def run_demo(
         register_shapes_datasets(kind=data.kind)
         os.makedirs(output, exist_ok=True)
         start = time.perf_counter()
+        trunks = _pretrained_trunks(output, data, pretrain_iters)
         teacher_run, weights, fp, cached, teacher_seed = _teacher(
-            output, teacher_iters, extra_opts, data
+            output, teacher_iters, extra_opts, data, trunks
         )
         jobs_of, runs, pending = _plan(
             output,
@@ -84,6 +90,7 @@ def run_demo(
             weights,
             fp,
             data,
+            trunks,
         )
         for job in pending:  # all checked before a student trains: a refused directory stops it
             fresh_run_dir(job.cfg.OUTPUT_DIR)
@@ -123,12 +130,76 @@ def run_demo(
         return rows
 
 
-def _teacher(output: str, teacher_iters: int, extra_opts: List, data: DemoData):
+class Trunks(NamedTuple):
+    """Pretrained ResNet trunks: depth -> weights file, and one fingerprint of them all."""
+
+    files: Dict[int, str]
+    key: str
+
+    def opts(self, config_file: str) -> List:
+        """``MODEL.WEIGHTS`` of the trunk of ``config_file``'s depth (none without trunks)."""
+        if not self.files:
+            return []
+        return ["MODEL.WEIGHTS", self.files[demo_config(config_file, []).MODEL.RESNETS.DEPTH]]
+
+
+NO_TRUNKS = Trunks({}, "")
+
+
+def _pretrained_trunks(output: str, data: DemoData, iters: int) -> Trunks:
+    """The ResNet trunks every run of ``data`` starts from (none unless ``data.pretrained``): one
+    per depth among the demo's configs, pretrained on ``data``'s generator
+    (:func:`~detkd.demo.pretrain.pretrain_backbone`), cached in ``<output>/pretrain_R<depth>``
+    while their settings are unchanged."""
+    if not data.pretrained:
+        return NO_TRUNKS
+    import glob
+
+    from ..data.register import SPECS
+    from .pretrain import CROP, PRETRAIN_SEED, pretrain_backbone
+
+    spec = SPECS[data.kind]()
+    depths = {}
+    for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "*.yaml"))):
+        cfg = demo_config(path, [])
+        if cfg.MODEL.BACKBONE.NAME.startswith("build_resnet"):
+            depths.setdefault(cfg.MODEL.RESNETS.DEPTH, path)
+    files, keys = {}, []
+    for depth, path in sorted(depths.items()):
+        folder = os.path.join(output, f"pretrain_R{depth}")
+        weights = os.path.join(folder, "model_final.pth")
+        cfg = demo_config(path, [])
+        key = hashlib.sha1(
+            json.dumps(
+                [cfg.MODEL.RESNETS, spec.key(), iters, CROP, PRETRAIN_SEED], default=str
+            ).encode()
+        ).hexdigest()[:12]
+        stamp = os.path.join(folder, "CONFIG_FINGERPRINT")
+        if os.path.isfile(weights) and os.path.isfile(stamp) and open(stamp).read() == key:
+            print(f"[demo] ResNet-{depth} trunk: cached ({weights})", flush=True)
+        else:
+            print(f"[demo] ResNet-{depth} trunk: pretraining {iters} iterations", flush=True)
+            fresh_run_dir(folder)
+            state, summary = pretrain_backbone(cfg, spec, iters)
+            torch.save({"model": state, "__author__": "detkd.demo.pretrain"}, weights)
+            with open(os.path.join(folder, "summary.json"), "w") as f:
+                json.dump(summary, f)
+            with open(stamp, "w") as f:
+                f.write(key)
+        files[depth] = weights
+        keys.append(key)
+    return Trunks(files, "-".join(keys))
+
+
+def _teacher(
+    output: str, teacher_iters: int, extra_opts: List, data: DemoData, trunks: Trunks = NO_TRUNKS
+):
     """The teacher's run on the ``data`` set (trained, or its cached weights evaluated), its
     weights file, its config fingerprint, whether it was cached, and its config's seed."""
     teacher_dir = os.path.join(output, "teacher")
+    teacher_file = os.path.join(CONFIG_DIR, "teacher.yaml")
     t_cfg = demo_config(
-        os.path.join(CONFIG_DIR, "teacher.yaml"),
+        teacher_file,
         [
             "SOLVER.MAX_ITER",
             teacher_iters,
@@ -142,12 +213,13 @@ def _teacher(output: str, teacher_iters: int, extra_opts: List, data: DemoData):
             0,
             *data.opts(teacher=False),
             *data.teacher_training,
+            *trunks.opts(teacher_file),
             *extra_opts,
         ],
     )
     weights = os.path.join(teacher_dir, "model_final.pth")
     stamp = os.path.join(teacher_dir, "CONFIG_FINGERPRINT")
-    fp = fingerprint(t_cfg)
+    fp = fingerprint(t_cfg) + (f"-{trunks.key}" if trunks.key else "")
     cached = os.path.isfile(weights) and os.path.isfile(stamp) and open(stamp).read() == fp
     if cached:
         print(f"[demo] teacher: cached ({weights})", flush=True)
@@ -186,6 +258,7 @@ def _plan(
     weights: str,
     fp: str,
     data: DemoData,
+    trunks: Trunks = NO_TRUNKS,
 ):
     """Every student run of the ``chosen`` experiments (name -> Experiment) on the ``data`` set: a
     dict (name, seed) -> Job, the runs read back from a ``run.json`` of the same key, and the jobs
@@ -213,6 +286,7 @@ def _plan(
                     (data.val,),
                     *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if uses_teacher else []),
                     *data.opts(teacher=uses_teacher),
+                    *trunks.opts(config),
                     *extra_opts,
                 ],
             )

@@ -61,6 +61,22 @@ def wrap_ddp(model, **kwargs):
     return create_ddp_model(model, **kwargs)
 
 
+AMP_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def build_step_trainer(cfg, model, data_loader, optimizer):
+    """detectron2's ``SimpleTrainer``, or ``AMPTrainer`` at ``SOLVER.AMP.PRECISION`` when
+    ``SOLVER.AMP.ENABLED``."""
+    if not cfg.SOLVER.AMP.ENABLED:
+        return SimpleTrainer(model, data_loader, optimizer)
+    precision = cfg.SOLVER.AMP.PRECISION
+    if precision not in AMP_PRECISIONS:
+        raise ValueError(
+            f"SOLVER.AMP.PRECISION must be one of {sorted(AMP_PRECISIONS)}, got {precision!r}"
+        )
+    return AMPTrainer(model, data_loader, optimizer, precision=AMP_PRECISIONS[precision])
+
+
 def warn_changed_config(checkpoint: dict, cfg, path) -> list:
     """Warn once, listing each key of what determines the trained weights whose value in ``cfg``
     differs from the config ``checkpoint`` recorded (none recorded: nothing to compare, said at
@@ -90,9 +106,7 @@ class DistillTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = wrap_ddp(model)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
-            model, data_loader, optimizer
-        )
+        self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = Checkpointer(
             model,
