@@ -42,8 +42,7 @@ NOTES = """## What the figures mean
   in eval mode: backbone, RPN with its test-time proposals, box head, post-processing). A distiller
   runs less or other parts: FGD and the hints need only the backbone, soft CE and bounded regression
   add the teacher's RPN head and its box head on the *student's* sampled proposals. The column
-  "same / teacher backbone + RPN" divides by that cheaper part instead, for comparison with earlier
-  reports (1.42 for chen and 1.61 for all on 2026-11-22 before the FGD loss was slimmed).
+  "same / teacher backbone + RPN" divides by that cheaper part instead.
 - Peak memory is the process's max RSS; "over bare" subtracts the RSS of a process that imported
   everything and loaded one batch.
 - FGD masks: the per-box loop is the test's reference (`tests/reference_masks.py`): per box, Python

@@ -116,9 +116,9 @@ def bench_fgd_vs_step(rounds):
     from detectron2.utils.events import EventStorage
 
     from detkd import load_config
+    from detkd.batch import DistillBatch, SideOutputs
     from detkd.data import register_shapes_datasets
     from detkd.distillers import FGDDistiller
-    from detkd.modeling.batch import DistillBatch, SideOutputs
     from detkd.modeling.heads import capture_output
 
     register_shapes_datasets()

@@ -14,10 +14,10 @@ from detectron2.structures import Instances
 from detectron2.utils.events import EventStorage
 
 from detkd.balance import BalanceReport, LossBalancer, detection_terms
+from detkd.batch import DistillBatch, SideOutputs
 from detkd.checkpoint import Checkpointer
 from detkd.distillers import FGDDistiller
 from detkd.engine import DistillTrainer
-from detkd.modeling import DistillBatch, SideOutputs
 
 
 # ----- visible ------------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def test_fingerprint_follows_what_trains_the_weights():
 def test_a_run_is_trained_from_its_seed(tmp_path):
     """The demo builds its trainer itself (train_net's default_setup never runs), so it seeds
     torch, numpy and random from cfg.SEED: two runs of seed 0 end with the same weights, a run of
-    seed 1 with others. Until 2026-11-30 it did not, and a seed only named a run."""
+    seed 1 with others (without the seeding a seed only names a run)."""
     from detkd.demo.training import demo_config, train
 
     def weights(seed, name):

@@ -9,9 +9,9 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from reference_masks import loop_gaussian_mask
 
+from detkd.batch import DistillBatch, SideOutputs
 from detkd.distillers import MSSDDistiller
 from detkd.losses import MSSDLoss, gaussian_target_mask
-from detkd.modeling import DistillBatch, SideOutputs
 
 
 def test_gaussian_peak_at_centre_and_zero_off_boxes():

@@ -10,6 +10,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from detkd.batch import DistillBatch, SideOutputs
 from detkd.distillers import CrossHeadDistiller, MGDDistiller
 from detkd.losses import (
     channel_standardize,
@@ -20,7 +21,6 @@ from detkd.losses import (
     pkd_loss,
     random_position_mask,
 )
-from detkd.modeling import DistillBatch, SideOutputs
 from detkd.modeling.heads import run_backbone
 
 
@@ -195,7 +195,7 @@ def _cross_batch(model, data, proposals):
         strides={},
         rcn_proposals=proposals,
         num_classes=5,
-        teacher_box_head=lambda x: heads.box_predictor(heads.box_head(x)),
+        teacher_roi_heads=heads,
     )
 
 

@@ -624,7 +624,7 @@ def test_weights_file_must_hold_a_dict(tmp_path):
     assert np  # numpy arrays are what .pkl files hold (used above)
 
 
-# ----- found in review ---------------------------------------------------------------------------
+# ----- export, DDP-saved files, unreadable last_checkpoint ----------------------------------------
 def test_exported_low_resolution_student_keeps_its_input_size():
     cfg = make_cfg("configs/demo/lowres_student.yaml")
     assert cfg.MODEL.DISTILL.STUDENT_INPUT_SCALE == 0.5

@@ -170,7 +170,8 @@ def _glyph(rng: np.random.Generator, char: str, height: float) -> Image.Image:
 class GlyphsSpec(ShapesSpec):
     """The glyphs data set: :data:`GLYPH_CLASSES` letters in many typefaces over photographs
     (module docstring). ``max_distractors`` unlabelled glyphs per image at most; an object less
-    than ``min_visible`` visible after occlusion is dropped from the annotations."""
+    than ``min_visible`` visible after occlusion is dropped from the annotations; ``texture_fill``
+    and ``outline``: the share of glyphs filled with a photograph's texture, and outlined."""
 
     kind = "glyphs"
     classes = GLYPH_CLASSES
@@ -185,6 +186,8 @@ class GlyphsSpec(ShapesSpec):
         seed: int = 0,
         max_distractors: int = 4,
         min_visible: float = 0.5,
+        texture_fill: float = 0.3,
+        outline: float = 0.4,
     ):
         super().__init__(
             splits or {"train": 1000, "val": 200},
@@ -196,6 +199,8 @@ class GlyphsSpec(ShapesSpec):
         )
         self.max_distractors = max_distractors
         self.min_visible = min_visible
+        self.texture_fill = texture_fill
+        self.outline = outline
 
     def render(self, rng: np.random.Generator):
         photos = background_photos()
@@ -245,7 +250,7 @@ class GlyphsSpec(ShapesSpec):
         alpha = np.asarray(glyph).astype(np.float32) / 255.0
         region = canvas[y0 : y0 + gh, x0 : x0 + gw]
         under = region.reshape(-1, 3).mean(0)
-        if rng.random() < 0.7:  # a solid colour, far from the background under it
+        if rng.random() >= self.texture_fill:  # a solid colour, far from the background under it
             colour = rng.integers(0, 256, size=3).astype(np.float32)
             if np.abs(colour - under).mean() < 60:
                 colour = np.where(under > 127, colour * 0.3, 255 - (255 - colour) * 0.3)
@@ -254,7 +259,7 @@ class GlyphsSpec(ShapesSpec):
             fill = _crop(rng, photos[int(rng.integers(0, len(photos)))], gw, gh, 0.1)
             shift = 70.0 if under.mean() < 128 else -70.0
             fill = np.clip(fill - fill.mean() + under.mean() + shift, 0, 255)
-        if rng.random() < 0.4:  # an outline in a dark or light tone
+        if rng.random() < self.outline:  # an outline in a dark or light tone
             edge = np.asarray(glyph.filter(ImageFilter.MaxFilter(3))).astype(np.float32) / 255.0
             tone = 20.0 if rng.random() < 0.5 else 235.0
             region[:] = region * (1 - edge[..., None]) + tone * edge[..., None]

@@ -27,7 +27,7 @@ from detectron2.config import CfgNode
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from ..modeling.batch import STAGES, DistillBatch
+from ..batch import STAGES, DistillBatch
 
 __all__ = [
     "DISTILLER_REGISTRY",

@@ -106,7 +106,8 @@ class CrossHeadDistiller(Distiller):
         pooled = batch.student.rcn_pooled
         if self.align is not None:
             pooled = self.align(pooled)
-        cross_scores, cross_deltas = batch.teacher_box_head(pooled)
+        heads = batch.teacher_roi_heads  # frozen; the gradient reaches the student through pooled
+        cross_scores, cross_deltas = heads.box_predictor(heads.box_head(pooled))
         losses = {
             "loss_cross_head_cls": self.weight
             * cross_head_kl(cross_scores, batch.teacher.rcn_scores, self.temperature)

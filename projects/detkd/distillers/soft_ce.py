@@ -10,7 +10,11 @@ import math
 
 from detectron2.config import CfgNode, configurable
 
-from ..losses import weighted_soft_cross_entropy
+from ..losses import (
+    binary_logits_to_two_class,
+    class_weights,
+    weighted_soft_cross_entropy,
+)
 from .base import DISTILLER_REGISTRY, Distiller, check_targets, check_weight
 
 __all__ = ["SoftCEDistiller"]
@@ -71,9 +75,12 @@ class SoftCEDistiller(Distiller):
     def forward(self, batch):
         losses = {}
         for stage in self.targets:
-            s, t, weights_for = batch.classification_pairs(stage)
-            soft = weighted_soft_cross_entropy(
-                s, t, weights_for(self.background_weight), self.temperature
-            )
+            s, t = batch.classification_pairs(stage)
+            if stage == "rpn":  # sigmoid objectness as 2-class logits [background, object]
+                s, t, background = binary_logits_to_two_class(s), binary_logits_to_two_class(t), 0
+            else:
+                background = s.shape[1] - 1
+            weights = class_weights(s.shape[1], background, self.background_weight, s.device)
+            soft = weighted_soft_cross_entropy(s, t, weights, self.temperature)
             losses[f"loss_soft_ce_{stage}"] = self.weight * self.mu * soft
         return losses

@@ -31,6 +31,7 @@ def student_config(cfg: CfgNode) -> CfgNode:
     out.MODEL.META_ARCHITECTURE = cfg.MODEL.DISTILL.STUDENT_META_ARCHITECTURE
     del out.MODEL["DISTILL"]
     del out.SOLVER["GLOBAL_GRAD_CLIP_NORM"]
+    del out.SOLVER.AMP["PRECISION"]
     if "pafpn" not in cfg.MODEL.BACKBONE.NAME:
         del out.MODEL["PAFPN"]
     out.MODEL.WEIGHTS = ""

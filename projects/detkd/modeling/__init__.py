@@ -1,6 +1,6 @@
-"""detkd's models: the DistillRCNN meta-architecture, the teacher, distillers and PAFPN."""
+"""detkd's models: the DistillRCNN meta-architecture, the teacher and PAFPN (the batch the
+methods read is :mod:`detkd.batch`)."""
 
-from .batch import DistillBatch, SideOutputs
 from .distill_rcnn import DistillRCNN, inherit_from_teacher
 from .pafpn import PAFPN, build_resnet_pafpn_backbone
 from .teacher import (

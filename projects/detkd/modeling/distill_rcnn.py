@@ -29,10 +29,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..balance import LossBalancer, RunawayGuard
+from ..batch import DistillBatch, SideOutputs
 from ..distillers import Distiller, build_distillers
 from ..schedule import DistillSchedule
 from ..utils import current_iteration, put_scalar
-from .batch import DistillBatch, SideOutputs
 from .heads import (
     box_head_predictions,
     capture_output,
@@ -183,11 +183,11 @@ class DistillRCNN(nn.Module):
             enabled=True,
             unscaled=[d.name for d in self.distillers.values() if not d.auto_balanced],
         )
+        self._teacher_checked = False  # the sanity check runs on the first batch with a box
         self.schedule = schedule or DistillSchedule()
         self.guard = guard or RunawayGuard({d.name: d.config_block for d in distillers})
         self._steps = 0  # training forwards of this process (the iteration outside a trainer)
         self.teacher_min_recall = float(teacher_min_recall)
-        self._teacher_checked = False
         self.student_input_scale = float(student_input_scale)
         self.feature_resize = feature_resize
         self.teacher_needs = frozenset().union(*[d.teacher_needs for d in self.distillers.values()])
@@ -401,39 +401,51 @@ class DistillRCNN(nn.Module):
             raise ValueError("this DistillRCNN has no teacher")
         return self._normalized(self.teacher, batched_inputs, self._size_divisibility)
 
-    # ----- forward ---------------------------------------------------------------------------
+    # ----- forward: student pass -> teacher pass -> distill -> balance --------------------------
     def forward(self, batched_inputs: List[Dict]):
         if not self.training:
             return self.inference(batched_inputs)
         if any("instances" not in x for x in batched_inputs):
             raise ValueError("DistillRCNN training needs 'instances' in every input dict")
-        student = self.student
-        s_images = self._student_images(batched_inputs, self._size_divisibility)
-        gt = [_drop_empty_boxes(x["instances"].to(self.device)) for x in batched_inputs]
         if self.teacher is not None and not self._teacher_checked:
-            self._teacher_checked = self.check_teacher(batched_inputs, gt)
+            self._teacher_checked = self.check_teacher(batched_inputs)
+        losses, batch = self.student_pass(batched_inputs)
+        if not self.distillers:
+            return losses
+        if self.teacher_needs:
+            batch.teacher = self.teacher_pass(batched_inputs, batch)
+        iteration = current_iteration()
+        iteration = self._steps if iteration is None else iteration
+        self._steps += 1
+        losses.update(self.distill(batch, losses, iteration))
+        return self.balance(losses, iteration)
+
+    def student_pass(self, batched_inputs: List[Dict]):
+        """The student's training forward: its detector losses and the :class:`DistillBatch` of
+        what it computed (features, RPN and RCN outputs and samples; no teacher yet)."""
+        student = self.student
+        images = self._student_images(batched_inputs, self._size_divisibility)
+        gt = [_drop_empty_boxes(x["instances"].to(self.device)) for x in batched_inputs]
         if self.student_input_scale != 1.0:
             gt = [
                 _rescale_instances(g, self.student_input_scale, size)
-                for g, size in zip(gt, s_images.image_sizes)
+                for g, size in zip(gt, images.image_sizes)
             ]
-
-        s_feats = run_backbone(student.backbone, s_images.tensor)
-        proposals, losses, rpn = run_rpn(student.proposal_generator, s_images, s_feats, gt)
+        features = run_backbone(student.backbone, images.tensor)
+        proposals, losses, rpn = run_rpn(student.proposal_generator, images, features, gt)
         with (
             capture_output(student.roi_heads.box_predictor) as rcn_out,
             capture_output(student.roi_heads.box_pooler) as pooled_out,
         ):
-            sampled, rcn_losses = student.roi_heads(s_images, s_feats, proposals, gt)
+            sampled, rcn_losses = student.roi_heads(images, features, proposals, gt)
         losses.update(rcn_losses)
-        if not self.distillers:
-            return losses
-
+        outputs = SideOutputs(features, rpn["objectness"], rpn["deltas"], *rcn_out["output"])
+        outputs.rcn_pooled = pooled_out.get("output")
         batch = DistillBatch(
-            student=SideOutputs(s_feats, rpn["objectness"], rpn["deltas"], *rcn_out["output"]),
+            student=outputs,
             teacher=None,
             gt_boxes=[g.gt_boxes.tensor for g in gt],
-            image_sizes=list(s_images.image_sizes),
+            image_sizes=list(images.image_sizes),
             strides=self._student_strides,
             teacher_scale=1.0 / self.student_input_scale,
             feature_resize=self.feature_resize,
@@ -445,19 +457,18 @@ class DistillRCNN(nn.Module):
             rcn_proposals=sampled,
             rcn_box2box=student.roi_heads.box_predictor.box2box_transform,
             num_classes=student.roi_heads.num_classes,
-            teacher_box_head=self._teacher_box_head if self.teacher is not None else None,
+            teacher_roi_heads=self.teacher.roi_heads if self.teacher is not None else None,
         )
-        batch.student.rcn_pooled = pooled_out.get("output")
-        if self.teacher_needs:
-            batch.teacher = self._teacher_outputs(batched_inputs, batch)
+        return losses, batch
 
-        iteration = current_iteration()
-        iteration = self._steps if iteration is None else iteration
-        self._steps += 1
-        schedule = self.schedule
+    def distill(self, batch: DistillBatch, losses: Dict, iteration: int) -> Dict:
+        """Every method's terms on ``batch`` (each checked to be named ``loss_<name>_<term>`` and
+        to overwrite nothing), and the detector losses a method rescales (Chen's ``1 - mu``), as
+        the schedule has them at ``iteration``. Returns the losses to add or replace."""
+        out = {}
         for distiller in self.distillers.values():
             for key, scale in distiller.hard_loss_scales().items():
-                losses[key] = losses[key] * schedule.scaled_hard_loss(scale, iteration)
+                out[key] = losses[key] * self.schedule.scaled_hard_loss(scale, iteration)
             terms = distiller(batch)
             misnamed = [k for k in terms if not k.startswith(f"loss_{distiller.name}_")]
             if misnamed:
@@ -465,25 +476,25 @@ class DistillRCNN(nn.Module):
                     f"{type(distiller).__name__} returned {misnamed}: every term of a method is "
                     f"named loss_{distiller.name}_<term>"
                 )
-            clash = set(terms) & set(losses)
+            clash = set(terms) & (set(losses) | set(out))
             if clash:
                 raise RuntimeError(
                     f"distillation terms {sorted(clash)} would overwrite existing losses"
                 )
-            losses.update(terms)
-        losses = self.balancer(losses)  # measures the terms as the methods weigh them
-        if schedule.active:
-            factor = schedule.factor(iteration)
+            out.update(terms)
+        return out
+
+    def balance(self, losses: Dict, iteration: int) -> Dict:
+        """The automatic balance (measured on the terms as the methods weigh them), then the
+        schedule's factor, then the runaway guard."""
+        losses = self.balancer(losses)
+        if self.schedule.active:
+            factor = self.schedule.factor(iteration)
             put_scalar("distill/schedule", factor)
             prefixes = tuple(f"loss_{name}_" for name in self.distillers)
             losses = {k: v * factor if k.startswith(prefixes) else v for k, v in losses.items()}
         self.guard(losses, iteration)
         return losses
-
-    def _teacher_box_head(self, pooled: torch.Tensor):
-        """The teacher's frozen box head and predictor on pooled features (gradients reach them)."""
-        heads = self.teacher.roi_heads
-        return heads.box_predictor(heads.box_head(pooled))
 
     @torch.no_grad()
     def teacher_recall(self, batched_inputs, gt_instances: Sequence[Instances], iou: float = 0.5):
@@ -503,11 +514,12 @@ class DistillRCNN(nn.Module):
             total += len(expected)
         return recalled, total
 
-    def check_teacher(self, batched_inputs, gt_instances) -> bool:
+    def check_teacher(self, batched_inputs) -> bool:
         """The sanity check of the first training step: log the teacher's recall of the batch's GT
         boxes (``teacher/sanity_recall``), warn loudly under ``teacher_min_recall``. Returns False
         when the batch has no GT box (check the next one)."""
-        recalled, total = self.teacher_recall(batched_inputs, gt_instances)
+        gt = [_drop_empty_boxes(x["instances"].to(self.device)) for x in batched_inputs]
+        recalled, total = self.teacher_recall(batched_inputs, gt)
         if total == 0:
             return False
         recall = recalled / total
@@ -527,7 +539,9 @@ class DistillRCNN(nn.Module):
         return True
 
     @torch.no_grad()
-    def _teacher_outputs(self, batched_inputs, batch: DistillBatch) -> SideOutputs:
+    def teacher_pass(self, batched_inputs, batch: DistillBatch) -> SideOutputs:
+        """The teacher's outputs the methods need (``teacher_needs``), on the student's anchors
+        and sampled proposals; each read output checked to be finite."""
         teacher = self.teacher
         if teacher.training:  # someone called teacher.train(); its BN must not update
             teacher.eval()

@@ -1,19 +1,20 @@
 """DistillBatch: everything one training step hands to the distillers, for student and teacher.
 
-It is filled by :class:`detkd.modeling.DistillRCNN` and read by the distillers; losses never see
-configs or models. Selecting the RPN or the RCN samples lives here, once, so the soft-CE and
-bounded-regression losses share one path for both stages.
+The contract between the model and the methods: :class:`detkd.modeling.DistillRCNN` fills it and
+the distillers read it. It is data (tensors, sampled proposals, box transforms and the teacher's
+frozen ROI heads, which the head cross-forward runs on the student's features); it imports neither
+the model nor the losses, so both import it. Selecting the RPN or the RCN samples lives here, once,
+so the soft-CE and bounded-regression methods share one path for both stages.
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Instances
+from torch import nn
 from torch.nn import functional as F
-
-from ..losses.soft_ce import binary_logits_to_two_class, class_weights
 
 __all__ = ["SideOutputs", "DistillBatch", "STAGES"]
 
@@ -64,9 +65,10 @@ class DistillBatch:
     rcn_proposals: Optional[List[Instances]] = None
     rcn_box2box: Optional[Box2BoxTransform] = None
     num_classes: int = 0
-    # pooled (R, C, h, w) -> (scores, deltas) through the teacher's frozen box head and predictor,
-    # with gradients to the input (for the head cross-forward); None without a teacher
-    teacher_box_head: Optional[Callable] = None
+    # the teacher's frozen ROI heads (box_head, box_predictor), for a method that runs them on the
+    # student's pooled features with gradients to those (the head cross-forward); None without a
+    # teacher
+    teacher_roi_heads: Optional[nn.Module] = None
 
     # ----- features -------------------------------------------------------------------------
     def feature_pair(
@@ -93,22 +95,14 @@ class DistillBatch:
 
     # ----- shared RPN / RCN sample selection --------------------------------------------------
     def classification_pairs(self, stage: str):
-        """``(student_logits, teacher_logits, class_weights_fn)`` of the stage's sampled rows.
-
-        RPN: the anchors detectron2 sampled for its objectness loss, in the 2-class form
-        ``[background, object]``. RCN: every sampled proposal, ``K + 1`` classes, background last.
-        ``class_weights_fn(bg_weight)`` gives the weight vector with the background weighted.
-        """
+        """``(student_logits, teacher_logits)`` of the stage's sampled rows. RPN: the objectness
+        logits ``(S,)`` of the anchors detectron2 sampled for its objectness loss. RCN: the class
+        logits ``(R, K + 1)`` of every sampled proposal, background last."""
         _check_stage(stage)
         if stage == "rpn":
             sampled = self.rpn_gt_labels >= 0
-            s = binary_logits_to_two_class(self.student.rpn_objectness[sampled])
-            t = binary_logits_to_two_class(self.teacher.rpn_objectness[sampled])
-            bg_index = 0
-        else:
-            s, t = self.student.rcn_scores, self.teacher.rcn_scores
-            bg_index = s.shape[1] - 1
-        return s, t, lambda w: class_weights(s.shape[1], bg_index, w, device=s.device)
+            return self.student.rpn_objectness[sampled], self.teacher.rpn_objectness[sampled]
+        return self.student.rcn_scores, self.teacher.rcn_scores
 
     def regression_triplets(self, stage: str):
         """``(student_deltas, teacher_deltas, target_deltas, normalizer)`` on foreground samples.
