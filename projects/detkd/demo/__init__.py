@@ -22,9 +22,9 @@
 ``--dataset hard`` runs everything (the teacher too) on the harder embedded data set
 (``detkd_shapes_hard_*``: ten classes, smaller objects) into ``<output>/hard``; ``--dataset
 glyphs`` on the set with real image statistics (``detkd_glyphs_*``: letters in many typefaces over
-photographs, :mod:`detkd.data.glyphs`) into ``<output>/glyphs``; ``--full`` is the measured run:
-at least five seeds of every method, on every data set one after the other, into
-``<output>/<set>``.
+photographs, :mod:`detkd.data.glyphs`; its runs start from pretrained trunks) into
+``<output>/glyphs``; ``--full`` is the measured run: at least five seeds of every method, on the
+shapes and the hard shapes one after the other, into ``<output>/<set>``.
 
 The methods: the low-resolution comparison the demo is built around (``--seeds``) and the survey
 of small-student methods (``--survey-seeds``), which is every ``configs/demo/distill_<name>.yaml``

@@ -10,6 +10,9 @@ from .report import write_comparison
 from .runner import run_demo
 
 DATASETS = ("shapes", "hard", "glyphs")
+# the sets --full measures: the glyphs set joins once its regime is settled (DEMO.md, *The glyphs
+# set*: its teacher is not yet strong enough to teach at the demo's schedules)
+FULL_DATASETS = ("shapes", "hard")
 FULL_SEEDS = 5  # the least number of seeds of every method in --full
 # student iterations per data set unless --student-iters says otherwise: on the hard set the
 # baseline reaches 1.4-1.5 AP after 150 iterations and 6.7-6.9 after 300 (DEMO.md)
@@ -19,13 +22,13 @@ STUDENT_ITERS = {"shapes": 150, "hard": 300, "glyphs": 300}
 def plan(args, known):
     """What ``args`` run: a list of (dataset, output folder, seeds: method -> count). The shapes
     data goes into ``--output`` itself (where ``make demo`` always wrote), another set into
-    ``<output>/<set>``; ``--full`` runs every data set, each into ``<output>/<set>``, with at least
-    :data:`FULL_SEEDS` seeds of every method."""
+    ``<output>/<set>``; ``--full`` runs each of :data:`FULL_DATASETS`, into ``<output>/<set>``,
+    with at least :data:`FULL_SEEDS` seeds of every method."""
     methods = [m for m in args.methods.split(",") if m]
     seeds, survey_seeds = args.seeds, args.survey_seeds
     if args.full:
         seeds, survey_seeds = max(seeds, FULL_SEEDS), max(survey_seeds, FULL_SEEDS)
-        datasets = [(d, os.path.join(args.output, d)) for d in DATASETS]
+        datasets = [(d, os.path.join(args.output, d)) for d in FULL_DATASETS]
     else:
         dataset = args.dataset or "shapes"
         out = args.output if dataset == "shapes" else os.path.join(args.output, dataset)
@@ -40,8 +43,8 @@ def main(argv=None):
         prog="python -m detkd.demo",
         description="detkd demo on the embedded shapes data (or another set: --dataset)",
         epilog=f"--full: every method with at least {FULL_SEEDS} seeds, on each data set in turn "
-        f"({', '.join(DATASETS)}), into <output>/<set> (a results.md in each); hours on a CPU. "
-        "Its figures go in DEMO.md.",
+        f"({', '.join(FULL_DATASETS)}), into <output>/<set> (a results.md in each); hours on a "
+        "CPU. Its figures go in DEMO.md.",
     )
     parser.add_argument("--output", default="output/demo")
     parser.add_argument(
@@ -66,8 +69,8 @@ def main(argv=None):
     parser.add_argument(
         "--full",
         action="store_true",
-        help=f"the measured run: >= {FULL_SEEDS} seeds of every method, every data set one after "
-        "the other (<output>/<set>)",
+        help=f"the measured run: >= {FULL_SEEDS} seeds of every method, on "
+        f"{', '.join(FULL_DATASETS)} one after the other (<output>/<set>)",
     )
     parser.add_argument("--teacher-iters", type=int, default=800)
     parser.add_argument(
@@ -103,7 +106,7 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {sorted(known)}")
     if args.full and args.dataset:
-        parser.error("--full runs every data set; leave out --dataset")
+        parser.error(f"--full runs {', '.join(FULL_DATASETS)}; leave out --dataset")
     if args.full and args.quick:
         parser.error("--full is the measured run and --quick a smoke test: choose one")
     if args.quick:
@@ -127,4 +130,6 @@ def main(argv=None):
         )
     if len(planned) > 1:
         results = {d: os.path.join(out, "results.json") for d, out, _ in planned}
-        print(f"[demo] every data set: {write_comparison(args.output, results)}", flush=True)
+        print(
+            f"[demo] the data sets compared: {write_comparison(args.output, results)}", flush=True
+        )

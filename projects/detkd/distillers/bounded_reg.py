@@ -42,8 +42,12 @@ class BoundedRegressionDistiller(Distiller):
                 f"MODEL.DISTILL.BOUNDED_REG.MARGIN must be a finite number, got {margin!r}"
             )
         self.targets = list(targets)
-        self.teacher_needs = frozenset(self.targets)
         self.nu, self.margin = nu, margin
+
+    @property
+    def teacher_needs(self):
+        """The teacher's outputs of the stages it distils (``rpn``, ``rcn``)."""
+        return frozenset(self.targets)
 
     @classmethod
     def from_config(cls, cfg, student_shapes=None, teacher_shapes=None):

@@ -54,9 +54,13 @@ class SoftCEDistiller(Distiller):
                 f"MODEL.DISTILL.SOFT_CE.TEMPERATURE must be > 0 and finite, got {temperature!r}"
             )
         self.targets = list(targets)
-        self.teacher_needs = frozenset(self.targets)
         self.mu, self.temperature = mu, temperature
         self.background_weight, self.weight = background_weight, weight
+
+    @property
+    def teacher_needs(self):
+        """The teacher's outputs of the stages it distils (``rpn``, ``rcn``)."""
+        return frozenset(self.targets)
 
     @classmethod
     def from_config(cls, cfg, student_shapes=None, teacher_shapes=None):
