@@ -165,6 +165,23 @@ def test_the_running_window_trains_with_the_scale_measured_so_far():
         LossBalancer(["a"], enabled=True, window="scaled")
 
 
+def test_a_window_max_ratio_only_scales_down():
+    """AUTO_WINDOW_MAX_RATIO 1.5: while measuring a method is held under 1.5x the detection loss
+    (a at 2x is scaled by 1.5 / 2), one under it keeps its weight (b at 0.1x, not raised); the
+    frozen scales are the target's as always."""
+    balancer = LossBalancer(
+        ["a", "b"], enabled=True, iters=2, target=0.5, window_max_ratio=1.5
+    ).train()
+    first = _step(balancer, 2.0, 4.0, 0.2)
+    assert first["loss_a_x"] == pytest.approx(3.0) and first["loss_b_y"] == pytest.approx(0.1)
+    _step(balancer, 4.0, 4.0, 0.8)
+    assert balancer.frozen and [balancer.scale("a").item(), balancer.scale("b").item()] == (
+        pytest.approx([1 / 3, 10 / 3], rel=1e-5)
+    )
+    with pytest.raises(ValueError, match="AUTO_WINDOW_MAX_RATIO"):
+        LossBalancer(["a"], enabled=True, window_max_ratio=-1.0)
+
+
 def test_auto_balance_leaves_unscaled_methods_out_of_both_sides():
     """A method the balance does not scale (``unscaled``) keeps its terms, and they are not
     counted in the detection loss either: a's ratio is 4 / 2 (the detection loss alone), not
@@ -218,13 +235,17 @@ def test_auto_balance_in_the_model_and_on_resume(distill_cfg, tmp_path):
         0.25,
     ]
     data = train_batch(distill_cfg("configs/demo/distill_fgd.yaml", *opts))
-    # the default running window: FGD's terms stand at the target from the first step
-    running = build_model(distill_cfg("configs/demo/distill_fgd.yaml", *opts)).train()
-    with EventStorage():
-        losses = running(data)
-    fgd = sum(v.item() for k, v in losses.items() if k.startswith("loss_fgd_"))
-    detection = sum(v.item() for k, v in losses.items() if not k.startswith("loss_fgd_"))
-    assert fgd / detection == pytest.approx(0.25, rel=1e-4)
+    # the default running window: FGD's terms stand at the target from the first step; the demo
+    # students' (AUTO_WINDOW_MAX_RATIO 100) hold them at 100x (the random teacher puts them at
+    # ~10^5x)
+    for max_ratio, expected in ((0.0, 0.25), (100.0, 100.0)):
+        window = ["MODEL.DISTILL.BALANCE.AUTO_WINDOW_MAX_RATIO", max_ratio]
+        running = build_model(distill_cfg("configs/demo/distill_fgd.yaml", *opts, *window))
+        with EventStorage():
+            losses = running.train()(data)
+        fgd = sum(v.item() for k, v in losses.items() if k.startswith("loss_fgd_"))
+        detection = sum(v.item() for k, v in losses.items() if not k.startswith("loss_fgd_"))
+        assert fgd / detection == pytest.approx(expected, rel=1e-4)
     # measured at the raw weights: the scale is target / mean raw ratio (the random teacher puts
     # FGD at ~10^5 times the detection loss there: the runaway guard is off)
     cfg = distill_cfg(

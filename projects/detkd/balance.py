@@ -19,9 +19,10 @@ be a thousand times the detection loss, or nothing. Two tools, configured by
   not per term, keeps a paper's own weighting between its terms (FGD's foreground, background,
   attention and global terms, a level against another). The measurement survives a resume mid-way.
   While it measures, the student trains with the scale measured so far (``AUTO_WINDOW
-  "running"``: the same formula over the steps seen, so the scale is continuous when it freezes),
-  not at the raw published weights (``"raw"``), which can be 10^4 times the detection loss at
-  another feature scale.
+  "running"``: the same formula over the steps seen, so the scale is continuous when it freezes;
+  with ``AUTO_WINDOW_MAX_RATIO`` m > 0, only scaled down to m times the detection loss), not at
+  the raw published weights (``"raw"``), which can be 10^4 times the detection loss at another
+  feature scale.
 * :class:`RunawayGuard` (always on): at every step, before anything is updated, a non-finite loss,
   or in the first ``GUARD.ITERS`` iterations a distillation term over ``GUARD.MAX_RATIO`` times the
   detection loss, stops the run with :class:`RunawayTermError` naming the term, its ratio, the
@@ -88,6 +89,7 @@ class LossBalancer(nn.Module):
         target: float = 1.0,
         unscaled: Sequence[str] = (),
         window: str = "running",
+        window_max_ratio: float = 0.0,
     ):
         """``method_names``: the methods it scales; ``unscaled``: methods whose terms keep their
         weights (:attr:`~detkd.distillers.Distiller.auto_balanced` False) but are not part of the
@@ -102,7 +104,12 @@ class LossBalancer(nn.Module):
             raise ValueError(
                 f"MODEL.DISTILL.BALANCE.AUTO_WINDOW must be one of {list(WINDOWS)}, got {window!r}"
             )
-        self.window = window
+        if not (window_max_ratio >= 0 and window_max_ratio < float("inf")):
+            raise ValueError(
+                "MODEL.DISTILL.BALANCE.AUTO_WINDOW_MAX_RATIO must be >= 0 and finite, got "
+                f"{window_max_ratio}"
+            )
+        self.window, self.window_max_ratio = window, float(window_max_ratio)
         self.method_names = list(method_names)
         self.unscaled_prefixes = tuple(f"loss_{m}_" for m in unscaled)
         self.enabled, self.iters, self.target = enabled, int(iters), float(target)
@@ -181,13 +188,16 @@ class LossBalancer(nn.Module):
         return {k: v * self.scale(method_of[k]) if k in method_of else v for k, v in losses.items()}
 
     def _running_scales(self):
-        """While measuring: each method's scale from the ratios measured so far (the formula that
-        freezes it); a method whose terms measured 0 so far keeps 1 (nothing to scale)."""
+        """While measuring: each method's scale from the ratios measured so far: the formula that
+        freezes it (``window_max_ratio`` 0), or only down to ``window_max_ratio`` times the
+        detection loss (never up); a method whose terms measured 0 so far keeps 1."""
         for m in self.method_names:
             mean = getattr(self, f"ratio_sum_{m}") / self._seen
-            self.scale(m).copy_(
-                torch.where(mean > 0, self.target / mean.clamp(min=1e-30), torch.ones_like(mean))
-            )
+            if self.window_max_ratio > 0:
+                scale = (self.window_max_ratio / mean.clamp(min=1e-30)).clamp(max=1.0)
+            else:
+                scale = self.target / mean.clamp(min=1e-30)
+            self.scale(m).copy_(torch.where(mean > 0, scale, torch.ones_like(mean)))
 
     def _freeze(self):
         # the sums are of ratios averaged over the processes: every process has the same

@@ -60,8 +60,10 @@ def add_detkd_config(cfg):
     _C.MODEL.DISTILL.BALANCE.AUTO_ITERS = 50
     _C.MODEL.DISTILL.BALANCE.AUTO_TARGET = 1.0
     # while measuring, train with the scale measured so far ("running") or at the raw weights
-    # ("raw")
+    # ("raw"); AUTO_WINDOW_MAX_RATIO m > 0: the running window only scales a method down to m
+    # times the detection loss, never up (0: to AUTO_TARGET, up or down)
     _C.MODEL.DISTILL.BALANCE.AUTO_WINDOW = "running"
+    _C.MODEL.DISTILL.BALANCE.AUTO_WINDOW_MAX_RATIO = 0.0
     # divide the feature terms that sum over a level's positions (FGD, MGD) by the level's H*W
     _C.MODEL.DISTILL.BALANCE.NORMALIZE_BY_AREA = False
 

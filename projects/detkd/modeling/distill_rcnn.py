@@ -249,6 +249,7 @@ class DistillRCNN(nn.Module):
                 target=d.BALANCE.AUTO_TARGET,
                 unscaled=[m.name for m in distillers if not m.auto_balanced],
                 window=d.BALANCE.AUTO_WINDOW,
+                window_max_ratio=d.BALANCE.AUTO_WINDOW_MAX_RATIO,
             ),
             normalize_by_area=d.BALANCE.NORMALIZE_BY_AREA,
             teacher_min_recall=d.TEACHER.SANITY_MIN_RECALL,
