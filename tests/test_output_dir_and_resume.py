@@ -127,6 +127,15 @@ def test_eval_only_into_a_held_directory_is_refused(tmp_path, teacher_weights):
     assert not (out / "inference").exists()
 
 
+def test_a_lazyconfig_run_into_a_held_directory_is_refused(tmp_path):
+    out = tmp_path / "run"
+    config = os.path.join(REPO, "configs/lazy/demo_distill_fgd.py")
+    with hold_output_dir(str(out), "training y.yaml"):
+        with pytest.raises(OutputDirLocked, match=f"{out} is held by another run"):
+            train_net.invoke(["--config-file", config, f"train.output_dir={out}"])
+    assert sorted(os.listdir(out)) == [".detkd.lock"]  # nothing written
+
+
 # ----- resume ------------------------------------------------------------------------------------
 def _train(config, out, iters, teacher_weights, *opts, resume=False):
     argv = short_run(
