@@ -247,21 +247,21 @@ def argument_parser():
 
 
 def output_dir_of(args) -> str:
-    """The OUTPUT_DIR (yaml) or ``train.output_dir`` (LazyConfig) that ``args`` will write into."""
+    """The OUTPUT_DIR (yaml) or ``train.output_dir`` (LazyConfig) that ``args`` will write into;
+    a yaml config's embedded demo data is generated here, once, before any worker starts."""
     if args.config_file.endswith(".py"):
         cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
         return cfg.train.output_dir
-    return load_config(args.config_file, args.opts).OUTPUT_DIR
+    cfg = load_config(args.config_file, args.opts)
+    register_datasets(tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST))
+    return cfg.OUTPUT_DIR
 
 
 def invoke(argv=None):
     args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     import_user_modules(args.imports)
-    # generate the demo data once, before any worker starts
-    if not args.config_file.endswith(".py"):
-        cfg = load_config(args.config_file)
-        register_datasets(tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST))
+    output_dir = output_dir_of(args)
     purpose = (
         "evaluating the teacher"
         if args.eval_teacher
@@ -274,7 +274,7 @@ def invoke(argv=None):
     # whole run, every launched process included (the others write nothing there)
     lock = (
         hold_output_dir(
-            output_dir_of(args),
+            output_dir,
             purpose,
             "Wait for it to finish, or give this run another OUTPUT_DIR.",
         )

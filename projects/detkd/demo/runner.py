@@ -3,6 +3,7 @@ every student run (read back from its ``run.json`` while its training config and
 unchanged, else trained ``jobs`` at a time), its inference timed alone, then report and plots. All
 of them on one embedded data set (``dataset``: the shapes, or the hard shapes)."""
 
+import glob
 import hashlib
 import json
 import multiprocessing
@@ -153,8 +154,6 @@ def _pretrained_trunks(output: str, data: DemoData, iters: int) -> Trunks:
     while their settings are unchanged."""
     if not data.pretrained:
         return NO_TRUNKS
-    import glob
-
     from ..data.register import SPECS
     from .pretrain import CROP, PRETRAIN_SEED, pretrain_backbone
 
