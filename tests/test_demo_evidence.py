@@ -23,8 +23,9 @@ from detkd.data.shapes import (
     ensure_shapes_dataset,
 )
 from detkd.demo import cli
-from detkd.demo.report import format_table, paired_gain, row, write_results
+from detkd.demo.report import row, write_results
 from detkd.demo.training import demo_config
+from detkd.survey.report import format_table, paired_gain
 
 
 def test_t_quantiles_by_hand():

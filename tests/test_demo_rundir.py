@@ -125,7 +125,8 @@ def test_fingerprint_follows_what_trains_the_weights():
     """A run is cached under its config's fingerprint: the teacher (a plain GeneralizedRCNN) keeps
     its fingerprint when a MODEL.DISTILL setting changes (it never reads them: a new detkd default
     once threw away a trained demo teacher), a student does not; the output path never counts."""
-    from detkd.demo.training import demo_config, fingerprint
+    from detkd.demo.training import demo_config
+    from detkd.survey.trials import fingerprint
 
     def fp(config, *opts):
         return fingerprint(demo_config(os.path.join(REPO, "configs/demo", config), list(opts)))
@@ -161,14 +162,15 @@ def test_a_run_is_trained_from_its_seed(tmp_path):
 def test_fingerprint_counts_the_run_version_of_students(monkeypatch):
     """Raising RUN_VERSION (a training-code change that alters a student's weights) retrains every
     student run; the cached teacher stays."""
-    from detkd.demo import training
+    from detkd.demo.training import demo_config
+    from detkd.survey import trials
 
     def fp(config):
-        return training.fingerprint(training.demo_config(os.path.join(REPO, config), []))
+        return trials.fingerprint(demo_config(os.path.join(REPO, config), []))
 
     configs = ["configs/demo/student.yaml", "configs/demo/distill_fgd.yaml"]
     teacher, students = fp("configs/demo/teacher.yaml"), [fp(c) for c in configs]
-    monkeypatch.setattr(training, "RUN_VERSION", training.RUN_VERSION + 1)
+    monkeypatch.setattr(trials, "RUN_VERSION", trials.RUN_VERSION + 1)
     assert fp("configs/demo/teacher.yaml") == teacher
     assert all(fp(c) != s for c, s in zip(configs, students))
 

@@ -79,3 +79,23 @@ def test_a_missing_package_is_named():
 
     with pytest.raises(ImportError, match="needs the no_such_package package"):
         glyphs._package_dir("no_such_package")
+
+
+def test_max_overlap_keeps_glyphs_apart_and_its_default_places_them_anywhere():
+    """max_overlap 0: no two glyphs' placements intersect, so no two labelled boxes do (the
+    boxes are the ink inside them); the default 1.0 lets objects overlap, as before."""
+
+    def boxes_intersect(spec, images=40):
+        rng, hits = np.random.default_rng(0), 0
+        for _ in range(images):
+            _, objects = spec.render(rng)
+            b = [box for _, box in objects]
+            for i in range(len(b)):
+                for j in range(i + 1, len(b)):
+                    w = min(b[i][2], b[j][2]) - max(b[i][0], b[j][0])
+                    h = min(b[i][3], b[j][3]) - max(b[i][1], b[j][1])
+                    hits += w > 0 and h > 0
+        return hits
+
+    assert boxes_intersect(GlyphsSpec(max_overlap=0.0)) == 0
+    assert boxes_intersect(GlyphsSpec()) > 5

@@ -78,6 +78,8 @@ _TYPEFACES = (
     "cmtt10.ttf",
     "cmb10.ttf",
 )
+# positions tried for a glyph before it is left out (GlyphsSpec.max_overlap)
+PLACEMENT_TRIES = 10
 _GLYPH_PX = 64  # glyph masks are rendered once at this size, then rotated and resized
 # photographs are kept at most this size on their long side (enough for 128-pixel crops)
 _PHOTO_MAX_SIDE = 384
@@ -167,11 +169,27 @@ def _glyph(rng: np.random.Generator, char: str, height: float) -> Image.Image:
     return mask.rotate(angle, resample=Image.BILINEAR, expand=True)
 
 
+def _overlap(boxes: List[List[int]], box) -> float:
+    """The largest share of the smaller box that ``box`` and one of ``boxes`` have in common
+    (0 with no ``boxes``)."""
+    if not boxes:
+        return 0.0
+    b = np.asarray(boxes, dtype=np.float64)
+    iw = np.clip(np.minimum(b[:, 2], box[2]) - np.maximum(b[:, 0], box[0]), 0, None)
+    ih = np.clip(np.minimum(b[:, 3], box[3]) - np.maximum(b[:, 1], box[1]), 0, None)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    own = (box[2] - box[0]) * (box[3] - box[1])
+    return float((iw * ih / np.minimum(area, own)).max())
+
+
 class GlyphsSpec(ShapesSpec):
     """The glyphs data set: :data:`GLYPH_CLASSES` letters in many typefaces over photographs
     (module docstring). ``max_distractors`` unlabelled glyphs per image at most; an object less
     than ``min_visible`` visible after occlusion is dropped from the annotations; ``texture_fill``
-    and ``outline``: the share of glyphs filled with a photograph's texture, and outlined."""
+    and ``outline``: the share of glyphs filled with a photograph's texture, and outlined;
+    ``max_overlap``: a glyph is placed where its box covers at most this share of the smaller of
+    its own and each earlier glyph's box (``PLACEMENT_TRIES`` positions tried, else left out;
+    1.0: anywhere)."""
 
     kind = "glyphs"
     classes = GLYPH_CLASSES
@@ -188,6 +206,7 @@ class GlyphsSpec(ShapesSpec):
         min_visible: float = 0.5,
         texture_fill: float = 0.3,
         outline: float = 0.4,
+        max_overlap: float = 1.0,
     ):
         super().__init__(
             splits or {"train": 1000, "val": 200},
@@ -201,6 +220,7 @@ class GlyphsSpec(ShapesSpec):
         self.min_visible = min_visible
         self.texture_fill = texture_fill
         self.outline = outline
+        self.max_overlap = max_overlap
 
     def render(self, rng: np.random.Generator):
         photos = background_photos()
@@ -226,7 +246,7 @@ class GlyphsSpec(ShapesSpec):
                 char = self.classes[cls]
             else:
                 char = DISTRACTORS[int(rng.integers(0, len(DISTRACTORS)))]
-            placed = self._draw(rng, canvas, owner, len(drawn), char, photos)
+            placed = self._draw(rng, canvas, owner, [d[1] for d in drawn], char, photos)
             if placed is not None:
                 drawn.append((cls, *placed))
         objects = []
@@ -237,16 +257,25 @@ class GlyphsSpec(ShapesSpec):
                 objects.append((cls, box))
         return Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)), objects
 
-    def _draw(self, rng, canvas, owner, index, char, photos):
-        """Draw one glyph onto ``canvas`` (in place) and mark its ink in ``owner``; return its box
-        [x0, y0, x1, y1] and ink pixel count, or None when it does not fit."""
+    def _draw(self, rng, canvas, owner, placed, char, photos):
+        """Draw one glyph onto ``canvas`` (in place) and mark its ink in ``owner`` with its index
+        (``len(placed)``); return its box [x0, y0, x1, y1] and ink pixel count, or None when it
+        does not fit. ``placed``: the boxes of the glyphs drawn before it."""
+        index = len(placed)
         h, w = owner.shape
         low, high = np.log(self.min_box), np.log(self.max_box_frac * min(h, w))
         glyph = _glyph(rng, char, float(np.exp(rng.uniform(low, high))))
         gw, gh = glyph.size
         if gw >= w or gh >= h:
             return None
-        x0, y0 = int(rng.integers(0, w - gw + 1)), int(rng.integers(0, h - gh + 1))
+        for _ in range(PLACEMENT_TRIES):
+            x0, y0 = int(rng.integers(0, w - gw + 1)), int(rng.integers(0, h - gh + 1))
+            if self.max_overlap >= 1.0 or _overlap(placed, (x0, y0, x0 + gw, y0 + gh)) <= (
+                self.max_overlap
+            ):
+                break
+        else:
+            return None
         alpha = np.asarray(glyph).astype(np.float32) / 255.0
         region = canvas[y0 : y0 + gh, x0 : x0 + gw]
         under = region.reshape(-1, 3).mean(0)

@@ -14,7 +14,7 @@
    (and teacher) is unchanged is read back from its ``run.json`` instead of trained again;
 4. prints one table (mean +- std over seeds, per-seed AP below) and each method against its
    baseline paired by seed (mean gain with its 95 % Student-t interval, whether that is above 0,
-   share of the teacher-baseline gap closed; :func:`~detkd.demo.report.paired_gains`), and writes
+   share of the teacher-baseline gap closed; :func:`~detkd.survey.report.paired_gains`), and writes
    ``results.md``, ``results.json``, ``results.png`` (bar plot), ``ap_curves.png`` (AP against
    iteration) and ``gains.png`` (paired gains, intervals and seeds); ``--full`` also writes
    ``comparison.md``: each method's paired gain on every data set side by side.
@@ -38,34 +38,28 @@ come from detectron2's writers for each run, and from this script for the whole.
 see the validation split during training except through these evaluations, which are read only
 for reporting (no schedule or weight was tuned on them by this script).
 
-Modules: :mod:`.experiments` (what runs), :mod:`.runner` (the run loop, teacher cache, workers),
-:mod:`.training` (one run), :mod:`.rundirs` (run directories and the lock), :mod:`.report`
-(table, summary, results files), :mod:`.plots`, :mod:`.cli` (``main``).
+Modules: :mod:`.experiments` (what runs), :mod:`.runner` (the teacher and trunks, then the
+student runs through the survey's runner, :mod:`detkd.survey`), :mod:`.training` (one run),
+:mod:`.rundirs` (run directories and the lock), :mod:`.report` (the demo's goal, results files;
+the table and paired gains are the survey's), :mod:`.cli` (``main``).
 """
 
 from ..engine.output_lock import LOCK_FILE
+from ..survey.plots import gain_panels
+from ..survey.report import COLUMNS, format_table, mean_ci95, paired_gains, t_quantile_95
+from ..survey.training import ap_curve
 from .cli import main
 from .experiments import CONFIG_DIR, Experiment, experiments, survey_experiments
-from .plots import gain_panels, plot_gains
-from .report import (
-    COLUMNS,
-    compare_datasets,
-    format_table,
-    gains_json,
-    goal_verdict,
-    mean_ci95,
-    paired_gains,
-    summarize,
-    t_quantile_95,
-)
+from .report import GOAL, compare_datasets, gains_json, goal_verdict, plot_gains, summarize
 from .rundirs import RUN_MARKER, fresh_run_dir, output_lock
 from .runner import run_demo
-from .training import ap_curve, demo_data
+from .training import demo_data
 
 __all__ = [
     "CONFIG_DIR",
     "COLUMNS",
     "Experiment",
+    "GOAL",
     "LOCK_FILE",
     "RUN_MARKER",
     "ap_curve",

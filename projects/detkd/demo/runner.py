@@ -3,10 +3,10 @@ every student run (read back from its ``run.json`` while its training config and
 unchanged, else trained ``jobs`` at a time), its inference timed alone, then report and plots. All
 of them on one embedded data set (``dataset``: the shapes, or the hard shapes)."""
 
+import functools
 import glob
 import hashlib
 import json
-import multiprocessing
 import os
 import time
 from typing import Dict, List, NamedTuple
@@ -16,33 +16,25 @@ import torch
 from ..checkpoint import Checkpointer
 from ..data import register_shapes_datasets
 from ..data.register import registered_shapes_root
+from ..survey.backends import LocalBackend
+from ..survey.plots import plot_results
+from ..survey.report import format_table, paired_gains
+from ..survey.runner import run_trials
+from ..survey.trials import fingerprint, plan_trials, save_run
 from .experiments import CONFIG_DIR, experiments
-from .plots import plot_gains, plot_results
-from .report import format_table, header, paired_gains, row, summarize, write_results
+from .report import header, plot_gains, row, summarize, write_results
 from .rundirs import fresh_run_dir, output_lock
 from .training import (
     DemoData,
     demo_config,
     demo_data,
-    fingerprint,
     inference_ms,
-    init_worker,
     lr_steps,
+    register_worker_data,
     saved_model_ms,
     train,
-    train_run,
+    train_trial,
 )
-
-
-class Job(NamedTuple):
-    """One student run: ``key`` fingerprints its training config and the teacher's; ``cache`` is
-    its ``run.json``."""
-
-    name: str
-    seed: int
-    cfg: object
-    key: str
-    cache: str
 
 
 def run_demo(
@@ -81,7 +73,7 @@ def run_demo(
         teacher_run, weights, fp, cached, teacher_seed = _teacher(
             output, teacher_iters, extra_opts, data, trunks
         )
-        jobs_of, runs, pending = _plan(
+        trials, runs, pending = _plan(
             output,
             {m: known[m] for m in methods},
             seeds_of,
@@ -93,15 +85,23 @@ def run_demo(
             data,
             trunks,
         )
-        for job in pending:  # all checked before a student trains: a refused directory stops it
-            fresh_run_dir(job.cfg.OUTPUT_DIR)
-        _train_pending(pending, runs, jobs, threads, data)
+        for trial in pending:  # all checked before a student trains: a refused directory stops it
+            fresh_run_dir(trial.cfg.OUTPUT_DIR)
+        backend = LocalBackend(
+            jobs,
+            threads if jobs > 1 else None,
+            register_worker_data,
+            (registered_shapes_root(data.kind), data.kind),
+        )
+        run_trials(
+            pending, runs, backend, functools.partial(train_trial, data=data), prefix="[demo]"
+        )
         # inference speed, timed here with no training beside it (the runs above share the CPU)
-        for job in jobs_of.values():
-            run = runs[job.name, job.seed]
+        for trial in trials.values():
+            run = runs[trial.name, trial.seed]
             if not run.get("diverged") and not run.get("ms_timed_alone"):
-                run.update(ms_per_image=saved_model_ms(job.cfg), ms_timed_alone=True)
-                _save(job, run)
+                run.update(ms_per_image=saved_model_ms(trial.cfg), ms_timed_alone=True)
+                save_run(trial, run)
 
         rows = {"teacher": [row(teacher_run, teacher_seed, data)]}
         curves = {}
@@ -259,91 +259,29 @@ def _plan(
     data: DemoData,
     trunks: Trunks = NO_TRUNKS,
 ):
-    """Every student run of the ``chosen`` experiments (name -> Experiment) on the ``data`` set: a
-    dict (name, seed) -> Job, the runs read back from a ``run.json`` of the same key, and the jobs
-    left to train."""
-    runs, pending, jobs_of = {}, [], {}
+    """Every student run of the ``chosen`` experiments (name -> Experiment) on the ``data`` set,
+    planned by the survey (:func:`~detkd.survey.trials.plan_trials`): a dict (name, seed) ->
+    Trial, the runs read back from a ``run.json`` of the same key, and the trials left to
+    train."""
+    arms = {}
     for name, experiment in chosen.items():
         config = os.path.join(CONFIG_DIR, experiment.config)
         uses_teacher = bool(demo_config(config, []).MODEL.DISTILL.TEACHER.CONFIG_FILE)
-        for seed in range(seeds_of[name]):
-            out = os.path.join(output, name, f"seed{seed}")
-            cfg = demo_config(
-                config,
-                [
-                    "SEED",
-                    seed,
-                    "OUTPUT_DIR",
-                    out,
-                    "SOLVER.MAX_ITER",
-                    student_iters,
-                    "SOLVER.STEPS",
-                    lr_steps(student_iters),
-                    "TEST.EVAL_PERIOD",
-                    max(student_iters // eval_points, 1),
-                    "DATASETS.TEST",
-                    (data.val,),
-                    *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if uses_teacher else []),
-                    *data.opts(teacher=uses_teacher),
-                    *trunks.opts(config),
-                    *extra_opts,
-                ],
-            )
-            job = Job(name, seed, cfg, fingerprint(cfg) + "-" + fp, os.path.join(out, "run.json"))
-            jobs_of[name, seed] = job
-            saved = None
-            if os.path.isfile(job.cache):
-                with open(job.cache) as f:
-                    saved = json.load(f)
-            if saved is not None and saved.get("key") == job.key:
-                print(f"[demo] {name} seed {seed}: cached ({job.cache})", flush=True)
-                runs[name, seed] = saved["run"]
-            else:
-                pending.append(job)
-    return jobs_of, runs, pending
-
-
-def _save(job: Job, run: Dict):
-    with open(job.cache, "w") as f:
-        json.dump({"key": job.key, "run": run}, f)
-
-
-def _train_pending(pending: List[Job], runs: Dict, jobs: int, threads: int, data: DemoData):
-    """Train the ``pending`` runs on the ``data`` set ``jobs`` at a time (1: one after another in
-    this process), each saved to its ``run.json`` and put in ``runs`` as it finishes, with an ETA
-    for the rest."""
-    run_start = time.perf_counter()
-
-    def finished(job, run, count):
-        runs[job.name, job.seed] = run
-        _save(job, run)
-        eta = (time.perf_counter() - run_start) / count * (len(pending) - count) / 60
-        print(
-            f"[demo] {job.name} seed {job.seed} done ({count}/{len(pending)} trained), "
-            f"ETA {eta:.1f} min",
-            flush=True,
+        arms[name] = demo_config(
+            config,
+            [
+                "SOLVER.MAX_ITER",
+                student_iters,
+                "SOLVER.STEPS",
+                lr_steps(student_iters),
+                "TEST.EVAL_PERIOD",
+                max(student_iters // eval_points, 1),
+                "DATASETS.TEST",
+                (data.val,),
+                *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if uses_teacher else []),
+                *data.opts(teacher=uses_teacher),
+                *trunks.opts(config),
+                *extra_opts,
+            ],
         )
-
-    print(
-        f"[demo] {len(pending)} runs to train, {jobs} at a time with {threads} thread(s) each",
-        flush=True,
-    )
-    if jobs == 1:
-        for count, job in enumerate(pending, 1):
-            print(f"[demo] training {job.name} seed {job.seed}", flush=True)
-            finished(job, train_run(job.name, job.seed, job.cfg, data), count)
-        return
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    # spawned, not forked: a fork of a process whose OpenMP pool is running can hang
-    with ProcessPoolExecutor(
-        jobs,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=init_worker,
-        initargs=(threads, registered_shapes_root(data.kind), data.kind),
-    ) as pool:
-        futures = {
-            pool.submit(train_run, job.name, job.seed, job.cfg, data): job for job in pending
-        }
-        for count, future in enumerate(as_completed(futures), 1):
-            finished(futures[future], future.result(), count)
+    return plan_trials(arms, seeds_of, output, key_suffix=fp)

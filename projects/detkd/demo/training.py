@@ -1,8 +1,7 @@
-"""One run of the demo: train and evaluate a config (in this process or a worker process), its AP
-curve, its inference speed, and the fingerprint that says whether a saved run is still valid."""
+"""One run of the demo: its data set, its config, trained and evaluated (the survey's
+:func:`~detkd.survey.training.train_config`, with the VOC-form split too), its inference
+speed."""
 
-import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -11,13 +10,13 @@ import time
 from typing import Dict, List, NamedTuple, Tuple
 
 import torch
-from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import Checkpointer
 from ..config import load_config, student_only_config
 from ..data import register_shapes_datasets
 from ..data.register import SPECS, embedded_datasets
+from ..survey.training import diverged_run, train_config
 
 
 class DemoData(NamedTuple):
@@ -91,68 +90,11 @@ def lr_steps(max_iter: int):
     return tuple(sorted(s for s in steps if 0 < s < max_iter))
 
 
-# Part of every student run's fingerprint: a change of the demo's training code that alters the
-# weights a student config trains raises it, so the student runs cached before are trained again.
-RUN_VERSION = 3
-
-
-def fingerprint(cfg) -> str:
-    """Hash of what determines trained weights (not output paths or evaluation settings). A model
-    that is not a ``DistillRCNN`` (the demo teacher) ignores ``MODEL.DISTILL``: a new detkd default
-    there does not retrain it. A student's counts :data:`RUN_VERSION` too; the teacher's does not
-    (it is in no pair of runs, and its cached weights stay a valid teacher)."""
-    parts = {k: cfg[k] for k in ("MODEL", "INPUT", "SOLVER", "DATALOADER", "SEED")}
-    if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
-        parts["MODEL"] = {k: v for k, v in cfg.MODEL.items() if k != "DISTILL"}
-    else:
-        parts["RUNS"] = RUN_VERSION
-    parts["TRAIN"] = list(cfg.DATASETS.TRAIN)
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def ap_curve(output_dir: str) -> List:
-    """(iteration, bbox/AP) of every evaluation in ``output_dir/metrics.json``."""
-    curve = []
-    metrics = os.path.join(output_dir, "metrics.json")
-    if os.path.isfile(metrics):
-        with open(metrics) as f:
-            for line in f:
-                row = json.loads(line)
-                if "bbox/AP" in row:
-                    curve.append((row["iteration"], row["bbox/AP"]))
-    return curve
-
-
 def train(cfg, data: DemoData = SHAPES) -> Dict:
-    """Train with DistillTrainer (AP on the COCO-form val split logged during training), then
-    evaluate on the VOC-form split too (of the ``data`` set); return results, AP curve, wall
-    seconds and parameters."""
-    from ..engine import DistillTrainer
-
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    # train_net's default_setup seeds every run from cfg.SEED; the demo builds its trainer itself,
-    # so it seeds here: one config and seed train the same weights, and under one seed a student
-    # and its baseline start from the same student weights (the pairing of gains by seed rests on
-    # it)
-    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)
-    trainer = DistillTrainer(cfg)
-    trainer.resume_or_load(resume=False)
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    model = trainer.model
-    student = getattr(model, "student", model)
-    results = {data.val: trainer.last_eval_results or {}}
-    voc_cfg = cfg.clone()
-    voc_cfg.defrost()
-    voc_cfg.DATASETS.TEST = (data.voc_val,)
-    results[data.voc_val] = DistillTrainer.test(voc_cfg, model)
-    return dict(
-        results=results,
-        curve=ap_curve(cfg.OUTPUT_DIR),
-        train_seconds=seconds,
-        params=sum(p.numel() for p in student.parameters()),
-    )
+    """Train with DistillTrainer (AP logged on the COCO-form val split during training), then
+    evaluate on the VOC-form split too (of the ``data`` set): the survey's
+    :func:`~detkd.survey.training.train_config`."""
+    return train_config(cfg, extra_test_sets=(data.voc_val,))
 
 
 def inference_ms(model, cfg, n_images: int = 20) -> float:
@@ -184,9 +126,8 @@ def saved_model_ms(cfg) -> float:
     return inference_ms(model, cfg)
 
 
-def init_worker(threads: int, data_root: str, kind: str = "shapes"):
-    """Set up a spawned worker process: its thread count and the datasets the parent registered."""
-    torch.set_num_threads(threads)
+def register_worker_data(data_root: str, kind: str = "shapes"):
+    """Register in a worker process the embedded data set the demo's process generated."""
     register_shapes_datasets(data_root, generate=False, kind=kind)
 
 
@@ -200,12 +141,10 @@ def train_run(name: str, seed: int, cfg, data: DemoData = SHAPES) -> Dict:
     try:
         return train(cfg, data)
     except FloatingPointError as e:
-        print(f"[demo] {name} seed {seed} diverged: {e}", flush=True)
-        return dict(
-            results={},
-            curve=[],
-            train_seconds=float("nan"),
-            params=0,
-            ms_per_image=float("nan"),
-            diverged=True,
-        )
+        return diverged_run(name, seed, e)
+
+
+def train_trial(trial, data: DemoData = SHAPES) -> Dict:
+    """:func:`train_run` of a survey :class:`~detkd.survey.trials.Trial` (the demo's trial
+    function for the survey's backends)."""
+    return train_run(trial.name, trial.seed, trial.cfg, data)

@@ -1,10 +1,11 @@
-"""The demo's plots: AP per method (``results.png``), AP against iteration (``ap_curves.png``) and
-each method's paired gain over its baseline with its 95 % interval (``gains.png``)."""
+"""The plots of a survey and of the demo: AP per method (``results.png``), AP against iteration
+(``ap_curves.png``) and each method's paired gain over its baseline with its 95 % interval
+(``gains.png``)."""
 
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from .report import GOAL_GAIN, mean_std, paired_gains
+from .report import mean_std, paired_gains
 
 
 def plot_results(rows: Dict[str, List[Dict]], curves: Dict[str, List], output: str):
@@ -19,7 +20,7 @@ def plot_results(rows: Dict[str, List[Dict]], curves: Dict[str, List], output: s
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
     ax.bar(names, [m for m, _ in means], yerr=[s for _, s in means], capsize=4, color="#4878a8")
     ax.set_ylabel("COCO AP (val)")
-    ax.set_title("detkd demo: AP per method (mean ± std over seeds)")
+    ax.set_title("AP per method (mean ± std over seeds)")
     plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
     fig.tight_layout()
     fig.savefig(os.path.join(output, "results.png"), dpi=110)
@@ -58,11 +59,17 @@ def gain_panels(baseline_of_method: Dict[str, str]) -> List[Tuple[str, List[str]
     return list(panels.items())
 
 
-def plot_gains(rows: Dict[str, List[Dict]], baseline_of: Dict[str, str], output: str) -> str:
+def plot_gains(
+    rows: Dict[str, List[Dict]],
+    baseline_of: Dict[str, str],
+    output: str,
+    goal_gain: Optional[float] = None,
+) -> str:
     """``gains.png`` in ``output``: for each method with its baseline in ``rows`` (see
-    :func:`~detkd.demo.report.paired_gains`), the mean paired gain in AP with its 95 % interval as
-    an error bar (none under two paired seeds), one dot per seed's gain, and a line at 0; one
-    panel per baseline (:func:`gain_panels`). Returns the file's path."""
+    :func:`~detkd.survey.report.paired_gains`), the mean paired gain in AP with its 95 % interval
+    as an error bar (none under two paired seeds), one dot per seed's gain, a line at 0 and one
+    at ``goal_gain`` when given; one panel per baseline (:func:`gain_panels`). Returns the file's
+    path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,14 +87,16 @@ def plot_gains(rows: Dict[str, List[Dict]], baseline_of: Dict[str, str], output:
     labels = {
         "seed": "one seed's gain",
         "mean": "mean gain, 95 % CI (green: above 0)",
-        "goal": f"goal: +{GOAL_GAIN:g} AP",
     }
+    if goal_gain is not None:
+        labels["goal"] = f"goal: +{goal_gain:g} AP"
     drawn = False
     for ax, (baseline, names) in zip(axes[0], panels):
         ax.axhline(0.0, color="0.3", linewidth=1)
-        ax.axhline(
-            GOAL_GAIN, color="C3", linestyle="--", linewidth=0.8, label=labels.pop("goal", None)
-        )
+        if goal_gain is not None:
+            ax.axhline(
+                goal_gain, color="C3", linestyle="--", linewidth=0.8, label=labels.pop("goal", None)
+            )
         for x, name in enumerate(names):
             g = gains[name]
             if not g.n:

@@ -1,0 +1,91 @@
+"""The trials of a survey: one config trained under one seed, its cache (``run.json`` in its run
+directory, valid while the fingerprint of what determines its weights is unchanged) and its plan
+(which trials are cached, which still train)."""
+
+import hashlib
+import json
+import os
+import re
+from typing import Dict, List, NamedTuple, Tuple
+
+# Part of every distillation run's fingerprint: a change of detkd's training code that alters the
+# weights a config trains raises it, so the runs cached before are trained again.
+RUN_VERSION = 3
+
+
+def fingerprint(cfg) -> str:
+    """Hash of what determines trained weights (not output paths or evaluation settings). A model
+    that is not a ``DistillRCNN`` (a teacher trained alone) ignores ``MODEL.DISTILL``: a new detkd
+    default there does not retrain it. A ``DistillRCNN``'s counts :data:`RUN_VERSION` too."""
+    parts = {k: cfg[k] for k in ("MODEL", "INPUT", "SOLVER", "DATALOADER", "SEED")}
+    if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
+        parts["MODEL"] = {k: v for k, v in cfg.MODEL.items() if k != "DISTILL"}
+    else:
+        parts["RUNS"] = RUN_VERSION
+    parts["TRAIN"] = list(cfg.DATASETS.TRAIN)
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Trial(NamedTuple):
+    """One run of a survey: the arm ``name`` under ``seed``; ``cfg`` is its whole config (its
+    ``SEED`` and ``OUTPUT_DIR`` set), ``key`` fingerprints it (and what it depends on, such as the
+    teacher's weights), ``cache`` is its ``run.json``."""
+
+    name: str
+    seed: int
+    cfg: object
+    key: str
+    cache: str
+
+
+def plan_trials(
+    arms: Dict[str, object], seeds_of: Dict[str, int], output: str, key_suffix: str = ""
+) -> Tuple[Dict[Tuple[str, int], Trial], Dict[Tuple[str, int], Dict], List[Trial]]:
+    """Every trial of ``arms`` (name -> config without its seed) under seeds ``0 ..
+    seeds_of[name] - 1``, each in ``<output>/<name>/seed<seed>`` (:func:`run_dir_name`): a dict
+    (name, seed) -> Trial, the runs read back from a ``run.json`` of the same key, and the trials
+    left to train.
+    ``key_suffix`` joins every key (the fingerprint of a teacher or of pretrained weights the
+    configs point to)."""
+    trials, runs, pending = {}, {}, []
+    for name, arm in arms.items():
+        for seed in range(seeds_of[name]):
+            cfg = arm.clone()
+            cfg.defrost()
+            cfg.SEED = seed
+            cfg.OUTPUT_DIR = os.path.join(output, run_dir_name(name), f"seed{seed}")
+            key = fingerprint(cfg) + (f"-{key_suffix}" if key_suffix else "")
+            trial = Trial(name, seed, cfg, key, os.path.join(cfg.OUTPUT_DIR, "run.json"))
+            trials[name, seed] = trial
+            saved = load_run(trial)
+            if saved is not None:
+                print(f"[survey] {name} seed {seed}: cached ({trial.cache})", flush=True)
+                runs[name, seed] = saved
+            else:
+                pending.append(trial)
+    return trials, runs, pending
+
+
+def load_run(trial: Trial):
+    """The run ``trial`` saved, or None when there is none or it was saved under another key."""
+    if not os.path.isfile(trial.cache):
+        return None
+    with open(trial.cache) as f:
+        saved = json.load(f)
+    return saved["run"] if saved.get("key") == trial.key else None
+
+
+def save_run(trial: Trial, run: Dict):
+    """Save ``run`` as ``trial``'s ``run.json`` (written whole, then moved into place: an
+    interrupted write leaves no half file that reads as a cached run)."""
+    os.makedirs(os.path.dirname(trial.cache), exist_ok=True)
+    tmp = f"{trial.cache}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump({"key": trial.key, "run": run}, f)
+    os.replace(tmp, trial.cache)
+
+
+def run_dir_name(name: str) -> str:
+    """An arm's name as a folder name (characters other than letters, digits and ``._=+-[],``
+    become ``_``)."""
+    return re.sub(r"[^A-Za-z0-9._=+\-\[\],]", "_", name)
