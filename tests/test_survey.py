@@ -303,3 +303,18 @@ def test_the_ray_backend_gives_the_local_backend_s_table(tmp_path, teacher_weigh
         for k in weights["local"]["pkd"]
         if k in weights["local"]["cwd"]
     )
+
+
+def test_the_last_quarter_gain_says_whether_a_schedule_has_converged():
+    from detkd.survey.report import convergence, last_quarter_gain
+
+    flat = [(299, 10.0), (599, 20.0), (899, 30.0), (1199, 32.0)]  # (32 - 30) / 32
+    rising = [(299, 10.0), (599, 20.0), (899, 24.0), (1199, 32.0)]  # (32 - 24) / 32
+    assert last_quarter_gain(flat) == pytest.approx(0.0625)
+    assert last_quarter_gain(rising) == pytest.approx(0.25)
+    assert last_quarter_gain([(1199, 5.0)]) != last_quarter_gain([(1199, 5.0)])  # NaN
+    assert last_quarter_gain([(599, 0.0), (1199, 0.0)]) != 0.0  # NaN: no AP to share
+    text = convergence({"baseline": [flat, flat], "fgd": [rising], "none": [[(9, 1.0)]]})
+    assert "| baseline | 6.2 % (2 runs) | yes |" in text
+    assert "| fgd | 25.0 % (1 runs) | no |" in text
+    assert "| none | n/a" in text

@@ -15,8 +15,9 @@ ship (no download):
 - **scale variation**: letter heights log-uniform from ``min_box`` pixels to ``max_box_frac`` of
   the short side;
 - **clutter and occlusion**: unlabelled distractor glyphs (other letters and symbols) before and
-  after the objects, objects over objects; an object less than ``min_visible`` visible is dropped
-  from the annotations (its pixels stay, as clutter).
+  after the objects, partly over one another (a glyph's box covers at most ``max_overlap`` of
+  another's); an object less than ``min_visible`` visible is dropped from the annotations (its
+  pixels stay, as clutter).
 
 Ten classes (:data:`GLYPH_CLASSES`); registered as ``detkd_glyphs_{train,val}`` (COCO) and
 ``detkd_glyphs_voc_{train,val}`` (VOC), written like the shapes sets
@@ -198,15 +199,15 @@ class GlyphsSpec(ShapesSpec):
         self,
         splits: Dict[str, int] = None,
         image_size: Tuple[int, int] = (96, 128),
-        max_objects: int = 6,
-        min_box: int = 12,
+        max_objects: int = 5,
+        min_box: int = 16,
         max_box_frac: float = 0.6,
         seed: int = 0,
-        max_distractors: int = 4,
+        max_distractors: int = 2,
         min_visible: float = 0.5,
         texture_fill: float = 0.3,
-        outline: float = 0.4,
-        max_overlap: float = 1.0,
+        outline: float = 0.3,
+        max_overlap: float = 0.2,
     ):
         super().__init__(
             splits or {"train": 1000, "val": 200},

@@ -16,7 +16,10 @@ FULL_DATASETS = ("shapes", "hard")
 FULL_SEEDS = 5  # the least number of seeds of every method in --full
 # student iterations per data set unless --student-iters says otherwise: on the hard set the
 # baseline reaches 1.4-1.5 AP after 150 iterations and 6.7-6.9 after 300 (DEMO.md)
-STUDENT_ITERS = {"shapes": 150, "hard": 300, "glyphs": 300}
+STUDENT_ITERS = {"shapes": 150, "hard": 300, "glyphs": 1200}
+# teacher iterations per data set unless --teacher-iters says otherwise: the glyphs teacher (from
+# its pretrained trunk) reached 6.6, 11.4 and 16.8 AP at 500, 1000 and 1500 iterations (DEMO.md)
+TEACHER_ITERS = {"shapes": 800, "hard": 800, "glyphs": 3000}
 
 
 def plan(args, known):
@@ -72,7 +75,20 @@ def main(argv=None):
         help=f"the measured run: >= {FULL_SEEDS} seeds of every method, on "
         f"{', '.join(FULL_DATASETS)} one after the other (<output>/<set>)",
     )
-    parser.add_argument("--teacher-iters", type=int, default=800)
+    parser.add_argument(
+        "--teacher-iters",
+        type=int,
+        default=None,
+        help="teacher iterations (default: "
+        + ", ".join(f"{k} {v}" for k, v in TEACHER_ITERS.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--eval-points",
+        type=int,
+        default=4,
+        help="evaluations of each student run (its AP curve; 4: the last quarter's gain)",
+    )
     parser.add_argument(
         "--pretrain-iters",
         type=int,
@@ -121,8 +137,9 @@ def main(argv=None):
             output,
             methods,
             seeds,
-            args.teacher_iters,
+            args.teacher_iters or TEACHER_ITERS[dataset],
             args.student_iters or STUDENT_ITERS[dataset],
+            eval_points=args.eval_points,
             extra_opts=args.opts,
             jobs=args.jobs,
             dataset=dataset,

@@ -270,3 +270,43 @@ def gains_json(gains: Dict[str, PairedGain], goal: Optional[Goal] = None) -> Dic
         }
         for name, g in gains.items()
     }
+
+
+# a schedule has converged when the baseline gains less than this share of its final AP over the
+# last quarter of its iterations
+FLAT_SHARE = 0.10
+
+
+def last_quarter_gain(curve: List) -> float:
+    """The share of its final AP a run gained over the last quarter of its schedule: (final AP -
+    AP at the last evaluation at or before 75 % of the final iteration) / final AP, from its
+    curve of (iteration, AP); NaN without such an evaluation or with a final AP <= 0."""
+    if not curve:
+        return float("nan")
+    last_it, final = curve[-1]
+    before = [ap for it, ap in curve if it <= 0.75 * (last_it + 1)]
+    if not before or not final > 0:
+        return float("nan")
+    return (final - before[-1]) / final
+
+
+def convergence(curves: Dict[str, List]) -> str:
+    """For each arm (``curves``: name -> its runs' curves) the mean share of its final AP it
+    gained over the last quarter of its schedule (:func:`last_quarter_gain`), and whether that is
+    under :data:`FLAT_SHARE` (the schedule has converged for it)."""
+    lines = ["| method | gain over the last quarter (share of final AP, mean over seeds) | flat |"]
+    lines.append("|---|---|---|")
+    for name, runs in curves.items():
+        shares = [s for s in (last_quarter_gain(c) for c in runs) if s == s]
+        if not shares:
+            lines.append(f"| {name} | n/a (no evaluation at 75 % of the schedule) | n/a |")
+            continue
+        mean = statistics.mean(shares)
+        flat = "yes" if mean < FLAT_SHARE else "no"
+        lines.append(f"| {name} | {100 * mean:.1f} % ({len(shares)} runs) | {flat} |")
+    lines.append("")
+    lines.append(
+        f"Flat: under {100 * FLAT_SHARE:.0f} % of the final AP gained over the last quarter of "
+        "the schedule (the run has converged on this schedule)."
+    )
+    return "\n".join(lines)

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from ..engine.output_lock import hold_output_dir
 from .plots import plot_gains, plot_results
-from .report import format_table, gains_json, paired_gains, row, summarize
+from .report import convergence, format_table, gains_json, paired_gains, row, summarize
 from .training import train_trial
 from .trials import Trial, load_run, plan_trials, save_run
 
@@ -122,7 +122,11 @@ class Survey:
         best = ranking[0] if ranking and gains[ranking[0]].above_zero else None
         done = sum(1 for key in runs if key[0] in self.arms)
         total = len(self.arms) * self.seeds
+        curves = {
+            n: [runs[n, s]["curve"] for s in range(self.seeds) if (n, s) in runs] for n in self.arms
+        }
         table = format_table(rows) + "\n\n" + summarize(rows, baseline_of)
+        table += "\n\n" + convergence({n: c for n, c in curves.items() if c})
         lines = [
             "# detkd survey" + (" (partial: trials still training)" if partial else ""),
             "",
@@ -140,9 +144,6 @@ class Survey:
             lines += ["", recommendation(best, gains, self.output)]
         with open(os.path.join(self.output, "survey.md"), "w") as f:
             f.write("\n".join(lines) + "\n")
-        curves = {
-            n: [runs[n, s]["curve"] for s in range(self.seeds) if (n, s) in runs] for n in self.arms
-        }
         data = {
             "partial": partial,
             "rows": rows,
