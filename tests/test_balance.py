@@ -293,7 +293,7 @@ def test_area_normalization_divides_summed_feature_terms_by_hw():
     )
     fgd = FGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[4])
     plain = fgd(batch)
-    fgd.area_normalized = True
+    batch.normalize_by_area = True
     normalized = fgd(batch)
     for k in plain:
         assert normalized[k].item() == pytest.approx(plain[k].item() / 30, rel=1e-5), k

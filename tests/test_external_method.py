@@ -14,7 +14,8 @@ from detectron2.config import configurable
 from detectron2.modeling import build_model
 from torch import nn
 
-from detkd.distillers import DISTILLER_REGISTRY, Distiller, feature_shape
+from detkd.distillers import DISTILLER_REGISTRY, Distiller, Param, feature_shape
+from detkd.distillers.params import non_negative
 
 sys.path.insert(0, REPO)
 import train_net  # noqa: E402
@@ -28,30 +29,20 @@ class L1FeatureDistiller(Distiller):
     config_block = "L1_FEATURE"  # MODEL.DISTILL.L1_FEATURE
     name = "l1_feature"  # its terms: loss_l1_feature_<feature>
     teacher_needs = frozenset({"features"})
-
-    @classmethod
-    def add_config(cls, node):
-        node.FEATURE = "p3"
-        node.WEIGHT = 1.0
+    params = (Param("FEATURE", "p3"), Param("WEIGHT", 1.0, non_negative))  # keys, defaults, checks
 
     @configurable
-    def __init__(self, *, feature, student_channels, teacher_channels, weight=1.0):
+    def __init__(self, *, student_channels, teacher_channels, **params):
         super().__init__()
-        self.feature, self.weight = feature, weight
+        self.set_params(params)  # self.feature, self.weight, checked
         self.adapt = nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
 
     @classmethod
-    def from_config(cls, cfg, student_shapes, teacher_shapes):
-        c = cfg.MODEL.DISTILL.L1_FEATURE
+    def shape_args(cls, cfg, student_shapes, teacher_shapes):
+        f = cfg.MODEL.DISTILL.L1_FEATURE.FEATURE
         return dict(
-            feature=c.FEATURE,
-            weight=c.WEIGHT,
-            student_channels=feature_shape(
-                student_shapes, c.FEATURE, "student", "L1_FEATURE"
-            ).channels,
-            teacher_channels=feature_shape(
-                teacher_shapes, c.FEATURE, "teacher", "L1_FEATURE"
-            ).channels,
+            student_channels=feature_shape(student_shapes, f, "student", cls.config_block).channels,
+            teacher_channels=feature_shape(teacher_shapes, f, "teacher", cls.config_block).channels,
         )
 
     def teacher_features(self):
@@ -59,7 +50,7 @@ class L1FeatureDistiller(Distiller):
 
     def forward(self, batch):
         s, t = batch.feature_pair(self.feature, self.feature)
-        return {f"loss_l1_feature_{self.feature}": self.weight * (self.adapt(s) - t).abs().mean()}
+        return {self.term(self.feature): self.weight * (self.adapt(s) - t).abs().mean()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -85,6 +76,11 @@ def test_the_method_declares_its_block_and_builds_from_yaml(tmp_path, teacher_we
         isinstance(method, L1FeatureDistiller) and method.feature == "p4" and method.weight == 0.25
     )
     assert method.adapt.in_channels == 64 and method.adapt.out_channels == 128
+    # its checks come with its declaration, naming the key
+    with pytest.raises(ValueError, match="MODEL.DISTILL.L1_FEATURE.WEIGHT must be a non-negative"):
+        build_model(
+            make_cfg(_user_yaml(tmp_path, teacher_weights), "MODEL.DISTILL.L1_FEATURE.WEIGHT", -1.0)
+        )
 
 
 def test_trains_through_train_net(tmp_path, teacher_weights):

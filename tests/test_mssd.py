@@ -93,7 +93,9 @@ def test_mssd_terms_weights_and_detached_teacher():
     assert out["loss_mssd_sd_p3"].item() == 0.0
     sum(out.values()).backward()
     assert fpn["p2"].grad is None and pan["p2"].grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="one weight per level"):
+    with pytest.raises(
+        ValueError, match="MSSD.WEIGHTS must give one value per entry of IN_FEATURES"
+    ):
         MSSDDistiller(in_features=["p2", "p3"], channels=4, weights=[1.0], mask_weights=[1.0, 1.0])
 
 

@@ -153,7 +153,7 @@ def test_mssd_bad_weights(distill_cfg):
     cfg = make_cfg(
         "configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.WEIGHTS", [1.0, -1.0, 1.0, 1.0]
     )
-    with pytest.raises(ValueError, match="MSSD: weights must be non-negative"):
+    with pytest.raises(ValueError, match="MSSD.WEIGHTS must be a non-negative number"):
         build_model(cfg)
 
 

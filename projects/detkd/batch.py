@@ -69,8 +69,17 @@ class DistillBatch:
     # student's pooled features with gradients to those (the head cross-forward); None without a
     # teacher
     teacher_roi_heads: Optional[nn.Module] = None
+    # MODEL.DISTILL.BALANCE.NORMALIZE_BY_AREA: see per_area
+    normalize_by_area: bool = False
 
     # ----- features -------------------------------------------------------------------------
+    def per_area(self, value: torch.Tensor, feature_map: torch.Tensor) -> torch.Tensor:
+        """``value`` divided by ``feature_map``'s H*W when area normalisation is on: for terms that
+        sum over a level's positions, so that levels (and resolutions) weigh alike."""
+        if not self.normalize_by_area:
+            return value
+        return value / (feature_map.shape[-2] * feature_map.shape[-1])
+
     def feature_pair(
         self, student_name: str, teacher_name: str
     ) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -9,16 +9,14 @@ the teacher.
 from .base import (
     DISTILLER_REGISTRY,
     Distiller,
+    FeatureLevelDistiller,
     build_distillers,
     check_channels,
     check_pair,
-    check_targets,
-    check_unique,
-    check_weight,
     feature_shape,
-    level_channels,
     registered_distillers,
 )
+from .params import Param
 
 # The import order is the registration order: the order of the MODEL.DISTILL blocks and of the
 # methods in DistillRCNN.distillers (checkpoint keys are their names, distillers.<name>.*).

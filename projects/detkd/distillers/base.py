@@ -1,47 +1,49 @@
 """What every distillation method shares: the registry, the :class:`Distiller` base class, how the
-enabled methods are built from a config, and the checks their constructors use.
+enabled methods are built from a config, and the checks of feature shapes.
 
-A method is one module (see ``fgd.py`` for an example) holding a ``Distiller`` subclass registered
-in :data:`DISTILLER_REGISTRY`. The class declares
+A method is one module (see ``pkd.py`` for a small one) holding a ``Distiller`` subclass
+registered in :data:`DISTILLER_REGISTRY`. The class declares
 
-* ``config_block``: its block under ``MODEL.DISTILL`` (``"FGD"``), and :meth:`Distiller.add_config`,
-  which fills the block's keys; ``ENABLED`` (default off) is added for every method, so
-  :func:`detkd.add_detkd_config` builds ``MODEL.DISTILL`` by walking the registry;
-* ``name``: the prefix of its terms (``"fgd"``): every term it returns is ``loss_<name>_<term>``;
+* ``config_block``: its block under ``MODEL.DISTILL`` (``"FGD"``), and ``params``: one
+  :class:`~detkd.distillers.params.Param` per key of the block (its default, its checks, the
+  constructor argument it becomes). From them follow the block's keys (:meth:`Distiller.add_config`;
+  ``ENABLED``, default off, is added for every method, so :func:`detkd.add_detkd_config` builds
+  ``MODEL.DISTILL`` by walking the registry), ``from_config`` (:meth:`Distiller.from_config`, with
+  the arguments a method computes from the models' shapes, :meth:`Distiller.shape_args`) and the
+  constructor's validation (:meth:`Distiller.set_params`: every error names the key);
+* ``name``: the prefix of its terms (``"fgd"``): every term it returns is ``loss_<name>_<term>``,
+  spelled by :meth:`Distiller.term`;
 * ``needs_teacher`` and ``teacher_needs`` (within ``{"features", "rpn", "rcn"}``), so the teacher
   runs only what some method reads, and :meth:`Distiller.teacher_features`, the teacher maps it
   reads (checked to be finite every step);
-* ``auto_balanced``: whether the automatic balance scales its terms (see the attribute);
-* ``from_config(cfg, student_shapes, teacher_shapes)`` (``@configurable``), so the same class builds
-  from yaml and from LazyConfig.
+* ``auto_balanced``: whether the automatic balance scales its terms (see the attribute).
+
+``__init__`` is ``@configurable``, so the same class builds from yaml and from LazyConfig.
 
 The loss convention: loss functions take ``(student, teacher, ...)`` in that order and return
 unweighted values; the distiller multiplies them by the weights of its config block.
 """
 
-import math
-from typing import Dict, List, Sequence
+import copy
+from typing import Dict, List, Tuple
 
 import torch
-from detectron2.config import CfgNode
+from detectron2.config import CfgNode, configurable
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from ..batch import STAGES, DistillBatch
+from ..batch import DistillBatch
+from .params import Param
 
 __all__ = [
     "DISTILLER_REGISTRY",
     "Distiller",
     "registered_distillers",
     "build_distillers",
-    "check_weight",
-    "check_unique",
-    "check_targets",
     "check_pair",
     "check_channels",
     "feature_shape",
     "FeatureLevelDistiller",
-    "level_channels",
 ]
 
 DISTILLER_REGISTRY = Registry("DISTILLER")
@@ -55,6 +57,8 @@ class Distiller(nn.Module):
 
     config_block: str = ""
     name: str = ""
+    # the keys of its config block: defaults, checks, constructor arguments (see Param)
+    params: Tuple[Param, ...] = ()
     needs_teacher: bool = True
     teacher_needs = frozenset()
     # reads the student's pooled region features (DistillBatch.student.rcn_pooled) with the
@@ -67,19 +71,63 @@ class Distiller(nn.Module):
     # then says nothing of its size later (measured: bounded regression scaled x13.5 after 20
     # iterations, 2-3x the detection loss afterwards, and the demo student stalled under 1.1 AP)
     auto_balanced: bool = True
-    # set by DistillRCNN (MODEL.DISTILL.BALANCE.NORMALIZE_BY_AREA): see per_area
-    area_normalized: bool = False
 
-    def per_area(self, value: torch.Tensor, feature_map: torch.Tensor) -> torch.Tensor:
-        """``value`` divided by ``feature_map``'s H*W when area normalisation is on: for terms that
-        sum over a level's positions, so that levels (and resolutions) weigh alike."""
-        if not self.area_normalized:
-            return value
-        return value / (feature_map.shape[-2] * feature_map.shape[-1])
+    @classmethod
+    def key(cls, key: str) -> str:
+        """The whole config key of ``key`` in this method's block (``MODEL.DISTILL.PKD.WEIGHT``)."""
+        return f"MODEL.DISTILL.{cls.config_block}.{key}"
 
     @classmethod
     def add_config(cls, node: CfgNode) -> None:
-        """Add the keys of this method's block (and their defaults) to ``node``."""
+        """Add the keys of this method's block (and their defaults) to ``node``: one per
+        ``params`` entry."""
+        for p in cls.params:
+            node[p.key] = copy.deepcopy(p.default)
+
+    @classmethod
+    def config_args(cls, cfg) -> Dict:
+        """The constructor arguments of ``params`` from ``cfg``'s block (lists as lists)."""
+        block = cfg.MODEL.DISTILL[cls.config_block]
+        return {
+            p.argument: list(block[p.key]) if isinstance(block[p.key], tuple) else block[p.key]
+            for p in cls.params
+        }
+
+    @classmethod
+    def shape_args(cls, cfg, student_shapes, teacher_shapes) -> Dict:
+        """The constructor arguments a method computes from the models' features (channel
+        counts); none by default."""
+        return {}
+
+    @classmethod
+    def from_config(cls, cfg, student_shapes=None, teacher_shapes=None):
+        return {**cls.shape_args(cfg, student_shapes, teacher_shapes), **cls.config_args(cfg)}
+
+    def set_params(self, given: Dict) -> None:
+        """Check the ``params`` arguments ``given`` to the constructor (a missing one takes its
+        default; an unknown one is an error) and set each as an attribute (``Param.attribute``).
+        Every error names the config key."""
+        known = {p.argument: p for p in self.params}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} has no parameter {unknown}; its parameters: "
+                f"{sorted(known)}"
+            )
+        values = {a: given[a] if a in given else copy.deepcopy(p.default) for a, p in known.items()}
+        for argument, p in known.items():
+            for check in p.checks:
+                check(self.key(p.key), values[argument], values)
+            if callable(getattr(type(self), p.attribute, None)):
+                raise TypeError(
+                    f"{type(self).__name__}: the attribute of {p.key} would hide its method "
+                    f"{p.attribute}(); give the Param another attr"
+                )
+            setattr(self, p.attribute, values[argument])
+
+    def term(self, *parts: str) -> str:
+        """The name of one of its terms: ``loss_<name>_<part>_<part>...``."""
+        return "_".join(("loss", self.name, *parts))
 
     def hard_loss_scales(self) -> Dict[str, float]:
         """detectron2 loss terms this method rescales (e.g. ``(1 - mu)`` on ``loss_cls``)."""
@@ -125,40 +173,7 @@ def build_distillers(cfg, student_shapes, teacher_shapes) -> List[Distiller]:
     return distillers
 
 
-# ----- checks for the constructors: errors name the config key ------------------------------------
-def check_weight(method: str, name: str, value: float):
-    """``value`` is a finite number >= 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(
-            f"MODEL.DISTILL.{method}.{name} must be a non-negative number and finite, got {value!r}"
-        )
-
-
-def check_unique(method: str, name: str, features: Sequence[str]):
-    """No feature named twice in ``features``."""
-    repeated = sorted({f for f in features if list(features).count(f) > 1})
-    if repeated:
-        raise ValueError(
-            f"MODEL.DISTILL.{method}.{name} names {repeated} more than once; each feature "
-            f"is distilled once (got {list(features)})"
-        )
-
-
-def check_targets(method: str, targets: Sequence[str]):
-    """``targets`` is a non-empty subset of the stages ``rpn`` and ``rcn``."""
-    bad = [t for t in targets if t not in STAGES]
-    if bad or not targets:
-        raise ValueError(
-            f"MODEL.DISTILL.{method}.TARGETS must be a non-empty subset of {list(STAGES)}, "
-            f"got {list(targets)}"
-        )
-
-
+# ----- checks of feature shapes: errors name the config key ---------------------------------------
 def feature_shape(shapes, name, side, method):
     """``shapes[name]`` (a ShapeSpec), or an error naming the features ``side`` has."""
     if shapes is None or name not in shapes:
@@ -193,50 +208,46 @@ def check_pair(method, names, shapes, channels, layer):
         )
 
 
-def level_channels(cfg, block: str, student_shapes, teacher_shapes):
-    """``in_features`` (``MODEL.DISTILL.<block>.IN_FEATURES``) and both sides' channel counts."""
-    names = list(cfg.MODEL.DISTILL[block].IN_FEATURES)
-    return dict(
-        in_features=names,
-        student_channels=[
-            feature_shape(student_shapes, f, "student", block).channels for f in names
-        ],
-        teacher_channels=[
-            feature_shape(teacher_shapes, f, "teacher", block).channels for f in names
-        ],
-    )
-
-
 class FeatureLevelDistiller(Distiller):
     """Base of the methods that compare student and teacher on the same feature levels (PKD, CWD,
-    MGD): ``IN_FEATURES`` from the config, one 1x1 align conv per level whose channel counts
-    differ (student -> teacher channels), and :meth:`aligned_pairs` for ``forward``."""
+    MGD, FGD): ``IN_FEATURES`` among its ``params``, both sides' channel counts per level from the
+    models (:meth:`shape_args`), one 1x1 align conv per level whose channel counts differ (student
+    -> teacher channels; none when ``aligns`` is False, for a method whose loss holds its own),
+    and :meth:`aligned_pairs` for ``forward``."""
 
     teacher_needs = frozenset({"features"})
+    aligns = True
 
-    def __init__(self, in_features, student_channels, teacher_channels):
+    @configurable
+    def __init__(self, *, student_channels, teacher_channels, **params):
         super().__init__()
-        check_unique(self.config_block, "IN_FEATURES", in_features)
-        if not (len(in_features) == len(student_channels) == len(teacher_channels)):
+        self.set_params(params)
+        if not (len(self.in_features) == len(student_channels) == len(teacher_channels)):
             raise ValueError(
-                f"MODEL.DISTILL.{self.config_block}: one student and one teacher channel "
-                f"count per feature of {list(in_features)}"
+                f"{self.key('IN_FEATURES')}: one student and one teacher channel count per "
+                f"feature of {list(self.in_features)}"
             )
-        self.in_features = list(in_features)
+        self.in_features = list(self.in_features)
         self.channels = {
-            f: (sc, tc) for f, sc, tc in zip(in_features, student_channels, teacher_channels)
+            f: (sc, tc) for f, sc, tc in zip(self.in_features, student_channels, teacher_channels)
         }
         self.align = nn.ModuleDict(
             {
                 f: nn.Conv2d(sc, tc, kernel_size=1)
                 for f, (sc, tc) in self.channels.items()
-                if sc != tc
+                if sc != tc and self.aligns
             }
         )
 
     @classmethod
-    def level_channels(cls, cfg, student_shapes, teacher_shapes):
-        return level_channels(cfg, cls.config_block, student_shapes, teacher_shapes)
+    def shape_args(cls, cfg, student_shapes, teacher_shapes):
+        names = cfg.MODEL.DISTILL[cls.config_block].IN_FEATURES
+        return {
+            f"{side}_channels": [
+                feature_shape(shapes, f, side, cls.config_block).channels for f in names
+            ]
+            for side, shapes in (("student", student_shapes), ("teacher", teacher_shapes))
+        }
 
     def teacher_features(self):
         return list(self.in_features)

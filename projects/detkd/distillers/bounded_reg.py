@@ -6,13 +6,12 @@ Config block ``MODEL.DISTILL.BOUNDED_REG``; terms ``loss_bounded_reg_rpn``,
 ``distill/<stage>_bound_active``.
 """
 
-import math
-
-from detectron2.config import CfgNode, configurable
+from detectron2.config import configurable
 
 from ..losses import bounded_regression_loss
 from ..utils import put_scalar
-from .base import DISTILLER_REGISTRY, Distiller, check_targets, check_weight
+from .base import DISTILLER_REGISTRY, Distiller
+from .params import Param, finite, non_negative, stages
 
 __all__ = ["BoundedRegressionDistiller"]
 
@@ -25,40 +24,28 @@ class BoundedRegressionDistiller(Distiller):
     config_block = "BOUNDED_REG"
     name = "bounded_reg"
     auto_balanced = False  # a hinge on the regression loss, ~0 until the student has foregrounds
-
-    @classmethod
-    def add_config(cls, node: CfgNode):
-        node.TARGETS = ["rpn", "rcn"]
-        node.NU = 0.5
-        node.MARGIN = 0.0
+    params = (
+        Param("TARGETS", ["rpn", "rcn"], stages),
+        Param("NU", 0.5, non_negative),
+        Param("MARGIN", 0.0, finite),
+    )
 
     @configurable
-    def __init__(self, *, targets=("rpn", "rcn"), nu=0.5, margin=0.0):
+    def __init__(self, **params):
         super().__init__()
-        check_targets("BOUNDED_REG", targets)
-        check_weight("BOUNDED_REG", "NU", nu)
-        if not isinstance(margin, (int, float)) or not math.isfinite(margin):
-            raise ValueError(
-                f"MODEL.DISTILL.BOUNDED_REG.MARGIN must be a finite number, got {margin!r}"
-            )
-        self.targets = list(targets)
-        self.nu, self.margin = nu, margin
+        self.set_params(params)
+        self.targets = list(self.targets)
 
     @property
     def teacher_needs(self):
         """The teacher's outputs of the stages it distils (``rpn``, ``rcn``)."""
         return frozenset(self.targets)
 
-    @classmethod
-    def from_config(cls, cfg, student_shapes=None, teacher_shapes=None):
-        c = cfg.MODEL.DISTILL.BOUNDED_REG
-        return dict(targets=list(c.TARGETS), nu=c.NU, margin=c.MARGIN)
-
     def forward(self, batch):
         losses = {}
         for stage in self.targets:
             s, t, y, normalizer = batch.regression_triplets(stage)
             loss, active = bounded_regression_loss(s, t, y, self.margin, normalizer)
-            losses[f"loss_bounded_reg_{stage}"] = self.nu * loss
+            losses[self.term(stage)] = self.nu * loss
             put_scalar(f"distill/{stage}_bound_active", active)
         return losses

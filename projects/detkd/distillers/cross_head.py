@@ -10,13 +10,12 @@ The student's region features are the ones its own box head pooled (its pooler, 
 take the same pooled size (checked when the model is built).
 """
 
-import math
-
-from detectron2.config import CfgNode, configurable
+from detectron2.config import configurable
 from torch import nn
 
 from ..losses import cross_head_box_l1, cross_head_kl
-from .base import DISTILLER_REGISTRY, Distiller, check_channels, check_weight, feature_shape
+from .base import DISTILLER_REGISTRY, Distiller, check_pair, feature_shape
+from .params import Param, non_negative, positive
 
 __all__ = ["CrossHeadDistiller"]
 
@@ -30,34 +29,18 @@ class CrossHeadDistiller(Distiller):
     name = "cross_head"
     teacher_needs = frozenset({"rcn"})
     reads_student_pooled = True
-
-    @classmethod
-    def add_config(cls, node: CfgNode):
-        node.TEMPERATURE = 3.0
-        node.WEIGHT = 0.5  # the class-logit KL term
-        node.BOX_WEIGHT = 0.0  # the box-delta L1 term (0 = off)
+    params = (
+        Param("TEMPERATURE", 3.0, positive),
+        Param("WEIGHT", 0.5, non_negative),  # the class-logit KL term
+        Param("BOX_WEIGHT", 0.0, non_negative),  # the box-delta L1 term (0 = off)
+    )
 
     @configurable
-    def __init__(
-        self,
-        *,
-        in_features,
-        student_channels,
-        teacher_channels,
-        temperature=3.0,
-        weight=0.5,
-        box_weight=0.0,
-    ):
+    def __init__(self, *, in_features, student_channels, teacher_channels, **params):
         super().__init__()
-        check_weight("CROSS_HEAD", "WEIGHT", weight)
-        check_weight("CROSS_HEAD", "BOX_WEIGHT", box_weight)
-        if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(
-                f"MODEL.DISTILL.CROSS_HEAD.TEMPERATURE must be > 0 and finite, got {temperature!r}"
-            )
+        self.set_params(params)
         self.in_features = list(in_features)
         self.channels = (int(student_channels), int(teacher_channels))
-        self.temperature, self.weight, self.box_weight = temperature, weight, box_weight
         self.align = (
             nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
             if student_channels != teacher_channels
@@ -65,7 +48,9 @@ class CrossHeadDistiller(Distiller):
         )
 
     @classmethod
-    def from_config(cls, cfg, student_shapes, teacher_shapes):
+    def shape_args(cls, cfg, student_shapes, teacher_shapes):
+        """The box head's levels (``MODEL.ROI_HEADS.IN_FEATURES``) and the one width of each
+        side's maps there."""
         names = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
         widths = {}
         for side, shapes in (("student", student_shapes), ("teacher", teacher_shapes)):
@@ -75,14 +60,10 @@ class CrossHeadDistiller(Distiller):
                     f"MODEL.DISTILL.CROSS_HEAD: the {side}'s box head levels {names} must "
                     f"share one channel count, got {sorted(widths[side])}"
                 )
-        c = cfg.MODEL.DISTILL.CROSS_HEAD
         return dict(
             in_features=names,
             student_channels=widths["student"].pop(),
             teacher_channels=widths["teacher"].pop(),
-            temperature=c.TEMPERATURE,
-            weight=c.WEIGHT,
-            box_weight=c.BOX_WEIGHT,
         )
 
     def teacher_features(self):
@@ -90,30 +71,26 @@ class CrossHeadDistiller(Distiller):
 
     def check_shapes(self, student_shapes, teacher_shapes):
         for f in self.in_features:
-            for side, shapes, expected in (
-                ("student", student_shapes, self.channels[0]),
-                ("teacher", teacher_shapes, self.channels[1]),
-            ):
-                actual = feature_shape(shapes, f, side, "CROSS_HEAD").channels
-                check_channels("CROSS_HEAD", side, f, actual, expected, "align layer")
+            check_pair(
+                "CROSS_HEAD", (f, f), (student_shapes, teacher_shapes), self.channels, "align layer"
+            )
 
     def forward(self, batch):
         # the region features the student's own box head read (its pooler, at its sampled
         # proposals), aligned to the teacher's width, through the teacher's box head: the student's
         # ROIAlign runs once, and its backward carries both gradients (pooling the maps a second
-        # time made ROIAlign's backward the largest cost of the step: 2.55 teacher forwards over
-        # the student step, BENCHMARKS.md)
+        # time made ROIAlign's backward the largest cost of the step, BENCHMARKS.md)
         pooled = batch.student.rcn_pooled
         if self.align is not None:
             pooled = self.align(pooled)
         heads = batch.teacher_roi_heads  # frozen; the gradient reaches the student through pooled
         cross_scores, cross_deltas = heads.box_predictor(heads.box_head(pooled))
         losses = {
-            "loss_cross_head_cls": self.weight
+            self.term("cls"): self.weight
             * cross_head_kl(cross_scores, batch.teacher.rcn_scores, self.temperature)
         }
         if self.box_weight > 0:
-            losses["loss_cross_head_box"] = self.box_weight * cross_head_box_l1(
+            losses[self.term("box")] = self.box_weight * cross_head_box_l1(
                 batch.rcn_foreground_deltas(cross_deltas),
                 batch.rcn_foreground_deltas(batch.teacher.rcn_deltas),
                 normalizer=len(cross_deltas),

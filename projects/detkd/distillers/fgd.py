@@ -6,96 +6,46 @@ Config block ``MODEL.DISTILL.FGD`` (the paper's Faster R-CNN release values); te
 ``LAMBDA``.
 """
 
-import math
-
-from detectron2.config import CfgNode, configurable
+from detectron2.config import configurable
 from torch import nn
 
 from ..losses import FGDLoss
-from .base import (
-    DISTILLER_REGISTRY,
-    Distiller,
-    check_pair,
-    check_unique,
-    check_weight,
-    level_channels,
-)
+from .base import DISTILLER_REGISTRY, FeatureLevelDistiller
+from .params import Param, non_negative, positive, unique
 
 __all__ = ["FGDDistiller"]
 
 
 @DISTILLER_REGISTRY.register()
-class FGDDistiller(Distiller):
-    """One :class:`FGDLoss` (align layer and two GcBlocks) per FPN level."""
+class FGDDistiller(FeatureLevelDistiller):
+    """One :class:`FGDLoss` (its own align layer and two GcBlocks) per FPN level."""
 
     config_block = "FGD"
     name = "fgd"
-    teacher_needs = frozenset({"features"})
-
-    @classmethod
-    def add_config(cls, node: CfgNode):
-        node.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
-        node.TEMPERATURE = 0.5
-        node.ALPHA = 5e-5  # foreground feature term
-        node.BETA = 2.5e-5  # background feature term
-        node.GAMMA = 5e-5  # attention term
-        node.LAMBDA = 5e-7  # global (GcBlock) term
+    aligns = False  # each level's FGDLoss aligns the student's channels itself
+    params = (
+        Param("IN_FEATURES", ["p2", "p3", "p4", "p5", "p6"], unique),
+        Param("TEMPERATURE", 0.5, positive),
+        Param("ALPHA", 5e-5, non_negative),  # foreground feature term
+        Param("BETA", 2.5e-5, non_negative),  # background feature term
+        Param("GAMMA", 5e-5, non_negative),  # attention term
+        Param("LAMBDA", 5e-7, non_negative, "lambda_"),  # global (GcBlock) term
+    )
 
     @configurable
-    def __init__(
-        self,
-        *,
-        in_features,
-        student_channels,
-        teacher_channels,
-        temperature=0.5,
-        alpha=5e-5,
-        beta=2.5e-5,
-        gamma=5e-5,
-        lambda_=5e-7,
-    ):
-        super().__init__()
-        for name, v in dict(ALPHA=alpha, BETA=beta, GAMMA=gamma, LAMBDA=lambda_).items():
-            check_weight("FGD", name, v)
-        if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(
-                f"MODEL.DISTILL.FGD.TEMPERATURE must be > 0 and finite, got {temperature!r}"
-            )
-        check_unique("FGD", "IN_FEATURES", in_features)
-        self.in_features = list(in_features)
-        self.weights = {"fg": alpha, "bg": beta, "attention": gamma, "global": lambda_}
+    def __init__(self, *, student_channels, teacher_channels, **params):
+        super().__init__(
+            student_channels=student_channels, teacher_channels=teacher_channels, **params
+        )
+        self.weights = {
+            "fg": self.alpha,
+            "bg": self.beta,
+            "attention": self.gamma,
+            "global": self.lambda_,
+        }
         self.levels = nn.ModuleDict(
-            {
-                f: FGDLoss(sc, tc, temperature)
-                for f, sc, tc in zip(in_features, student_channels, teacher_channels)
-            }
+            {f: FGDLoss(sc, tc, self.temperature) for f, (sc, tc) in self.channels.items()}
         )
-
-    @classmethod
-    def from_config(cls, cfg, student_shapes, teacher_shapes):
-        c = cfg.MODEL.DISTILL.FGD
-        return dict(
-            **level_channels(cfg, "FGD", student_shapes, teacher_shapes),
-            temperature=c.TEMPERATURE,
-            alpha=c.ALPHA,
-            beta=c.BETA,
-            gamma=c.GAMMA,
-            lambda_=c.LAMBDA,
-        )
-
-    def teacher_features(self):
-        return list(self.in_features)
-
-    def check_shapes(self, student_shapes, teacher_shapes):
-        for f in self.in_features:
-            level = self.levels[f]
-            check_pair(
-                "FGD",
-                (f, f),
-                (student_shapes, teacher_shapes),
-                (level.student_channels, level.teacher_channels),
-                "align layer",
-            )
 
     def forward(self, batch):
         losses = {}
@@ -107,5 +57,5 @@ class FGDDistiller(Distiller):
             # pixels on the teacher grid
             terms = self.levels[f](s, t, boxes, sizes, stride=batch.strides[f])
             for term, value in terms.items():
-                losses[f"loss_fgd_{term}_{f}"] = self.weights[term] * self.per_area(value, t)
+                losses[self.term(term, f)] = self.weights[term] * batch.per_area(value, t)
         return losses

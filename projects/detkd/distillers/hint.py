@@ -5,18 +5,12 @@ paired teacher features ``V`` and student features ``Z``; the loss is
 Config block ``MODEL.DISTILL.HINT``; terms ``loss_hint_<student feature>``.
 """
 
-from detectron2.config import CfgNode, configurable
+from detectron2.config import configurable
 from torch import nn
 
 from ..losses import HintLoss
-from .base import (
-    DISTILLER_REGISTRY,
-    Distiller,
-    check_pair,
-    check_unique,
-    check_weight,
-    feature_shape,
-)
+from .base import DISTILLER_REGISTRY, Distiller, check_pair, feature_shape
+from .params import Param, non_empty, non_negative, one_of, one_per, unique
 
 __all__ = ["HintDistiller"]
 
@@ -28,51 +22,36 @@ class HintDistiller(Distiller):
     config_block = "HINT"
     name = "hint"
     teacher_needs = frozenset({"features"})
-
-    @classmethod
-    def add_config(cls, node: CfgNode):
-        node.WEIGHT = 0.5  # gamma
+    params = (
+        Param("WEIGHT", 0.5, non_negative),  # gamma
         # backbone ("res2".."res5") or FPN ("p2".."p6") names, paired in order
-        node.STUDENT_FEATURES = ["res4"]
-        node.TEACHER_FEATURES = ["res4"]
-        node.ADAPTATION_KERNEL = 1  # 1 or 3
-        node.NORM = "l2"  # "l2" or "l1"
+        Param("STUDENT_FEATURES", ["res4"], (non_empty, unique)),
+        Param(
+            "TEACHER_FEATURES",
+            ["res4"],
+            one_per("student_features", "STUDENT_FEATURES"),
+            attr="teacher_names",
+        ),
+        Param("ADAPTATION_KERNEL", 1, one_of(1, 3), "kernel_size"),
+        Param("NORM", "l2", one_of("l2", "l1")),
+    )
 
     @configurable
-    def __init__(
-        self,
-        *,
-        student_features,
-        teacher_features,
-        student_channels,
-        teacher_channels,
-        weight=0.5,
-        kernel_size=1,
-        norm="l2",
-    ):
+    def __init__(self, *, student_channels, teacher_channels, **params):
         super().__init__()
-        check_weight("HINT", "WEIGHT", weight)
-        if len(student_features) != len(teacher_features) or not student_features:
-            raise ValueError(
-                "MODEL.DISTILL.HINT.STUDENT_FEATURES and TEACHER_FEATURES must pair up one to one, "
-                f"got {list(student_features)} and {list(teacher_features)}"
-            )
-        check_unique("HINT", "STUDENT_FEATURES", student_features)
-        self.pairs = list(zip(student_features, teacher_features))
-        self.weight = weight
+        self.set_params(params)
+        self.pairs = list(zip(self.student_features, self.teacher_names))
         self.hints = nn.ModuleDict(
             {
-                s: HintLoss(sc, tc, kernel_size, norm)
-                for s, sc, tc in zip(student_features, student_channels, teacher_channels)
+                s: HintLoss(sc, tc, self.kernel_size, self.norm)
+                for s, sc, tc in zip(self.student_features, student_channels, teacher_channels)
             }
         )
 
     @classmethod
-    def from_config(cls, cfg, student_shapes, teacher_shapes):
+    def shape_args(cls, cfg, student_shapes, teacher_shapes):
         c = cfg.MODEL.DISTILL.HINT
         return dict(
-            student_features=list(c.STUDENT_FEATURES),
-            teacher_features=list(c.TEACHER_FEATURES),
             student_channels=[
                 feature_shape(student_shapes, f, "student", "HINT").channels
                 for f in c.STUDENT_FEATURES
@@ -81,9 +60,6 @@ class HintDistiller(Distiller):
                 feature_shape(teacher_shapes, f, "teacher", "HINT").channels
                 for f in c.TEACHER_FEATURES
             ],
-            weight=c.WEIGHT,
-            kernel_size=c.ADAPTATION_KERNEL,
-            norm=c.NORM,
         )
 
     def teacher_features(self):
@@ -104,5 +80,5 @@ class HintDistiller(Distiller):
         losses = {}
         for s_name, t_name in self.pairs:
             s, t = batch.feature_pair(s_name, t_name)
-            losses[f"loss_hint_{s_name}"] = self.weight * self.hints[s_name](s, t)
+            losses[self.term(s_name)] = self.weight * self.hints[s_name](s, t)
         return losses

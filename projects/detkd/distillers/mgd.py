@@ -10,12 +10,13 @@ are dropped at export with the other distillers.
 """
 
 import torch
-from detectron2.config import CfgNode, configurable
+from detectron2.config import configurable
 from detectron2.utils import comm
 from torch import nn
 
 from ..losses import MGDGenerator, mgd_loss, random_position_mask
-from .base import DISTILLER_REGISTRY, FeatureLevelDistiller, check_weight
+from .base import DISTILLER_REGISTRY, FeatureLevelDistiller
+from .params import Param, integer, non_negative, unique, unit_interval
 
 __all__ = ["MGDDistiller"]
 
@@ -26,49 +27,32 @@ class MGDDistiller(FeatureLevelDistiller):
 
     config_block = "MGD"
     name = "mgd"
-
-    @classmethod
-    def add_config(cls, node: CfgNode):
-        node.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
-        node.ALPHA = 5e-7
-        node.MASK_RATIO = 0.45  # lambda: the share of positions masked
+    params = (
+        Param("IN_FEATURES", ["p2", "p3", "p4", "p5", "p6"], unique),
+        Param("ALPHA", 5e-7, non_negative),
+        Param("MASK_RATIO", 0.45, unit_interval),  # lambda: the share of positions masked
         # the masks' random seed; negative: the run's SEED (0 if that is negative too)
-        node.SEED = -1
+        Param("SEED", -1, integer),
+    )
 
     @configurable
-    def __init__(
-        self,
-        *,
-        in_features,
-        student_channels,
-        teacher_channels,
-        alpha=5e-7,
-        mask_ratio=0.45,
-        seed=0,
-    ):
-        super().__init__(in_features, student_channels, teacher_channels)
-        check_weight("MGD", "ALPHA", alpha)
-        if not (0.0 <= mask_ratio <= 1.0):
-            raise ValueError(f"MODEL.DISTILL.MGD.MASK_RATIO must be in [0, 1], got {mask_ratio!r}")
-        self.alpha, self.mask_ratio, self.seed = alpha, float(mask_ratio), int(seed)
+    def __init__(self, *, student_channels, teacher_channels, **params):
+        super().__init__(
+            student_channels=student_channels, teacher_channels=teacher_channels, **params
+        )
+        self.mask_ratio, self.seed = float(self.mask_ratio), max(int(self.seed), 0)
         self.generators = nn.ModuleDict(
             {f: MGDGenerator(tc) for f, (_, tc) in self.channels.items()}
         )
-        self._rng, self._rng_device = (
-            None,
-            None,
-        )  # created on the features' device at the first step
+        # created on the features' device at the first step
+        self._rng, self._rng_device = None, None
 
     @classmethod
-    def from_config(cls, cfg, student_shapes, teacher_shapes):
-        c = cfg.MODEL.DISTILL.MGD
-        seed = c.SEED if c.SEED >= 0 else max(cfg.SEED, 0)
-        return dict(
-            **cls.level_channels(cfg, student_shapes, teacher_shapes),
-            alpha=c.ALPHA,
-            mask_ratio=c.MASK_RATIO,
-            seed=seed,
-        )
+    def config_args(cls, cfg):
+        args = super().config_args(cfg)
+        if args["seed"] < 0:
+            args["seed"] = max(cfg.SEED, 0)
+        return args
 
     def masks_generator(self, device) -> torch.Generator:
         """The random generator of the masks (seeded once, on ``device``)."""
@@ -86,5 +70,5 @@ class MGDDistiller(FeatureLevelDistiller):
                 n, h, w, self.mask_ratio, self.masks_generator(s.device), s.device
             )
             term = mgd_loss(self.generators[f](s * mask), t)
-            losses[f"loss_mgd_{f}"] = self.alpha * self.per_area(term, t)
+            losses[self.term(f)] = self.alpha * batch.per_area(term, t)
         return losses

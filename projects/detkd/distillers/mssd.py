@@ -6,13 +6,12 @@ Config block ``MODEL.DISTILL.MSSD``; needs no teacher, but a student backbone wi
 weighted per level by ``WEIGHTS`` and ``MASK_WEIGHTS``.
 """
 
-import math
-
 import torch
-from detectron2.config import CfgNode, configurable
+from detectron2.config import configurable
 
 from ..losses import MSSDLoss
-from .base import DISTILLER_REGISTRY, Distiller, check_channels, check_unique, feature_shape
+from .base import DISTILLER_REGISTRY, Distiller, check_channels, feature_shape
+from .params import Param, each, non_negative, one_per, unique
 
 __all__ = ["MSSDDistiller"]
 
@@ -34,48 +33,36 @@ class MSSDDistiller(Distiller):
     config_block = "MSSD"
     name = "mssd"
     needs_teacher = False
-
-    @classmethod
-    def add_config(cls, node: CfgNode):
-        node.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    params = (
+        Param("IN_FEATURES", ["p2", "p3", "p4", "p5"], unique),
         # per level, large maps (small objects) first
-        node.WEIGHTS = [1.0, 1.0, 1.0, 1.0]
-        node.MASK_WEIGHTS = [1.0, 1.0, 1.0, 1.0]
+        Param("WEIGHTS", [1.0] * 4, (each(non_negative), one_per("in_features", "IN_FEATURES"))),
+        Param(
+            "MASK_WEIGHTS",
+            [1.0] * 4,
+            (each(non_negative), one_per("in_features", "IN_FEATURES")),
+        ),
+    )
 
     @configurable
-    def __init__(self, *, in_features, channels, weights, mask_weights):
+    def __init__(self, *, channels, **params):
         super().__init__()
-        check_unique("MSSD", "IN_FEATURES", in_features)
-        if not (len(in_features) == len(weights) == len(mask_weights)):
-            raise ValueError(
-                f"MSSD: {len(in_features)} levels but {len(weights)} WEIGHTS and "
-                f"{len(mask_weights)} MASK_WEIGHTS; give one weight per level"
-            )
-        for w in list(weights) + list(mask_weights):
-            if not (w >= 0 and math.isfinite(w)):
-                raise ValueError(f"MSSD: weights must be non-negative finite numbers, got {w}")
-        self.in_features = list(in_features)
-        self.weights = dict(zip(in_features, map(float, weights)))
-        self.mask_weights = dict(zip(in_features, map(float, mask_weights)))
-        self.loss = MSSDLoss(channels, in_features)
+        self.set_params(params)
+        self.in_features = list(self.in_features)
+        self.weights = dict(zip(self.in_features, map(float, self.weights)))
+        self.mask_weights = dict(zip(self.in_features, map(float, self.mask_weights)))
+        self.loss = MSSDLoss(channels, self.in_features)
 
     @classmethod
-    def from_config(cls, cfg, student_shapes, teacher_shapes=None):
-        c = cfg.MODEL.DISTILL.MSSD
-        _check_bottom_up(student_shapes, c.IN_FEATURES)
-        channels = {
-            feature_shape(student_shapes, f, "student", "MSSD").channels for f in c.IN_FEATURES
-        }
+    def shape_args(cls, cfg, student_shapes, teacher_shapes=None):
+        names = cfg.MODEL.DISTILL.MSSD.IN_FEATURES
+        _check_bottom_up(student_shapes, names)
+        channels = {feature_shape(student_shapes, f, "student", "MSSD").channels for f in names}
         if len(channels) != 1:
             raise ValueError(
                 f"MODEL.DISTILL.MSSD.IN_FEATURES must share one channel count, got {channels}"
             )
-        return dict(
-            in_features=list(c.IN_FEATURES),
-            channels=channels.pop(),
-            weights=list(c.WEIGHTS),
-            mask_weights=list(c.MASK_WEIGHTS),
-        )
+        return dict(channels=channels.pop())
 
     def check_shapes(self, student_shapes, teacher_shapes):
         _check_bottom_up(student_shapes, self.in_features)
@@ -110,6 +97,6 @@ class MSSDDistiller(Distiller):
         )
         losses = {}
         for f in self.in_features:
-            losses[f"loss_mssd_sd_{f}"] = self.weights[f] * terms[f"sd_{f}"]
-            losses[f"loss_mssd_mask_{f}"] = self.mask_weights[f] * terms[f"mask_{f}"]
+            losses[self.term("sd", f)] = self.weights[f] * terms[f"sd_{f}"]
+            losses[self.term("mask", f)] = self.mask_weights[f] * terms[f"mask_{f}"]
         return losses

@@ -5,10 +5,9 @@ Config block ``MODEL.DISTILL.PKD`` (mmrazor's Faster R-CNN setting: weight 6 on 
 ``loss_pkd_<level>``. A 1x1 align conv maps student channels to the teacher's where they differ.
 """
 
-from detectron2.config import CfgNode, configurable
-
 from ..losses import pkd_loss
-from .base import DISTILLER_REGISTRY, FeatureLevelDistiller, check_weight
+from .base import DISTILLER_REGISTRY, FeatureLevelDistiller
+from .params import Param, non_negative, unique
 
 __all__ = ["PKDDistiller"]
 
@@ -19,26 +18,10 @@ class PKDDistiller(FeatureLevelDistiller):
 
     config_block = "PKD"
     name = "pkd"
-
-    @classmethod
-    def add_config(cls, node: CfgNode):
-        node.IN_FEATURES = ["p2", "p3", "p4", "p5"]
-        node.WEIGHT = 6.0
-
-    @configurable
-    def __init__(self, *, in_features, student_channels, teacher_channels, weight=6.0):
-        super().__init__(in_features, student_channels, teacher_channels)
-        check_weight("PKD", "WEIGHT", weight)
-        self.weight = weight
-
-    @classmethod
-    def from_config(cls, cfg, student_shapes, teacher_shapes):
-        return dict(
-            **cls.level_channels(cfg, student_shapes, teacher_shapes),
-            weight=cfg.MODEL.DISTILL.PKD.WEIGHT,
-        )
+    params = (
+        Param("IN_FEATURES", ["p2", "p3", "p4", "p5"], unique),
+        Param("WEIGHT", 6.0, non_negative),
+    )
 
     def forward(self, batch):
-        return {
-            f"loss_pkd_{f}": self.weight * pkd_loss(s, t) for f, s, t in self.aligned_pairs(batch)
-        }
+        return {self.term(f): self.weight * pkd_loss(s, t) for f, s, t in self.aligned_pairs(batch)}

@@ -175,8 +175,7 @@ class DistillRCNN(nn.Module):
             raise ValueError(f"DistillRCNN: more than one distiller is named {repeated}")
         # held by name: checkpoint keys are distillers.<name>.*, whatever else is enabled
         self.distillers = nn.ModuleDict({d.name: d for d in distillers})
-        for distiller in self.distillers.values():
-            distiller.area_normalized = bool(normalize_by_area)
+        self.normalize_by_area = bool(normalize_by_area)
         # by default as MODEL.DISTILL.BALANCE's defaults: automatic, a running window
         self.balancer = balancer or LossBalancer(
             [d.name for d in self.distillers.values() if d.auto_balanced],
@@ -459,6 +458,7 @@ class DistillRCNN(nn.Module):
             rcn_box2box=student.roi_heads.box_predictor.box2box_transform,
             num_classes=student.roi_heads.num_classes,
             teacher_roi_heads=self.teacher.roi_heads if self.teacher is not None else None,
+            normalize_by_area=self.normalize_by_area,
         )
         return losses, batch
 
