@@ -318,3 +318,13 @@ def test_the_last_quarter_gain_says_whether_a_schedule_has_converged():
     assert "| baseline | 6.2 % (2 runs) | yes |" in text
     assert "| fgd | 25.0 % (1 runs) | no |" in text
     assert "| none | n/a" in text
+
+
+def test_a_second_survey_into_a_held_folder_is_refused(tmp_path, teacher_weights):
+    from detkd.engine.output_lock import OutputDirLocked, hold_output_dir
+
+    survey = plan_survey(_args(tmp_path, teacher_weights))
+    with hold_output_dir(survey.output, "a survey"):
+        with pytest.raises(OutputDirLocked, match="held by another run"):
+            survey.run(LocalBackend(1))
+    assert not (tmp_path / "survey" / BASELINE).exists()

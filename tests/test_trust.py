@@ -488,7 +488,7 @@ def test_nan_teacher_is_an_error_naming_the_tensor(distill_cfg, config):
         (
             "MODEL.DISTILL.MSSD.WEIGHTS",
             [0.1, float("inf"), 0.1, 0.1],
-            "MSSD: weights must be non-negative",
+            "MSSD.WEIGHTS must be a non-negative number",
         ),
         (
             "MODEL.DISTILL.HINT.STUDENT_FEATURES",

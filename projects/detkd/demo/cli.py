@@ -22,6 +22,10 @@ STUDENT_ITERS = {"shapes": 150, "hard": 300, "glyphs": 1200}
 TEACHER_ITERS = {"shapes": 800, "hard": 800, "glyphs": 3000}
 
 
+def _per_dataset(values) -> str:
+    return ", ".join(f"{k} {v}" for k, v in values.items())
+
+
 def plan(args, known):
     """What ``args`` run: a list of (dataset, output folder, seeds: method -> count). The shapes
     data goes into ``--output`` itself (where ``make demo`` always wrote), another set into
@@ -79,9 +83,7 @@ def main(argv=None):
         "--teacher-iters",
         type=int,
         default=None,
-        help="teacher iterations (default: "
-        + ", ".join(f"{k} {v}" for k, v in TEACHER_ITERS.items())
-        + ")",
+        help=f"teacher iterations (default: {_per_dataset(TEACHER_ITERS)})",
     )
     parser.add_argument(
         "--eval-points",
@@ -100,9 +102,7 @@ def main(argv=None):
         "--student-iters",
         type=int,
         default=None,
-        help="student iterations (default: "
-        + ", ".join(f"{k} {v}" for k, v in STUDENT_ITERS.items())
-        + ")",
+        help=f"student iterations (default: {_per_dataset(STUDENT_ITERS)})",
     )
     parser.add_argument(
         "--jobs",
