@@ -39,7 +39,7 @@ from detkd.config import student_only_config
 from detkd.data import register_datasets
 from detkd.engine import DistillTrainer, add_global_norm_clipping, hold_output_dir
 from detkd.engine.trainer import wrap_ddp
-from detkd.modeling import teacher_from_config
+from detkd.modeling import teacher_of
 
 logger = logging.getLogger("detkd")
 
@@ -56,20 +56,6 @@ def setup_yaml(args):
     default_setup(cfg, args)
     setup_detkd_logger(cfg.OUTPUT_DIR)
     return cfg
-
-
-def build_teacher_for_eval(cfg):
-    d = cfg.MODEL.DISTILL.TEACHER
-    if not d.CONFIG_FILE:
-        raise ValueError("--eval-teacher needs MODEL.DISTILL.TEACHER.CONFIG_FILE")
-    return teacher_from_config(
-        d.CONFIG_FILE,
-        d.WEIGHTS,
-        d.OPTS,
-        device=cfg.MODEL.DEVICE,
-        ignored_key_prefixes=d.IGNORED_KEY_PREFIXES,
-        allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE,
-    )
 
 
 def evaluate_student(cfg, resume: bool = False):
@@ -93,7 +79,7 @@ def main_yaml(args):
     cfg = setup_yaml(args)
     register_datasets(tuple(cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST))
     if args.eval_teacher:
-        return DistillTrainer.test(cfg, build_teacher_for_eval(cfg))
+        return DistillTrainer.test(cfg, teacher_of(cfg))
     if args.eval_only:
         res = evaluate_student(cfg, resume=args.resume)
         if comm.is_main_process():

@@ -26,6 +26,25 @@ def test_global_norm_clipping_scales_the_whole_gradient():
         add_global_norm_clipping(torch.optim.SGD([a], lr=1.0), 0.0)
 
 
+def test_global_norm_clipping_keeps_every_group_s_settings():
+    """The clipping optimizer is a new one over the same groups, each with its own settings; an
+    optimizer that has stepped (its state would be lost) is refused."""
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(1))
+    given = torch.optim.SGD(
+        [{"params": [a], "weight_decay": 0.1}, {"params": [b], "lr": 0.5}], lr=1.0, momentum=0.9
+    )
+    opt = add_global_norm_clipping(given, 10.0)
+    assert [g["params"] for g in opt.param_groups] == [[a], [b]]
+    assert [(g["lr"], g["weight_decay"], g["momentum"]) for g in opt.param_groups] == [
+        (1.0, 0.1, 0.9),
+        (0.5, 0.0, 0.9),
+    ]
+    a.grad, b.grad = torch.ones(2), torch.ones(1)
+    given.step()
+    with pytest.raises(ValueError, match="this one has stepped"):
+        add_global_norm_clipping(given, 10.0)
+
+
 def test_evaluator_follows_the_dataset():
     assert isinstance(build_evaluator("detkd_shapes_val", None), COCOEvaluator)
     assert isinstance(build_evaluator("detkd_shapes_voc_val", None), PascalVOCDetectionEvaluator)

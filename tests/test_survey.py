@@ -328,3 +328,21 @@ def test_a_second_survey_into_a_held_folder_is_refused(tmp_path, teacher_weights
         with pytest.raises(OutputDirLocked, match="held by another run"):
             survey.run(LocalBackend(1))
     assert not (tmp_path / "survey" / BASELINE).exists()
+
+
+def test_the_teacher_is_evaluated_once_and_gives_the_gap(tmp_path, teacher_weights):
+    from detkd.survey.runner import evaluate_teacher
+
+    args = _args(tmp_path, teacher_weights, "--eval-teacher")
+    survey = plan_survey(args)
+    run = survey.teacher_run
+    assert survey.test_set in run["results"] and run["params"] > 0
+    # read back, not evaluated again, while the teacher's file is unchanged
+    assert evaluate_teacher(load_config_of(args), survey.output) == json.loads(json.dumps(run))
+    assert "teacher" in survey.rows({})
+
+
+def load_config_of(args):
+    from detkd.config import load_config
+
+    return load_config(args.config_file, args.opts)

@@ -407,15 +407,27 @@ class Checkpointer(DetectionCheckpointer):
         if new:
             logger.info("%s holds no layers of %s: they keep their initialisation", path, _fmt(new))
 
+    def load_checkpoint_dict(self, checkpoint: Dict, path: str):
+        """Load ``checkpoint``, the contents of the file ``path`` already read, into the model with
+        the mapping, checks and messages of :meth:`load` (a distillation model's student loads a
+        plain detector's file through it)."""
+        self._path = path
+        try:
+            # detectron2 loads a dict only inside load(); its hooks of this class are the way in
+            incompatible = self._load_model(checkpoint)
+            if incompatible is not None:
+                self._log_incompatible_keys(incompatible)
+        finally:
+            self._path = None
+
     def _load_into_student(self, checkpoint):
         inner = Checkpointer(
             self.model.student,
             allow_unsafe_pickle=self.allow_unsafe_pickle,
             min_loaded_fraction=self.min_loaded_fraction,
         )
-        inner._path, inner.target_name = self._path, "student"
-        incompatible = inner._load_model(checkpoint)
-        inner._log_incompatible_keys(incompatible)
+        inner.target_name = "student"
+        inner.load_checkpoint_dict(checkpoint, self._path)
         self.loaded_from = inner.loaded_from
         return None  # logged above, with the student's own names
 

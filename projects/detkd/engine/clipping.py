@@ -32,7 +32,8 @@ def _iteration() -> str:
 def add_global_norm_clipping(
     optimizer: torch.optim.Optimizer, max_norm: float, param_names: Optional[Dict[int, str]] = None
 ) -> torch.optim.Optimizer:
-    """Clip the global gradient norm to ``max_norm`` in every ``optimizer.step()``.
+    """An optimizer over the same parameter groups and settings as ``optimizer`` (one that has not
+    stepped yet) whose ``step()`` first clips the global gradient norm to ``max_norm``.
 
     ``param_names`` maps ``id(parameter)`` to its name, for the error on a non-finite norm (e.g.
     ``{id(p): n for n, p in model.named_parameters()}``).
@@ -66,5 +67,7 @@ def add_global_norm_clipping(
             return super().step(closure)
 
     GlobalNormClipped.__name__ = base.__name__ + "WithGlobalNormClip"
-    optimizer.__class__ = GlobalNormClipped
-    return optimizer
+    if optimizer.state:
+        raise ValueError("add_global_norm_clipping: give it a new optimizer (this one has stepped)")
+    # the same parameter groups and settings, as the subclass that clips
+    return GlobalNormClipped(optimizer.param_groups, **optimizer.defaults)

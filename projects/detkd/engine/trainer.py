@@ -15,7 +15,7 @@ from detectron2.data import (
 )
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
-from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
+from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator, verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -118,6 +118,8 @@ class DistillTrainer(DefaultTrainer):
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
+        # the results of the last evaluation during or after training (None before one)
+        self.last_eval_results = None
         self.register_hooks(self.build_hooks())
 
     def resume_or_load(self, resume=True):
@@ -132,19 +134,34 @@ class DistillTrainer(DefaultTrainer):
             warn_changed_config(checkpoint or {}, self.cfg, self.checkpointer.loaded_from)
 
     def build_hooks(self):
-        """detectron2's hooks, and :class:`detkd.balance.BalanceReport` before the writers (so each
-        step's ratios reach ``metrics.json`` with its losses)."""
-        ret = super().build_hooks()
+        """detectron2's hooks, with an evaluation hook that keeps its results
+        (:attr:`last_eval_results`), and :class:`detkd.balance.BalanceReport` before the writers
+        (so each step's ratios reach ``metrics.json`` with its losses)."""
+        ret = [
+            hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self.evaluate)
+            if isinstance(h, hooks.EvalHook)
+            else h
+            for h in super().build_hooks()
+        ]
         b = self.cfg.MODEL.DISTILL.BALANCE
         report = BalanceReport(method_names(self.model), b.LOG_PERIOD, b.LOW, b.HIGH)
         writers = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
         ret.insert(writers[0] if writers else len(ret), report)
         return ret
 
-    @property
-    def last_eval_results(self):
-        """The results of the last evaluation during or after training (``None`` before one)."""
-        return getattr(self, "_last_eval_results", None)
+    def evaluate(self):
+        """Evaluate the model on ``TEST`` (:meth:`test`) and keep the results in
+        :attr:`last_eval_results` (the evaluation hook calls it)."""
+        self.last_eval_results = self.test(self.cfg, self.model)
+        return self.last_eval_results
+
+    def train(self):
+        """``DefaultTrainer.train``: the loop, then ``TEST.EXPECTED_RESULTS`` checked against the
+        last evaluation; returns it."""
+        TrainerBase.train(self, self.start_iter, self.max_iter)
+        if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
+            verify_results(self.cfg, self.last_eval_results)
+        return self.last_eval_results
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -9,4 +9,5 @@ from .teacher import (
     freeze,
     load_teacher_weights,
     teacher_from_config,
+    teacher_of,
 )

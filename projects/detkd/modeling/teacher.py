@@ -23,6 +23,7 @@ __all__ = [
     "load_teacher_weights",
     "freeze",
     "teacher_from_config",
+    "teacher_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -188,3 +189,20 @@ def teacher_from_config(
     if device is not None:
         model.to(torch.device(device))
     return build_teacher(model, resolve_path(weights), ignored_key_prefixes, allow_unsafe_pickle)
+
+
+def teacher_of(cfg) -> nn.Module:
+    """The teacher a distillation config names (``MODEL.DISTILL.TEACHER``), built, loaded and
+    frozen on ``MODEL.DEVICE``: what ``train_net.py --eval-teacher`` and ``detkd survey
+    --eval-teacher`` evaluate."""
+    d = cfg.MODEL.DISTILL.TEACHER
+    if not d.CONFIG_FILE:
+        raise ValueError("evaluating the teacher needs MODEL.DISTILL.TEACHER.CONFIG_FILE")
+    return teacher_from_config(
+        d.CONFIG_FILE,
+        d.WEIGHTS,
+        d.OPTS,
+        device=cfg.MODEL.DEVICE,
+        ignored_key_prefixes=d.IGNORED_KEY_PREFIXES,
+        allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE,
+    )

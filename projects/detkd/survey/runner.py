@@ -222,7 +222,7 @@ def evaluate_teacher(cfg, output: str) -> Dict:
     """The teacher of ``cfg`` evaluated on ``cfg.DATASETS.TEST[0]`` with its evaluator, as a run
     (cached in ``<output>/teacher/run.json`` while the teacher and the test set are unchanged)."""
     from ..engine import DistillTrainer
-    from ..modeling.teacher import teacher_from_config
+    from ..modeling.teacher import teacher_of
 
     test_set = cfg.DATASETS.TEST[0]
     cache = os.path.join(output, "teacher", "run.json")
@@ -231,17 +231,7 @@ def evaluate_teacher(cfg, output: str) -> Dict:
     if saved is not None:
         print(f"[survey] teacher: evaluated before ({cache})", flush=True)
         return saved
-    t = cfg.MODEL.DISTILL.TEACHER
-    if not t.CONFIG_FILE:
-        raise ValueError("survey: --eval-teacher needs MODEL.DISTILL.TEACHER.CONFIG_FILE")
-    model = teacher_from_config(
-        t.CONFIG_FILE,
-        t.WEIGHTS,
-        t.OPTS,
-        device=cfg.MODEL.DEVICE,
-        ignored_key_prefixes=t.IGNORED_KEY_PREFIXES,
-        allow_unsafe_pickle=cfg.MODEL.DISTILL.ALLOW_UNSAFE_PICKLE,
-    )
+    model = teacher_of(cfg)
     test_cfg = cfg.clone()
     test_cfg.defrost()
     test_cfg.DATASETS.TEST = (test_set,)
