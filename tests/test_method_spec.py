@@ -6,6 +6,7 @@ import math
 
 import pytest
 from conftest import make_cfg
+from detectron2.modeling import build_model
 
 from detkd.distillers import (
     CWDDistiller,
@@ -185,3 +186,48 @@ def test_terms_are_spelled_from_the_name_and_an_attribute_cannot_hide_a_method()
 
     with pytest.raises(TypeError, match="would hide its method teacher_features"):
         Clash()
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        (
+            "MODEL.DISTILL.FGD.ALPHA",
+            float("inf"),
+            "FGD.ALPHA must be a non-negative number and finite",
+        ),
+        (
+            "MODEL.DISTILL.HINT.WEIGHT",
+            float("inf"),
+            "HINT.WEIGHT must be a non-negative number and finite",
+        ),
+        (
+            "MODEL.DISTILL.BOUNDED_REG.MARGIN",
+            float("nan"),
+            "BOUNDED_REG.MARGIN must be a finite number",
+        ),
+        ("MODEL.DISTILL.FGD.TEMPERATURE", float("inf"), "FGD.TEMPERATURE must be > 0 and finite"),
+        (
+            "MODEL.DISTILL.MSSD.WEIGHTS",
+            [0.1, float("inf"), 0.1, 0.1],
+            "MSSD.WEIGHTS must be a non-negative number",
+        ),
+        (
+            "MODEL.DISTILL.HINT.STUDENT_FEATURES",
+            ["res4", "res4"],
+            r"HINT.STUDENT_FEATURES names \['res4'\] more " "than once",
+        ),
+        (
+            "MODEL.DISTILL.FGD.IN_FEATURES",
+            ["p3", "p3"],
+            r"FGD.IN_FEATURES names \['p3'\] more than once",
+        ),
+    ],
+)
+def test_non_finite_weights_and_repeated_features_are_refused(distill_cfg, key, value, message):
+    opts = [key, value]
+    if key.startswith("MODEL.DISTILL.HINT.STUDENT"):
+        opts += ["MODEL.DISTILL.HINT.TEACHER_FEATURES", ["res4", "res3"]]
+    cfg = distill_cfg("configs/demo/distill_all.yaml", *opts)
+    with pytest.raises(ValueError, match=message):
+        build_model(cfg)

@@ -4,12 +4,15 @@ import copy
 
 import pytest
 import torch
-from conftest import TEACHER_YAML, make_cfg, train_batch
+from conftest import REPO, TEACHER_YAML, make_cfg, train_batch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
 from detectron2.utils.events import EventStorage
 
+from detkd.checkpoint import (
+    Checkpointer,
+)
 from detkd.modeling import TeacherWeightsError, teacher_from_config
 
 
@@ -89,11 +92,50 @@ def test_teacher_is_frozen_and_student_learns(distill_cfg):
 
 
 def test_lazyconfig_teacher_loads_the_same_checkpoint_strictly(teacher_weights):
-    from conftest import REPO
-
     teacher = teacher_from_config(f"{REPO}/configs/lazy/demo_teacher.py", teacher_weights)
     yaml_state = torch.load(teacher_weights)["model"]
     state = teacher.state_dict()
     assert set(state) == set(yaml_state)
     assert all(torch.equal(state[k], yaml_state[k]) for k in state)
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_distill_checkpoint_is_accepted_as_teacher(tmp_path, teacher_weights):
+    """A DistillRCNN checkpoint whose student has the teacher's architecture teaches."""
+    cfg = make_cfg("configs/demo/lowres_student.yaml")
+    trained = build_model(cfg)
+    Checkpointer(trained, str(tmp_path)).save("distilled")
+    teacher = teacher_from_config(TEACHER_YAML, str(tmp_path / "distilled.pth"))
+    for k, v in trained.student.state_dict().items():
+        assert torch.equal(teacher.state_dict()[k], v), k
+
+
+def test_unused_teacher_keys_are_an_error_unless_ignored(tmp_path, teacher_weights):
+    # a ResNet-34 teacher checkpoint into a ResNet-18 teacher config: blocks res2.2, res3.2, ...
+    # unused
+    with pytest.raises(
+        TeacherWeightsError, match=r"teacher does not use: backbone\.bottom_up\.res2\.2\."
+    ):
+        teacher_from_config(TEACHER_YAML, teacher_weights, ["MODEL.RESNETS.DEPTH", 18])
+    state = torch.load(teacher_weights, weights_only=True)
+    state["model"]["roi_heads.mask_head.conv.weight"] = torch.zeros(1)
+    path = tmp_path / "with_mask.pth"
+    torch.save(state, path)
+    with pytest.raises(TeacherWeightsError, match="roi_heads.mask_head.conv.weight"):
+        teacher_from_config(TEACHER_YAML, str(path))
+    teacher_from_config(TEACHER_YAML, str(path), ignored_key_prefixes=["roi_heads.mask_head."])
+
+
+@pytest.mark.parametrize(
+    "config", ["configs/demo/distill_chen.yaml", "configs/demo/distill_fgd.yaml"]
+)
+def test_nan_teacher_is_an_error_naming_the_tensor(distill_cfg, config):
+    cfg = distill_cfg(config)
+    model = build_model(cfg).train()
+    with torch.no_grad():
+        model.teacher.backbone.fpn_output3.weight.fill_(float("nan"))  # p3 and everything under it
+    with (
+        EventStorage(),
+        pytest.raises(FloatingPointError, match=r"teacher's outputs .*features\['p3'\]"),
+    ):
+        model(train_batch(cfg))

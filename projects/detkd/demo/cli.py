@@ -14,11 +14,10 @@ DATASETS = ("shapes", "hard", "glyphs")
 # set*: its teacher is not yet strong enough to teach at the demo's schedules)
 FULL_DATASETS = ("shapes", "hard")
 FULL_SEEDS = 5  # the least number of seeds of every method in --full
-# student iterations per data set unless --student-iters says otherwise: on the hard set the
-# baseline reaches 1.4-1.5 AP after 150 iterations and 6.7-6.9 after 300 (DEMO.md)
+# student iterations per data set unless --student-iters says otherwise (why each: DEMO.md)
 STUDENT_ITERS = {"shapes": 150, "hard": 300, "glyphs": 1200}
-# teacher iterations per data set unless --teacher-iters says otherwise: the glyphs teacher (from
-# its pretrained trunk) reached 6.6, 11.4 and 16.8 AP at 500, 1000 and 1500 iterations (DEMO.md)
+# teacher iterations per data set unless --teacher-iters says otherwise: the glyphs teacher learns
+# more slowly than the shapes teachers (its curve: DEMO.md, *The glyphs set*)
 TEACHER_ITERS = {"shapes": 800, "hard": 800, "glyphs": 3000}
 
 

@@ -61,15 +61,12 @@ def demo_data(kind: str = "shapes") -> DemoData:
     )
 
 
-# The hard set's teacher trains at half the shapes teacher's learning rate: at 0.02 (SEED 1) its
-# classification loss rose to 17.6 around iteration 80, and clipped, it did not diverge but
-# collapsed to background for good (loss_cls ~0.54 to the end, 0 AP after 800 iterations).
-# The data sets whose runs start from pretrained trunks: on the glyphs set a from-scratch ResNet-34
-# teacher reached 4.0 AP after 1500 iterations (its classification loss flat from iteration 300)
+# The data sets whose runs start from pretrained trunks: from scratch, the glyphs teacher's
+# classification loss stalls (DEMO.md, *The glyphs set*)
 PRETRAINED = ("glyphs",)
 
-# The glyphs set's teacher trains at the hard set's rate too (its photographs and clutter make it
-# the harder of the two to start on).
+# The hard set's teacher trains at half the shapes teacher's learning rate: at 0.02 it collapses
+# to background for good (DEMO.md); the glyphs teacher at the same rate.
 TEACHER_TRAINING = {"hard": ("SOLVER.BASE_LR", 0.01), "glyphs": ("SOLVER.BASE_LR", 0.01)}
 
 

@@ -68,8 +68,8 @@ class Distiller(nn.Module):
     # rework the detector's own losses on their scale (Chen's soft CE mixes into the hard CE,
     # bounded regression is a hinge on the regression loss) rather than add an imitation term: such
     # a term starts near 0 (few foreground proposals in the first iterations), so a ratio measured
-    # then says nothing of its size later (measured: bounded regression scaled x13.5 after 20
-    # iterations, 2-3x the detection loss afterwards, and the demo student stalled under 1.1 AP)
+    # then says nothing of its size later (DEMO.md: bounded regression scaled so held the demo
+    # student under 1.1 AP)
     auto_balanced: bool = True
 
     @classmethod
