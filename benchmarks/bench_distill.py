@@ -60,9 +60,10 @@ NOTES = """## What the figures mean
 - Step times are measured in one process, one step of every kind per round, and a ratio is the
   median of the rounds' own ratios. Timed each kind in a fresh process of its own, ratios come
   from figures taken minutes apart: on this VM the teacher forward alone measures 137-183 ms
-  across five such runs, the head cross-forward's ratio 0.96-1.35 and that of "all" 1.03-1.53. Interleaved, each step also follows another model's step (cold caches, as the
-  teacher's forward inside a distillation step follows the student's), so every figure is a few
-  per cent above a process that runs one model alone.
+  across five such runs, the head cross-forward's ratio 0.96-1.35 and that of "all" 1.03-1.53.
+  Interleaved, each step also follows another model's step (cold caches, as the teacher's
+  forward inside a distillation step follows the student's), so every figure is a few per cent
+  above a process that runs one model alone.
 """
 
 
