@@ -38,6 +38,7 @@ from detkd.checkpoint import Checkpointer
 from detkd.config import student_only_config
 from detkd.data import register_datasets
 from detkd.engine import DistillTrainer, add_global_norm_clipping, hold_output_dir
+from detkd.engine.teacher_check import lazy_sanity_check
 from detkd.engine.trainer import wrap_ddp
 from detkd.modeling import teacher_of
 
@@ -156,6 +157,7 @@ def main_lazy(args):
     )
     trainer.register_hooks(
         [
+            lazy_sanity_check(cfg.dataloader),
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)

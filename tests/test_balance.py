@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import sys
+import types
 
 import pytest
 import torch
@@ -320,17 +321,24 @@ def _teacher_that_finds(model, classes_shift=0):
 @pytest.mark.parametrize(
     "teacher,passes", [("untrained", False), ("perfect", True), ("other classes", False)]
 )
-def test_teacher_sanity_check_at_the_first_step(distill_cfg, detkd_log, teacher, passes):
+def test_teacher_sanity_check_before_the_first_step(distill_cfg, detkd_log, teacher, passes):
+    """DistillTrainer's hook checks the teacher on the first training images with a box, before
+    the first step; training steps do not check it again."""
+    from detkd.engine.teacher_check import sanity_check_of
+
     cfg = distill_cfg("configs/demo/distill_fgd.yaml")
     model = build_model(cfg).train()
     if teacher != "untrained":
         _teacher_that_finds(model, classes_shift=0 if teacher == "perfect" else 1)
-    data = train_batch(cfg)
+    check = sanity_check_of(cfg)
+    check.trainer = types.SimpleNamespace(model=model)
     with EventStorage() as storage:
-        model(data)
+        check.before_train()
         recall = storage.latest()["teacher/sanity_recall"][0]
-        model(data)  # checked once
-    messages = [r for r in detkd_log.records if "sanity check" in r.getMessage().lower()]
+        model(train_batch(cfg))  # a training step: not checked again
+    # one record per message (caplog sees a record twice where "detkd" still propagates)
+    records = list({id(r): r for r in detkd_log.records}.values())
+    messages = [r for r in records if "sanity check" in r.getMessage().lower()]
     assert len(messages) == 1
     if passes:
         assert recall == 1.0 and messages[0].levelno == logging.INFO

@@ -58,6 +58,9 @@ def test_train_then_evaluate_coco_form(tmp_path, teacher_weights):
     assert os.path.isfile(tmp_path / "model_final.pth")
     metrics = (tmp_path / "metrics.json").read_text()
     assert "loss_fgd_fg_p2" in metrics and "loss_fgd_global_p6" in metrics
+    # the teacher was checked before the first step, once
+    assert (tmp_path / "log.txt").read_text().count("TEACHER SANITY CHECK FAILED") == 1
+    assert "teacher/sanity_recall" in metrics
 
 
 def test_train_then_evaluate_voc_form(tmp_path, teacher_weights):
@@ -112,7 +115,9 @@ def test_lazyconfig_training_run(tmp_path, teacher_weights):
     ]
     train_net.invoke(argv)
     assert os.path.isfile(tmp_path / "model_final.pth")
-    assert "loss_fgd_attention_p3" in (tmp_path / "metrics.json").read_text()
+    metrics = (tmp_path / "metrics.json").read_text()
+    assert "loss_fgd_attention_p3" in metrics and "teacher/sanity_recall" in metrics
+    assert (tmp_path / "log.txt").read_text().count("TEACHER SANITY CHECK FAILED") == 1
 
 
 def test_export_round_trip_loads_in_stock_detectron2(tmp_path, teacher_weights):

@@ -38,8 +38,8 @@ def add_detkd_config(cfg):
     # (e.g. ["roi_heads.mask_head."] for a Mask R-CNN checkpoint in a box-only teacher).
     _C.MODEL.DISTILL.TEACHER.IGNORED_KEY_PREFIXES = []
 
-    # Teacher sanity check, first training step: its recall of the batch's GT boxes (IoU 0.5, right
-    # class) among its detections; under this a loud warning (an untrained or mismatched teacher).
+    # Teacher sanity check, before the first step: its recall of the GT boxes of the first training
+    # images (IoU 0.5, right class); under this a loud warning (an untrained or mismatched teacher).
     _C.MODEL.DISTILL.TEACHER.SANITY_MIN_RECALL = 0.3
 
     # Balance between the distillation terms and the detection loss (detkd.balance).

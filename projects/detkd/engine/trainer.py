@@ -24,6 +24,7 @@ from ..checkpoint import Checkpointer
 from ..config import changed_keys
 from ..data.checks import FileNamingDatasetMapper, get_checked_dataset_dicts
 from .clipping import add_global_norm_clipping
+from .teacher_check import sanity_check_of
 
 __all__ = ["DistillTrainer", "build_evaluator", "warn_changed_config", "wrap_ddp"]
 
@@ -134,7 +135,8 @@ class DistillTrainer(DefaultTrainer):
             warn_changed_config(checkpoint or {}, self.cfg, self.checkpointer.loaded_from)
 
     def build_hooks(self):
-        """detectron2's hooks, with an evaluation hook that keeps its results
+        """The teacher sanity check first (:class:`~detkd.engine.teacher_check.TeacherSanityCheck`),
+        detectron2's hooks, with an evaluation hook that keeps its results
         (:attr:`last_eval_results`), and :class:`detkd.balance.BalanceReport` before the writers
         (so each step's ratios reach ``metrics.json`` with its losses)."""
         ret = [
@@ -143,6 +145,9 @@ class DistillTrainer(DefaultTrainer):
             else h
             for h in super().build_hooks()
         ]
+        check = sanity_check_of(self.cfg)
+        if check is not None:
+            ret.insert(0, check)
         b = self.cfg.MODEL.DISTILL.BALANCE
         report = BalanceReport(method_names(self.model), b.LOG_PERIOD, b.LOW, b.HIGH)
         writers = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]

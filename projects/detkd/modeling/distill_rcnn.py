@@ -182,7 +182,6 @@ class DistillRCNN(nn.Module):
             enabled=True,
             unscaled=[d.name for d in self.distillers.values() if not d.auto_balanced],
         )
-        self._teacher_checked = False  # the sanity check runs on the first batch with a box
         self.schedule = schedule or DistillSchedule()
         self.guard = guard or RunawayGuard({d.name: d.config_block for d in distillers})
         self._steps = 0  # training forwards of this process (the iteration outside a trainer)
@@ -407,8 +406,6 @@ class DistillRCNN(nn.Module):
             return self.inference(batched_inputs)
         if any("instances" not in x for x in batched_inputs):
             raise ValueError("DistillRCNN training needs 'instances' in every input dict")
-        if self.teacher is not None and not self._teacher_checked:
-            self._teacher_checked = self.check_teacher(batched_inputs)
         losses, batch = self.student_pass(batched_inputs)
         if not self.distillers:
             return losses
@@ -516,9 +513,10 @@ class DistillRCNN(nn.Module):
         return recalled, total
 
     def check_teacher(self, batched_inputs) -> bool:
-        """The sanity check of the first training step: log the teacher's recall of the batch's GT
-        boxes (``teacher/sanity_recall``), warn loudly under ``teacher_min_recall``. Returns False
-        when the batch has no GT box (check the next one)."""
+        """The teacher sanity check (run before the first step by
+        :class:`detkd.engine.TeacherSanityCheck`): log the teacher's recall of the GT boxes of
+        ``batched_inputs`` (``teacher/sanity_recall``), warn loudly under ``teacher_min_recall``.
+        Returns False when they have no GT box."""
         gt = [_drop_empty_boxes(x["instances"].to(self.device)) for x in batched_inputs]
         recalled, total = self.teacher_recall(batched_inputs, gt)
         if total == 0:
@@ -526,7 +524,8 @@ class DistillRCNN(nn.Module):
         recall = recalled / total
         put_scalar("teacher/sanity_recall", recall)
         found = (
-            f"the teacher finds {recalled} of the {total} ground-truth boxes of the first batch "
+            f"the teacher finds {recalled} of the {total} ground-truth boxes of the first training "
+            "images "
             f"(recall {recall:.2f} at IoU 0.5 with the right class"
         )
         if recall < self.teacher_min_recall:
