@@ -346,3 +346,16 @@ def load_config_of(args):
     from detkd.config import load_config
 
     return load_config(args.config_file, args.opts)
+
+
+@pytest.mark.slow
+def test_a_trial_of_several_processes_runs_under_launch(tmp_path, teacher_weights, shapes_data):
+    """What a trial with several GPUs does, on the CPU: detectron2's launch with two processes
+    (gloo), the first one's run read back; both processes train (the batch is split)."""
+    survey = plan_survey(_args(tmp_path, teacher_weights, iters=2))
+    trials, _, _ = plan_trials(survey.arms, {n: 1 for n in survey.arms}, survey.output)
+    trial = trials["pkd", 0]
+    run = train_trial(trial, 0, 2, register_shapes_datasets, (shapes_data, None, False))
+    assert survey.test_set in run["results"] and run["params"] > 0
+    assert os.path.isfile(os.path.join(trial.cfg.OUTPUT_DIR, "trial_run.json"))
+    assert os.path.isfile(os.path.join(trial.cfg.OUTPUT_DIR, "model_final.pth"))

@@ -165,7 +165,12 @@ def main(argv=None):
     backend = backend_of(args, tuple(first.DATASETS.TRAIN) + tuple(first.DATASETS.TEST))
     fn = None
     if args.backend == "ray" and args.gpus_per_trial:
-        fn = functools.partial(train_trial, num_gpus=args.gpus_per_trial)
+        fn = functools.partial(
+            train_trial,
+            num_gpus=args.gpus_per_trial,
+            initializer=backend.initializer,
+            initargs=backend.initargs,
+        )
     data = survey.run(backend, fn)
     print(open(os.path.join(args.output, "survey.md")).read(), flush=True)
     return data

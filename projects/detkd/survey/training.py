@@ -49,7 +49,7 @@ def train_config(cfg, extra_test_sets: Sequence[str] = ()) -> Dict:
     if cfg.DATASETS.TEST:
         test_set = cfg.DATASETS.TEST[0]
         final = trainer.last_eval_results
-        if not final:  # TEST.EVAL_PERIOD 0: no evaluation during training
+        if final is None:  # TEST.EVAL_PERIOD 0: no evaluation during training (in any process)
             final = DistillTrainer.test(_with_test_sets(cfg, [test_set]), model)
         results[test_set] = final
     for name in extra_test_sets:
@@ -82,34 +82,41 @@ def diverged_run(name: str, seed: int, error: Exception) -> Dict:
     )
 
 
-def train_trial(trial, num_gpus: int = 0) -> Dict:
-    """Train and evaluate one :class:`~detkd.survey.trials.Trial` in this process (``num_gpus``
-    <= 1) or under detectron2's ``launch`` with ``num_gpus`` processes, one per GPU (the first
-    process writes the run to ``<OUTPUT_DIR>/trial_run.json``, read back here). A diverged trial
-    is a result (:func:`diverged_run`)."""
+def train_trial(
+    trial, num_gpus: int = 0, processes: int = 0, initializer=None, initargs: Sequence = ()
+) -> Dict:
+    """Train and evaluate one :class:`~detkd.survey.trials.Trial` on ``num_gpus`` GPUs (0: the
+    CPU), in this process or, with more than one process (``processes``, default one per GPU),
+    under detectron2's ``launch``: each launched process runs ``initializer(*initargs)`` first
+    (registering the datasets), the first one writes the run to ``<OUTPUT_DIR>/trial_run.json``,
+    read back here. A diverged trial is a result (:func:`diverged_run`)."""
     cfg = trial.cfg.clone()
     cfg.defrost()
     if num_gpus >= 1:
         cfg.MODEL.DEVICE = "cuda"
+    processes = processes or max(num_gpus, 1)
     try:
-        if num_gpus <= 1:
+        if processes == 1:
             return train_config(cfg)
         from detectron2.engine import launch
 
         path = os.path.join(cfg.OUTPUT_DIR, "trial_run.json")
         if os.path.isfile(path):
             os.remove(path)
-        launch(_launched, num_gpus, dist_url="auto", args=(cfg, path))
+        launch(_launched, processes, dist_url="auto", args=(cfg, path, initializer, initargs))
         with open(path) as f:
             return json.load(f)
     except FloatingPointError as e:  # RunawayTermError too
         return diverged_run(trial.name, trial.seed, e)
 
 
-def _launched(cfg, path: str):
-    """One process of a trial under ``launch``: trains; the first process writes the run."""
+def _launched(cfg, path: str, initializer=None, initargs: Sequence = ()):
+    """One process of a trial under ``launch``: sets up, trains; the first process writes the
+    run."""
     from detectron2.utils import comm
 
+    if initializer is not None:
+        initializer(*initargs)
     run = train_config(cfg)
     if comm.is_main_process():
         with open(path, "w") as f:
