@@ -10,8 +10,8 @@ from .report import write_comparison
 from .runner import run_demo
 
 DATASETS = ("shapes", "hard", "glyphs")
-# the sets --full measures: the glyphs set joins once its regime is settled (DEMO.md, *The glyphs
-# set*: its teacher is not yet strong enough to teach at the demo's schedules)
+# the sets --full measures: the glyphs set joins once its students' schedule has converged
+# (DEMO.md, *The glyphs students*)
 FULL_DATASETS = ("shapes", "hard")
 FULL_SEEDS = 5  # the least number of seeds of every method in --full
 # student iterations per data set unless --student-iters says otherwise (why each: DEMO.md)
