@@ -15,6 +15,8 @@ from .training import SHAPES, DemoData
 # paired gain at least 2 AP with its 95 % interval above 0, and ``all`` closing at least 40 % of
 # the teacher-baseline gap
 GOAL = Goal(gain=2.0, gap_closed={"all": 0.40})
+# how results.md names each embedded data set
+DATA_NAMES = {"hard": "hard shapes", "glyphs": "glyphs"}
 
 
 def row(run: Dict, seed: Optional[int] = None, data: DemoData = SHAPES) -> Dict:
@@ -56,7 +58,8 @@ def header(
     what = (
         "Embedded shapes data"
         if data.kind == "shapes"
-        else f"Embedded {data.kind} shapes data ({data.num_classes} classes, {data.train})"
+        else f"Embedded {DATA_NAMES.get(data.kind, data.kind)} data ({data.num_classes} classes, "
+        f"{data.train})"
     )
     return (
         f"# detkd demo results\n\n{what}; teacher {teacher_iters} iterations, "
