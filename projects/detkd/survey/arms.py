@@ -137,11 +137,10 @@ def build_arms(cfg, methods: Dict[str, Tuple[str, ...]], grid: Dict[str, List[st
         used.update(keys)
         for values in itertools.product(*(grid[k] for k in keys)):
             point = dict(zip(keys, values))
-            arm = student_only_config(cfg)
-            arm.MODEL.DISTILL.TEACHER = cfg.MODEL.DISTILL.TEACHER.clone()
-            arm.MODEL.DISTILL.INHERIT = cfg.MODEL.DISTILL.INHERIT.clone()
-            for m in members:
-                arm.MODEL.DISTILL[blocks[m]].ENABLED = True
+            arm = cfg.clone()  # the user's config with only this arm's methods enabled
+            arm.defrost()
+            for block in method_block_names:
+                arm.MODEL.DISTILL[block].ENABLED = block in own
             for key, value in point.items():
                 try:
                     arm.merge_from_list([key, _typed(cfg, key, value)])
