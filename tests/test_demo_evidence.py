@@ -412,6 +412,9 @@ def test_cli_dataset_and_full_mode(planned, tmp_path):
     cli.main(["--output", out, "--dataset", "glyphs", "--methods", "baseline"])
     (glyphs,) = planned  # the glyphs set by name, into its own folder
     assert glyphs["dataset"] == "glyphs" and glyphs["output"] == os.path.join(out, "glyphs")
+    planned.clear()  # a diagnosis variant by name, beside its method and baseline
+    cli.main(["--output", out, "--dataset", "glyphs", "--methods", "baseline,fgd,fgd_t0.1"])
+    assert planned[0]["methods"] == ["baseline", "fgd", "fgd_t0.1"]
     planned.clear()
     cli.main(["--output", out, "--full", "--seeds", "7"])
     assert planned[0]["seeds"]["lowres_baseline"] == 7 and planned[0]["seeds"]["baseline"] == 5

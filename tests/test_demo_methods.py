@@ -93,3 +93,46 @@ def test_benchmark_methods_are_the_demo_survey():
     from bench_distill import methods
 
     assert methods() == {name: e.config for name, e in survey_experiments().items()}
+
+
+def _flat(cfg, prefix=""):
+    """A config as {"A.B.C": value}."""
+    out = {}
+    for key, value in cfg.items():
+        if hasattr(value, "items"):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
+    """Each diagnosis variant is its method's student with its own overrides and nothing else: the
+    trials the demo plans for the variant and for its method differ in those keys (and the output
+    folder) alone, and it is compared with its method's baseline."""
+    from detkd.demo.experiments import DIAGNOSIS, diagnosis_experiments
+    from detkd.demo.runner import plan_students
+    from detkd.demo.training import demo_data
+
+    survey, variants = survey_experiments(), diagnosis_experiments()
+    assert set(variants) == set(DIAGNOSIS) and not set(variants) & set(experiments())
+    assert variants["fgd_t0.1"].opts == ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1)
+    chosen = {**{m: survey[m] for m in ("fgd", "cwd", "mgd", "pkd")}, **variants}
+    trials, runs, pending = plan_students(
+        str(tmp_path), chosen, dict.fromkeys(chosen, 1), 80, 4, [], "t.pth", "fp", demo_data()
+    )
+    assert not runs and len(pending) == len(chosen)
+    for name, (method, description, opts) in DIAGNOSIS.items():
+        assert variants[name].baseline == survey[method].baseline and description
+        mine, theirs = _flat(trials[name, 0].cfg), _flat(trials[method, 0].cfg)
+        changed = {k for k in mine if mine[k] != theirs[k]} - {"OUTPUT_DIR"}
+        assert changed == set(opts[::2]), name
+        assert trials[name, 0].key != trials[method, 0].key
+    assert trials["fgd_t0.1", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 0.1
+    assert trials["fgd_t0.1", 0].cfg.OUTPUT_DIR == os.path.join(str(tmp_path), "fgd_t0.1", "seed0")
+    assert list(trials["fgd_p3_p6", 0].cfg.MODEL.DISTILL.FGD.IN_FEATURES) == [
+        "p3",
+        "p4",
+        "p5",
+        "p6",
+    ]

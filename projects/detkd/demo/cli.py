@@ -5,7 +5,7 @@ import os
 
 from detectron2.utils.logger import setup_logger
 
-from .experiments import experiments
+from .experiments import diagnosis_experiments, experiments
 from .report import write_comparison
 from .runner import run_demo
 
@@ -45,6 +45,7 @@ def plan(args, known):
 
 def main(argv=None):
     known = experiments()
+    diagnosis = diagnosis_experiments()
     parser = argparse.ArgumentParser(
         prog="python -m detkd.demo",
         description="detkd demo on the embedded shapes data (or another set: --dataset)",
@@ -56,7 +57,8 @@ def main(argv=None):
     parser.add_argument(
         "--methods",
         default=",".join(known),
-        help="comma-separated experiments (default: all of them)",
+        help="comma-separated experiments (default: all of them but the diagnosis variants, "
+        f"{', '.join(diagnosis)}: DEMO.md, Diagnosis)",
     )
     parser.add_argument(
         "--seeds", type=int, default=3, help="seeds of the low-resolution comparison"
@@ -117,6 +119,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
+    known.update(diagnosis)
     unknown = [m for m in methods if m not in known]
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {sorted(known)}")

@@ -4,7 +4,7 @@ here, and the survey of the distillation methods, discovered from ``configs/demo
 
 import glob
 import os
-from typing import Dict, NamedTuple
+from typing import Dict, NamedTuple, Tuple
 
 from ..config import load_config
 from ..distillers import registered_distillers
@@ -20,6 +20,7 @@ class Experiment(NamedTuple):
     description: str
     baseline: str = ""  # the experiment it is compared with ("": none, it is a baseline)
     gain: bool = False  # in the low-resolution comparison (seeds: --seeds), else the survey
+    opts: Tuple = ()  # KEY VALUE overrides of the config (a diagnosis variant's one change)
 
 
 # the comparison the demo is built around (run with --seeds), then the survey's baseline: the
@@ -98,6 +99,66 @@ def survey_experiments(config_dir: str = CONFIG_DIR) -> Dict[str, Experiment]:
             (len(enabled), name, Experiment(file, config_description(path), baselines[backbone]))
         )
     return {name: experiment for _, name, experiment in sorted(found, key=lambda f: f[:2])}
+
+
+# The diagnosis of the methods' misses (DEMO.md, *Diagnosis*): each variant is a survey method's
+# config with one change, answering one hypothesis, paired with the method's baseline under the
+# same seeds. name -> (survey method, what it changes and why, KEY VALUE overrides). Run by name,
+# beside its method and baseline: python -m detkd.demo --methods baseline,fgd,fgd_t0.1 ...
+DIAGNOSIS = {
+    "fgd_t0.1": (
+        "fgd",
+        "FGD balanced to 0.1x the detection loss (is 1x too strong?)",
+        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
+    ),
+    "fgd_t0.3": (
+        "fgd",
+        "FGD balanced to 0.3x the detection loss",
+        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.3),
+    ),
+    "fgd_fg_bg": (
+        "fgd",
+        "FGD's fg and bg feature terms only (attention and global off)",
+        ("MODEL.DISTILL.FGD.GAMMA", 0.0, "MODEL.DISTILL.FGD.LAMBDA", 0.0),
+    ),
+    "fgd_att_global": (
+        "fgd",
+        "FGD's attention and global terms only (fg and bg off)",
+        ("MODEL.DISTILL.FGD.ALPHA", 0.0, "MODEL.DISTILL.FGD.BETA", 0.0),
+    ),
+    "fgd_p3_p6": (
+        "fgd",
+        "FGD without p2, the level with the most positions",
+        ("MODEL.DISTILL.FGD.IN_FEATURES", ["p3", "p4", "p5", "p6"]),
+    ),
+    "cwd_t0.1": (
+        "cwd",
+        "CWD balanced to 0.1x the detection loss",
+        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
+    ),
+    "mgd_t0.1": (
+        "mgd",
+        "MGD balanced to 0.1x the detection loss",
+        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
+    ),
+    "pkd_t0.1": (
+        "pkd",
+        "PKD balanced to 0.1x the detection loss",
+        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
+    ),
+}
+
+
+def diagnosis_experiments() -> Dict[str, Experiment]:
+    """The :data:`DIAGNOSIS` variants as experiments: each its method's config and baseline, with
+    its one change in ``opts``."""
+    survey = survey_experiments()
+    found = {}
+    for name, (method, description, opts) in DIAGNOSIS.items():
+        if method not in survey:
+            raise ValueError(f"diagnosis variant {name}: {method} is not a survey experiment")
+        found[name] = survey[method]._replace(description=description, opts=tuple(opts))
+    return found
 
 
 def experiments() -> Dict[str, Experiment]:

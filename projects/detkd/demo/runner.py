@@ -21,7 +21,7 @@ from ..survey.plots import plot_results
 from ..survey.report import convergence, format_table, paired_gains
 from ..survey.runner import run_trials
 from ..survey.trials import fingerprint, plan_trials, save_run
-from .experiments import CONFIG_DIR, experiments
+from .experiments import CONFIG_DIR, diagnosis_experiments, experiments
 from .report import header, plot_gains, row, summarize, write_results
 from .rundirs import fresh_run_dir, output_lock
 from .training import (
@@ -62,7 +62,7 @@ def run_demo(
     with output_lock(output):
         if jobs < 1:
             raise ValueError(f"run_demo: jobs must be >= 1, got {jobs}")
-        known = experiments()
+        known = {**experiments(), **diagnosis_experiments()}
         seeds_of = seeds if isinstance(seeds, dict) else {m: seeds for m in methods}
         threads = torch.get_num_threads() if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
         data = demo_data(dataset)
@@ -73,7 +73,7 @@ def run_demo(
         teacher_run, weights, fp, cached, teacher_seed = _teacher(
             output, teacher_iters, extra_opts, data, trunks
         )
-        trials, runs, pending = _plan(
+        trials, runs, pending = plan_students(
             output,
             {m: known[m] for m in methods},
             seeds_of,
@@ -248,7 +248,7 @@ def _teacher(
     return run, weights, fp, cached, t_cfg.SEED
 
 
-def _plan(
+def plan_students(
     output: str,
     chosen: Dict,
     seeds_of: Dict,
@@ -282,6 +282,7 @@ def _plan(
                 *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if uses_teacher else []),
                 *data.opts(teacher=uses_teacher),
                 *trunks.opts(config),
+                *experiment.opts,
                 *extra_opts,
             ],
         )
