@@ -111,24 +111,40 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     trials the demo plans for the variant and for its method differ in those keys (and the output
     folder) alone, and it is compared with its method's baseline."""
     from detkd.demo.experiments import DIAGNOSIS, diagnosis_experiments
-    from detkd.demo.runner import plan_students
+    from detkd.demo.runner import Trunks, plan_students
     from detkd.demo.training import demo_data
 
     survey, variants = survey_experiments(), diagnosis_experiments()
     assert set(variants) == set(DIAGNOSIS) and not set(variants) & set(experiments())
     assert variants["fgd_t0.1"].opts == ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1)
-    chosen = {**{m: survey[m] for m in ("fgd", "cwd", "mgd", "pkd")}, **variants}
+    known = {**experiments(), **variants}
+    chosen = {**{m: known[m] for m in ("baseline", "fgd", "cwd", "mgd", "pkd")}, **variants}
     trials, runs, pending = plan_students(
-        str(tmp_path), chosen, dict.fromkeys(chosen, 1), 80, 4, [], "t.pth", "fp", demo_data()
+        str(tmp_path),
+        chosen,
+        dict.fromkeys(chosen, 1),
+        80,
+        4,
+        [],
+        "t.pth",
+        "fp",
+        demo_data(),
+        Trunks({18: "r18.pth", 34: "r34.pth"}, "trunks"),  # students start from a pretrained trunk
     )
     assert not runs and len(pending) == len(chosen)
-    for name, (method, description, opts) in DIAGNOSIS.items():
-        assert variants[name].baseline == survey[method].baseline and description
+    for name, (method, description, opts, *compared_with) in DIAGNOSIS.items():
+        assert variants[name].baseline == (compared_with or [known[method].baseline])[0]
+        assert description and variants[name].config == known[method].config
         mine, theirs = _flat(trials[name, 0].cfg), _flat(trials[method, 0].cfg)
         changed = {k for k in mine if mine[k] != theirs[k]} - {"OUTPUT_DIR"}
         assert changed == set(opts[::2]), name
         assert trials[name, 0].key != trials[method, 0].key
     assert trials["fgd_t0.1", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 0.1
+    # a student from random weights is compared with the baseline from random weights
+    assert variants["fgd_scratch"].baseline == "baseline_scratch"
+    assert variants["baseline_scratch"].baseline == "" and survey["fgd"].baseline == "baseline"
+    assert trials["fgd", 0].cfg.MODEL.WEIGHTS == "r18.pth"
+    assert trials["fgd_scratch", 0].cfg.MODEL.WEIGHTS == ""
     assert trials["fgd_t0.1", 0].cfg.OUTPUT_DIR == os.path.join(str(tmp_path), "fgd_t0.1", "seed0")
     assert list(trials["fgd_p3_p6", 0].cfg.MODEL.DISTILL.FGD.IN_FEATURES) == [
         "p3",

@@ -103,8 +103,9 @@ def survey_experiments(config_dir: str = CONFIG_DIR) -> Dict[str, Experiment]:
 
 # The diagnosis of the methods' misses (DEMO.md, *Diagnosis*): each variant is a survey method's
 # config with one change, answering one hypothesis, paired with the method's baseline under the
-# same seeds. name -> (survey method, what it changes and why, KEY VALUE overrides). Run by name,
-# beside its method and baseline: python -m detkd.demo --methods baseline,fgd,fgd_t0.1 ...
+# same seeds. name -> (survey method or baseline, what it changes and why, KEY VALUE overrides[,
+# the experiment it is compared with when not the method's baseline]). Run by name, beside its
+# method and baseline: python -m detkd.demo --methods baseline,fgd,fgd_t0.1 ...
 DIAGNOSIS = {
     "fgd_t0.1": (
         "fgd",
@@ -131,6 +132,28 @@ DIAGNOSIS = {
         "FGD without p2, the level with the most positions",
         ("MODEL.DISTILL.FGD.IN_FEATURES", ["p3", "p4", "p5", "p6"]),
     ),
+    "fgd_warmup": (
+        "fgd",
+        "FGD ramped up over its first 400 iterations (a quarter of the glyphs schedule)",
+        ("MODEL.DISTILL.SCHEDULE.WARMUP_ITERS", 400),
+    ),
+    "fgd_stop": (
+        "fgd",
+        "FGD stopped at iteration 1200 (the last quarter of the glyphs schedule without it)",
+        ("MODEL.DISTILL.SCHEDULE.STOP_ITER", 1200),
+    ),
+    "baseline_scratch": (
+        "baseline",
+        "the baseline student from random weights, not its pretrained trunk",
+        ("MODEL.WEIGHTS", ""),
+    ),
+    "fgd_scratch": (
+        "fgd",
+        "FGD into a student from random weights (does FGD pay where the student starts from "
+        "nothing, as on the held-out handwriting?)",
+        ("MODEL.WEIGHTS", ""),
+        "baseline_scratch",
+    ),
     "cwd_t0.1": (
         "cwd",
         "CWD balanced to 0.1x the detection loss",
@@ -150,14 +173,17 @@ DIAGNOSIS = {
 
 
 def diagnosis_experiments() -> Dict[str, Experiment]:
-    """The :data:`DIAGNOSIS` variants as experiments: each its method's config and baseline, with
-    its one change in ``opts``."""
-    survey = survey_experiments()
+    """The :data:`DIAGNOSIS` variants as experiments: each its method's config and baseline (or the
+    variant it names), with its one change in ``opts``."""
+    known = {**BASELINES, **survey_experiments()}
     found = {}
-    for name, (method, description, opts) in DIAGNOSIS.items():
-        if method not in survey:
-            raise ValueError(f"diagnosis variant {name}: {method} is not a survey experiment")
-        found[name] = survey[method]._replace(description=description, opts=tuple(opts))
+    for name, (method, description, opts, *compared_with) in DIAGNOSIS.items():
+        if method not in known:
+            raise ValueError(f"diagnosis variant {name}: {method} is not a demo experiment")
+        baseline = compared_with[0] if compared_with else known[method].baseline
+        found[name] = known[method]._replace(
+            description=description, opts=tuple(opts), baseline=baseline
+        )
     return found
 
 
