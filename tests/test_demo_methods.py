@@ -118,7 +118,7 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     assert set(variants) == set(DIAGNOSIS) and not set(variants) & set(experiments())
     assert variants["fgd_t0.1"].opts == ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1)
     known = {**experiments(), **variants}
-    chosen = {**{m: known[m] for m in ("baseline", "fgd", "cwd", "mgd", "pkd")}, **variants}
+    chosen = {**{d[0]: known[d[0]] for d in DIAGNOSIS.values()}, **variants}
     trials, runs, pending = plan_students(
         str(tmp_path),
         chosen,

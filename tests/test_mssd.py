@@ -117,3 +117,41 @@ def test_mssd_training_step_without_teacher_is_finite():
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert model.distillers["mssd"].loss.mask_heads["p2"].weight.grad.abs().sum() > 0
+
+
+def test_mssd_adapt_starts_at_the_paper_form_and_trains_the_adapter():
+    """With ADAPT the PAN output reaches its FPN map through a 1x1 conv that starts as the
+    identity: the first loss equals the plain form's; after one step on the adapter alone the
+    loss is mean((W N + b - P)^2) by hand, and the FPN side (the teacher) gets no gradient."""
+    g = torch.Generator().manual_seed(0)
+    pan = {"p2": torch.randn(2, 3, 4, 4, generator=g, requires_grad=True)}
+    fpn = {"p2": torch.randn(2, 3, 4, 4, generator=g, requires_grad=True)}
+    args = ([torch.tensor([[0.0, 0.0, 8.0, 8.0]])] * 2, [(16, 16)] * 2, {"p2": 4.0})
+    plain = MSSDLoss(3, ["p2"])(pan, fpn, *args)
+    adapted_loss = MSSDLoss(3, ["p2"], adapt=True)
+    adapted = adapted_loss(pan, fpn, *args)
+    assert adapted["sd_p2"].item() == pytest.approx(plain["sd_p2"].item(), rel=1e-6)
+    adapted["sd_p2"].backward()
+    conv = adapted_loss.adapters["p2"]
+    assert conv.weight.grad.abs().sum() > 0 and fpn["p2"].grad is None
+    with torch.no_grad():
+        conv.weight.mul_(0.5)
+        conv.bias.fill_(1.0)
+    by_hand = ((0.5 * pan["p2"] + 1.0 - fpn["p2"]) ** 2).mean()
+    again = adapted_loss(pan, fpn, *args)["sd_p2"]
+    assert again.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert not MSSDLoss(3, ["p2"]).adapters  # off by default: no extra parameters
+
+
+def test_mssd_adapt_from_config_and_not_in_the_exported_student():
+    cfg = make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.ADAPT", True)
+    model = build_model(cfg).train()
+    mssd = model.distillers["mssd"]
+    assert set(mssd.loss.adapters) == {"p2", "p3", "p4", "p5"}
+    with EventStorage():
+        losses = model(train_batch(cfg))
+    sum(losses.values()).backward()
+    assert mssd.loss.adapters["p3"].weight.grad.abs().sum() > 0
+    assert not any("adapters" in k for k in model.student.state_dict())
+    with pytest.raises(ValueError, match="MODEL.DISTILL.MSSD.ADAPT"):
+        build_model(make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.ADAPT", 2))

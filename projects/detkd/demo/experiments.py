@@ -154,6 +154,22 @@ DIAGNOSIS = {
         ("MODEL.WEIGHTS", ""),
         "baseline_scratch",
     ),
+    "mssd_adapt": (
+        "mssd",
+        "MSSD's PAN outputs reach their FPN maps through a 1x1 adaptation layer (identity at "
+        "the start) instead of being pulled onto them",
+        ("MODEL.DISTILL.MSSD.ADAPT", True),
+    ),
+    "mssd_mask_only": (
+        "mssd",
+        "MSSD's Gaussian mask term alone (self-distillation off)",
+        ("MODEL.DISTILL.MSSD.WEIGHTS", [0.0, 0.0, 0.0, 0.0]),
+    ),
+    "mssd_sd_only": (
+        "mssd",
+        "MSSD's self-distillation alone (Gaussian mask term off)",
+        ("MODEL.DISTILL.MSSD.MASK_WEIGHTS", [0.0, 0.0, 0.0, 0.0]),
+    ),
     "cwd_t0.1": (
         "cwd",
         "CWD balanced to 0.1x the detection loss",

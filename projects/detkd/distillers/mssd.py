@@ -11,7 +11,7 @@ from detectron2.config import configurable
 
 from ..losses import MSSDLoss
 from .base import DISTILLER_REGISTRY, Distiller, check_channels, feature_shape
-from .params import Param, each, non_negative, one_per, unique
+from .params import Param, each, non_negative, one_of, one_per, unique
 
 __all__ = ["MSSDDistiller"]
 
@@ -42,6 +42,9 @@ class MSSDDistiller(Distiller):
             [1.0] * 4,
             (each(non_negative), one_per("in_features", "IN_FEATURES")),
         ),
+        # the PAN output reaches its FPN map through a trained 1x1 conv (identity at the start)
+        # instead of being pulled onto it (detkd.losses.MSSDLoss)
+        Param("ADAPT", False, one_of(True, False)),
     )
 
     @configurable
@@ -51,7 +54,7 @@ class MSSDDistiller(Distiller):
         self.in_features = list(self.in_features)
         self.weights = dict(zip(self.in_features, map(float, self.weights)))
         self.mask_weights = dict(zip(self.in_features, map(float, self.mask_weights)))
-        self.loss = MSSDLoss(channels, self.in_features)
+        self.loss = MSSDLoss(channels, self.in_features, adapt=bool(self.adapt))
 
     @classmethod
     def shape_args(cls, cfg, student_shapes, teacher_shapes=None):

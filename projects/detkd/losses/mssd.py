@@ -6,6 +6,13 @@ teaches the deeper bottom-up PAN output ``N_l``; the teacher side is detached:
 
     L_sd = sum_l w_l * mean((N_l - stopgrad(P_l))^2)
 
+That form pulls each PAN output onto its FPN map, which can only undo what the bottom-up path adds.
+With ``adapt`` the student side goes through a trained 1x1 conv first (as Chen et al.'s hint
+adaptation, NeurIPS 2017 §3.3), initialised to the identity so that training starts at the
+paper's form:
+
+    L_sd = sum_l w_l * mean((adapt_sd_l(N_l) - stopgrad(P_l))^2)
+
 Gaussian mask loss: a light adaptation layer (1x1 conv ``C -> 1`` and a sigmoid, since the
 target lies in [0, 1]) maps each output map ``N_l`` to a one-channel map trained with MSE against
 the Gaussian encoding of the GT boxes on that grid
@@ -27,7 +34,16 @@ from torch.nn import functional as F
 
 from .masks import gaussian_target_mask
 
-__all__ = ["MSSDLoss"]
+__all__ = ["MSSDLoss", "identity_conv1x1"]
+
+
+def identity_conv1x1(channels: int) -> nn.Conv2d:
+    """A 1x1 conv ``channels -> channels`` that starts as the identity (weight I, bias 0)."""
+    conv = nn.Conv2d(channels, channels, kernel_size=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(channels).view(channels, channels, 1, 1))
+        conv.bias.zero_()
+    return conv
 
 
 class MSSDLoss(nn.Module):
@@ -37,13 +53,18 @@ class MSSDLoss(nn.Module):
     ``N_l`` as the student and the top-down maps ``P_l`` as the (detached) teacher returns
     ``{"sd_<level>": mean((N_l - P_l)^2), "mask_<level>": mean((sigmoid(adapt_l(N_l)) - G_l)^2)}``;
     the per-level weights ``w_l``, ``v_l`` are applied by :class:`detkd.distillers.MSSDDistiller`.
+    ``adapt``: the self-distillation term compares ``adapt_sd_l(N_l)`` (a 1x1 conv per level,
+    starting as the identity) with ``P_l``.
     """
 
-    def __init__(self, channels: int, level_names: Sequence[str]):
+    def __init__(self, channels: int, level_names: Sequence[str], adapt: bool = False):
         super().__init__()
         self.level_names = list(level_names)
         self.mask_heads = nn.ModuleDict(
             {name: nn.Conv2d(channels, 1, kernel_size=1) for name in level_names}
+        )
+        self.adapters = nn.ModuleDict(
+            {name: identity_conv1x1(channels) for name in level_names} if adapt else {}
         )
 
     def forward(
@@ -57,7 +78,8 @@ class MSSDLoss(nn.Module):
         losses = {}
         for name in self.level_names:
             out = student_feats[name]
-            losses[f"sd_{name}"] = F.mse_loss(out, teacher_feats[name].detach())
+            student = self.adapters[name](out) if self.adapters else out
+            losses[f"sd_{name}"] = F.mse_loss(student, teacher_feats[name].detach())
             target = gaussian_target_mask(gt_boxes, image_sizes, out.shape[-2:], strides.get(name))
             pred = torch.sigmoid(self.mask_heads[name](out)[:, 0])
             losses[f"mask_{name}"] = F.mse_loss(pred, target)
