@@ -210,6 +210,8 @@ def test_an_interrupted_survey_resumes_from_its_cache(tmp_path, teacher_weights,
     assert data["partial"] is False and set(data["rows"]) == {BASELINE, "pkd", "cwd"}
     report = (tmp_path / "survey" / "survey.md").read_text()
     assert "3/3 trials finished" in report and "## Ranking" in report
+    assert "share of the baseline's schedule to reach its final AP" in report
+    assert f"\n| pkd | {BASELINE} | " in report and f"\n| cwd | {BASELINE} | " in report
     assert (tmp_path / "survey" / "gains.png").is_file()
     # a changed teacher changes every trial's key: nothing is read back under the old one
     trial = plan_trials(again.arms, {n: 1 for n in again.arms}, again.output, "other")[0]
@@ -318,6 +320,27 @@ def test_the_last_quarter_gain_says_whether_a_schedule_has_converged():
     assert "| baseline | 6.2 % (2 runs) | yes |" in text
     assert "| fgd | 25.0 % (1 runs) | no |" in text
     assert "| none | n/a" in text
+
+
+def test_share_of_the_schedule_to_reach_the_baseline_by_hand():
+    from detkd.survey.report import iteration_reaching, schedule_share
+
+    base = [(400, 10.0), (800, 20.0), (1200, 24.0), (1600, 30.0)]
+    fast = [(400, 20.0), (800, 30.0), (1200, 34.0), (1600, 36.0)]  # 30 at 800: 50 %
+    between = [(400, 15.0), (800, 25.0), (1200, 33.0), (1600, 35.0)]  # 25 + 8 * 5/8: 1000
+    slow = [(400, 5.0), (800, 10.0), (1200, 20.0), (1600, 28.0)]  # never 30
+    assert iteration_reaching(fast, 30.0) == 800
+    assert iteration_reaching(between, 30.0) == pytest.approx(1050.0)  # 800 + 400 * 5 / 8
+    assert iteration_reaching(fast, 10.0) == pytest.approx(200.0)  # from AP 0 at iteration 0
+    assert iteration_reaching(slow, 30.0) != iteration_reaching(slow, 30.0)  # NaN
+    text = schedule_share(
+        {"baseline": [base, base], "m": [fast, between], "s": [fast, slow], "x": [None, fast]},
+        {"m": "baseline", "s": "baseline", "x": "baseline", "baseline": ""},
+    )
+    assert "| m | baseline | 58 % | 50 %, 66 % |" in text  # (800 + 1050) / 2 / 1600
+    assert "| s | baseline | not reached in 1 of 2 seeds | 50 %, not reached |" in text
+    assert "| x | baseline | 50 % | 50 % |" in text  # the seed without a run pairs with nothing
+    assert "\n| baseline |" not in text  # a baseline is compared with nothing
 
 
 def test_a_second_survey_into_a_held_folder_is_refused(tmp_path, teacher_weights):

@@ -18,7 +18,7 @@ from ..data import register_shapes_datasets
 from ..data.register import registered_shapes_root
 from ..survey.backends import LocalBackend
 from ..survey.plots import plot_results
-from ..survey.report import convergence, format_table, paired_gains
+from ..survey.report import convergence, format_table, paired_gains, schedule_share
 from ..survey.runner import run_trials
 from ..survey.trials import fingerprint, plan_trials, save_run
 from .experiments import CONFIG_DIR, diagnosis_experiments, experiments
@@ -111,6 +111,7 @@ def run_demo(
         baseline_of = {n: known[n].baseline for n in methods}
         table = format_table(rows) + "\n\n" + summarize(rows, baseline_of)
         table += "\n\n" + convergence(curves)
+        table += "\n\n" + schedule_share(curves, baseline_of)
         head = header(
             teacher_iters,
             student_iters,

@@ -310,3 +310,51 @@ def convergence(curves: Dict[str, List]) -> str:
         "the schedule (the run has converged on this schedule)."
     )
     return "\n".join(lines)
+
+
+def iteration_reaching(curve: List, target: float) -> float:
+    """The iteration at which a run's curve of (iteration, AP) first reaches ``target`` AP,
+    linearly interpolated between its evaluations, the curve starting at AP 0 at iteration 0 (the
+    detection heads start untrained); NaN when it never does."""
+    prev_it, prev_ap = 0, 0.0
+    for it, ap in curve:
+        if ap >= target:
+            if ap == prev_ap:
+                return float(it)
+            return prev_it + (it - prev_it) * (target - prev_ap) / (ap - prev_ap)
+        prev_it, prev_ap = it, ap
+    return float("nan")
+
+
+def schedule_share(curves: Dict[str, List], baseline_of: Dict[str, str]) -> str:
+    """For each method, paired by seed (``curves``: name -> one curve per seed, index = seed, None
+    where the seed has no run), the share of its baseline's schedule the method needs to reach
+    that baseline's final AP (:func:`iteration_reaching` / the baseline's last iteration); a
+    seed whose method never reaches it counts as "not reached"."""
+    lines = [
+        "| method | vs | share of the baseline's schedule to reach its final AP (mean) "
+        "| per seed |",
+        "|---|---|---|---|",
+    ]
+    for name, base in baseline_of.items():
+        if not base or name not in curves or base not in curves:
+            continue
+        shares = []
+        for mine, theirs in zip(curves[name], curves[base]):
+            if mine and theirs:
+                last_it, final = theirs[-1]
+                shares.append(iteration_reaching(mine, final) / last_it)
+        if not shares:
+            continue
+        reached = [s for s in shares if s == s]
+        mean = f"{100 * statistics.mean(reached):.0f} %" if len(reached) == len(shares) else ""
+        if len(reached) < len(shares):
+            mean = f"not reached in {len(shares) - len(reached)} of {len(shares)} seeds"
+        per_seed = ", ".join(f"{100 * s:.0f} %" if s == s else "not reached" for s in shares)
+        lines.append(f"| {name} | {base} | {mean} | {per_seed} |")
+    lines.append("")
+    lines.append(
+        "Read from the AP curves (evaluations linearly interpolated, AP 0 at iteration 0): under "
+        "100 % the distilled student reaches its baseline's final AP on a shorter schedule."
+    )
+    return "\n".join(lines)

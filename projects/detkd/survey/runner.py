@@ -13,7 +13,15 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from ..engine.output_lock import hold_output_dir
 from .plots import plot_gains, plot_results
-from .report import convergence, format_table, gains_json, paired_gains, row, summarize
+from .report import (
+    convergence,
+    format_table,
+    gains_json,
+    paired_gains,
+    row,
+    schedule_share,
+    summarize,
+)
 from .training import train_trial
 from .trials import Trial, load_run, plan_trials, save_run
 
@@ -127,6 +135,11 @@ class Survey:
         }
         table = format_table(rows) + "\n\n" + summarize(rows, baseline_of)
         table += "\n\n" + convergence({n: c for n, c in curves.items() if c})
+        by_seed = {
+            n: [runs[n, s]["curve"] if (n, s) in runs else None for s in range(self.seeds)]
+            for n in self.arms
+        }
+        table += "\n\n" + schedule_share(by_seed, baseline_of)
         lines = [
             "# detkd survey" + (" (partial: trials still training)" if partial else ""),
             "",
