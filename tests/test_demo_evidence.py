@@ -412,6 +412,13 @@ def test_cli_dataset_and_full_mode(planned, tmp_path):
     cli.main(["--output", out, "--dataset", "glyphs", "--methods", "baseline"])
     (glyphs,) = planned  # the glyphs set by name, into its own folder
     assert glyphs["dataset"] == "glyphs" and glyphs["output"] == os.path.join(out, "glyphs")
+    assert glyphs["student_lr_steps"] == (0.75, 0.9375)  # the default: cached runs keep their keys
+    planned.clear()  # the students' LR drops where --lr-steps says
+    cli.main(["--output", out, "--dataset", "glyphs", "--lr-steps", "0.667,0.889"])
+    assert planned[0]["student_lr_steps"] == (0.667, 0.889)
+    for bad in ("0.5,1.2", "a,b", "0"):
+        with pytest.raises(SystemExit):
+            cli.main(["--output", out, "--lr-steps", bad])
     planned.clear()  # a diagnosis variant by name, beside its method and baseline
     cli.main(["--output", out, "--dataset", "glyphs", "--methods", "baseline,fgd,fgd_t0.1"])
     assert planned[0]["methods"] == ["baseline", "fgd", "fgd_t0.1"]

@@ -146,6 +146,20 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     assert trials["fgd", 0].cfg.MODEL.WEIGHTS == "r18.pth"
     assert trials["fgd_scratch", 0].cfg.MODEL.WEIGHTS == ""
     assert trials["fgd_t0.1", 0].cfg.OUTPUT_DIR == os.path.join(str(tmp_path), "fgd_t0.1", "seed0")
+    assert tuple(trials["fgd", 0].cfg.SOLVER.STEPS) == (60, 75)  # 75 % and 93.75 % of 80
+    other = plan_students(
+        str(tmp_path),
+        {"fgd": survey["fgd"]},
+        {"fgd": 1},
+        90,
+        3,
+        [],
+        "t.pth",
+        "fp",
+        demo_data(),
+        at=(2 / 3, 8 / 9),
+    )[0]
+    assert tuple(other["fgd", 0].cfg.SOLVER.STEPS) == (60, 80)
     assert list(trials["fgd_p3_p6", 0].cfg.MODEL.DISTILL.FGD.IN_FEATURES) == [
         "p3",
         "p4",

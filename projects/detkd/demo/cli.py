@@ -8,6 +8,7 @@ from detectron2.utils.logger import setup_logger
 from .experiments import diagnosis_experiments, experiments
 from .report import write_comparison
 from .runner import run_demo
+from .training import LR_STEPS
 
 DATASETS = ("shapes", "hard", "glyphs")
 # the sets --full measures: the glyphs set joins once its students' schedule has converged
@@ -23,6 +24,17 @@ TEACHER_ITERS = {"shapes": 800, "hard": 800, "glyphs": 3000}
 
 def _per_dataset(values) -> str:
     return ", ".join(f"{k} {v}" for k, v in values.items())
+
+
+def _shares(text: str):
+    """``--lr-steps``: comma-separated shares of a schedule, each in (0, 1)."""
+    try:
+        shares = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated numbers: {text!r}")
+    if not shares or not all(0 < v < 1 for v in shares):
+        raise argparse.ArgumentTypeError(f"each share must lie in (0, 1): {text!r}")
+    return shares
 
 
 def plan(args, known):
@@ -106,6 +118,13 @@ def main(argv=None):
         help=f"student iterations (default: {_per_dataset(STUDENT_ITERS)})",
     )
     parser.add_argument(
+        "--lr-steps",
+        type=_shares,
+        default=LR_STEPS,
+        help="where the students' learning rate drops, comma-separated shares of their schedule "
+        f"(default: {','.join(map(str, LR_STEPS))}; detectron2's 1x: 0.667,0.889)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=min(2, os.cpu_count() or 1),
@@ -146,6 +165,7 @@ def main(argv=None):
             jobs=args.jobs,
             dataset=dataset,
             pretrain_iters=args.pretrain_iters,
+            student_lr_steps=args.lr_steps,
         )
     if len(planned) > 1:
         results = {d: os.path.join(out, "results.json") for d, out, _ in planned}

@@ -25,6 +25,7 @@ from .experiments import CONFIG_DIR, diagnosis_experiments, experiments
 from .report import header, plot_gains, row, summarize, write_results
 from .rundirs import fresh_run_dir, output_lock
 from .training import (
+    LR_STEPS,
     DemoData,
     demo_config,
     demo_data,
@@ -48,6 +49,7 @@ def run_demo(
     jobs: int = 1,
     dataset: str = "shapes",
     pretrain_iters: int = 1500,
+    student_lr_steps=LR_STEPS,
 ) -> Dict:
     """``seeds``: one count for every method, or a dict method -> count. ``jobs`` student runs
     train at once, each in its own process with ``cpu_count // jobs`` threads (``jobs=1``: in this
@@ -57,8 +59,9 @@ def run_demo(
     teacher's too, trains and is evaluated on it (give each data set its own ``output``: the CLI
     does). On a data set whose runs start pretrained (``DemoData.pretrained``), the ResNet trunks
     of the teacher's and the students' depths are pretrained first, ``pretrain_iters`` iterations
-    each (:mod:`detkd.demo.pretrain`), cached like the teacher. Returns the table's rows: name ->
-    one per seed, each with its ``seed``."""
+    each (:mod:`detkd.demo.pretrain`), cached like the teacher. ``student_lr_steps``: where the
+    students' learning rate drops, as shares of their schedule (the teacher's: ``LR_STEPS``).
+    Returns the table's rows: name -> one per seed, each with its ``seed``."""
     with output_lock(output):
         if jobs < 1:
             raise ValueError(f"run_demo: jobs must be >= 1, got {jobs}")
@@ -84,6 +87,7 @@ def run_demo(
             fp,
             data,
             trunks,
+            student_lr_steps,
         )
         for trial in pending:  # all checked before a student trains: a refused directory stops it
             fresh_run_dir(trial.cfg.OUTPUT_DIR)
@@ -260,11 +264,12 @@ def plan_students(
     fp: str,
     data: DemoData,
     trunks: Trunks = NO_TRUNKS,
+    at=LR_STEPS,
 ):
     """Every student run of the ``chosen`` experiments (name -> Experiment) on the ``data`` set,
     planned by the survey (:func:`~detkd.survey.trials.plan_trials`): a dict (name, seed) ->
     Trial, the runs read back from a ``run.json`` of the same key, and the trials left to
-    train."""
+    train. ``at``: where the students' learning rate drops, as shares of their schedule."""
     arms = {}
     for name, experiment in chosen.items():
         config = os.path.join(CONFIG_DIR, experiment.config)
@@ -275,7 +280,7 @@ def plan_students(
                 "SOLVER.MAX_ITER",
                 student_iters,
                 "SOLVER.STEPS",
-                lr_steps(student_iters),
+                lr_steps(student_iters, at),
                 "TEST.EVAL_PERIOD",
                 max(student_iters // eval_points, 1),
                 "DATASETS.TEST",

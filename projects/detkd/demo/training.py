@@ -81,9 +81,15 @@ def demo_config(config_file: str, opts: List):
     )
 
 
-def lr_steps(max_iter: int):
-    """LR drops at 75 % and 93.75 % of the schedule (distinct, inside it)."""
-    steps = {int(max_iter * 0.75), int(max_iter * 0.9375)}
+# where a demo run's learning rate drops, as shares of its schedule
+LR_STEPS = (0.75, 0.9375)
+
+
+def lr_steps(max_iter: int, at=LR_STEPS):
+    """LR drops at the shares ``at`` of the schedule (distinct iterations, inside it)."""
+    if not all(0 < a < 1 for a in at):
+        raise ValueError(f"LR steps are shares of the schedule, each in (0, 1); got {tuple(at)}")
+    steps = {int(max_iter * a) for a in at}
     return tuple(sorted(s for s in steps if 0 < s < max_iter))
 
 
