@@ -78,6 +78,7 @@ def test_demo_retrains_a_stale_run_from_a_clean_directory(tmp_path):
         extra_opts=TINY,
     )
     curve = json.loads((tmp_path / "results.json").read_text())["curves"]["baseline"][0]
+    assert "Regime: " in (tmp_path / "results.md").read_text()  # which regime it shows
     assert curve and all(it < 999 for it, _ in curve)
     assert demo.ap_curve(str(run)) == [tuple(p) for p in curve]
     for d in (run, teacher):

@@ -320,6 +320,16 @@ def test_the_last_quarter_gain_says_whether_a_schedule_has_converged():
     assert "| baseline | 6.2 % (2 runs) | yes |" in text
     assert "| fgd | 25.0 % (1 runs) | no |" in text
     assert "| none | n/a" in text
+    from detkd.survey.report import regime
+
+    assert regime({"baseline": [flat, flat], "fgd": [rising]}, ["baseline"]) == (
+        "Regime: **converged** (baseline gained 6.2 % of its final AP over the last quarter; "
+        "converged: under 10 %)."
+    )
+    assert "**not converged** (baseline gained 6.2 %" in regime(
+        {"baseline": [flat], "b2": [rising]}, ["baseline", "b2"]
+    )  # every baseline has to be flat
+    assert regime({"none": [[(9, 1.0)]]}, ["none"]).startswith("Regime: unknown")
 
 
 def test_share_of_the_schedule_to_reach_the_baseline_by_hand():

@@ -18,7 +18,7 @@ from ..data import register_shapes_datasets
 from ..data.register import registered_shapes_root
 from ..survey.backends import LocalBackend
 from ..survey.plots import plot_results
-from ..survey.report import convergence, format_table, paired_gains, schedule_share
+from ..survey.report import convergence, format_table, paired_gains, regime, schedule_share
 from ..survey.runner import run_trials
 from ..survey.trials import fingerprint, plan_trials, save_run
 from .experiments import CONFIG_DIR, diagnosis_experiments, experiments
@@ -126,11 +126,14 @@ def run_demo(
             torch.get_num_threads(),
             data,
         )
+        regime_line = regime(curves, [n for n in methods if not baseline_of[n]])
+        head += regime_line + "\n\n"
         gains = paired_gains(rows, baseline_of)
         write_results(output, head, table, {n: known[n] for n in methods}, rows, curves, gains)
         plot_results(rows, curves, output)
         plot_gains(rows, baseline_of, output)
         print("\n" + table, flush=True)
+        print(f"\n[demo] {data.kind} set. {regime_line}", flush=True)
         print(
             f"\n[demo] wrote {output}/results.md, results.png, ap_curves.png, gains.png", flush=True
         )

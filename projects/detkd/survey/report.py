@@ -358,3 +358,24 @@ def schedule_share(curves: Dict[str, List], baseline_of: Dict[str, str]) -> str:
         "100 % the distilled student reaches its baseline's final AP on a shorter schedule."
     )
     return "\n".join(lines)
+
+
+def regime(curves: Dict[str, List], baselines: List[str]) -> str:
+    """One line saying whether the schedule has converged for the ``baselines`` (names in
+    ``curves``): each one's mean last-quarter gain (:func:`last_quarter_gain`) against
+    :data:`FLAT_SHARE`."""
+    parts, flat = [], True
+    for name in baselines:
+        shares = [s for s in (last_quarter_gain(c) for c in curves.get(name, []) if c) if s == s]
+        if not shares:
+            continue
+        mean = statistics.mean(shares)
+        flat = flat and mean < FLAT_SHARE
+        parts.append(f"{name} gained {100 * mean:.1f} % of its final AP over the last quarter")
+    if not parts:
+        return "Regime: unknown (no baseline with an evaluation at 75 % of the schedule)."
+    verdict = "converged" if flat else "not converged"
+    return (
+        f"Regime: **{verdict}** ({'; '.join(parts)}; converged: under "
+        f"{100 * FLAT_SHARE:.0f} %)."
+    )
