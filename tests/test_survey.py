@@ -211,6 +211,7 @@ def test_an_interrupted_survey_resumes_from_its_cache(tmp_path, teacher_weights,
     report = (tmp_path / "survey" / "survey.md").read_text()
     assert "3/3 trials finished" in report and "## Ranking" in report
     assert "share of the baseline's schedule to reach its final AP" in report
+    assert "\nRegime: " in report
     assert f"\n| pkd | {BASELINE} | " in report and f"\n| cwd | {BASELINE} | " in report
     assert (tmp_path / "survey" / "gains.png").is_file()
     # a changed teacher changes every trial's key: nothing is read back under the old one

@@ -18,6 +18,7 @@ from .report import (
     format_table,
     gains_json,
     paired_gains,
+    regime,
     row,
     schedule_share,
     summarize,
@@ -135,6 +136,7 @@ class Survey:
         }
         table = format_table(rows) + "\n\n" + summarize(rows, baseline_of)
         table += "\n\n" + convergence({n: c for n, c in curves.items() if c})
+        table += "\n\n" + regime(curves, [n for n in self.arms if not self.baseline_of.get(n)])
         by_seed = {
             n: [runs[n, s]["curve"] if (n, s) in runs else None for s in range(self.seeds)]
             for n in self.arms
