@@ -127,6 +127,16 @@ DIAGNOSIS = {
         "FGD's attention and global terms only (fg and bg off)",
         ("MODEL.DISTILL.FGD.ALPHA", 0.0, "MODEL.DISTILL.FGD.BETA", 0.0),
     ),
+    "fgd_no_bg": (
+        "fgd",
+        "FGD without its background feature term (the photographs' texture not imitated)",
+        ("MODEL.DISTILL.FGD.BETA", 0.0),
+    ),
+    "fgd_no_fg": (
+        "fgd",
+        "FGD without its foreground feature term",
+        ("MODEL.DISTILL.FGD.ALPHA", 0.0),
+    ),
     "fgd_p3_p6": (
         "fgd",
         "FGD without p2, the level with the most positions",
@@ -169,6 +179,11 @@ DIAGNOSIS = {
         "mssd",
         "MSSD's self-distillation alone (Gaussian mask term off)",
         ("MODEL.DISTILL.MSSD.MASK_WEIGHTS", [0.0, 0.0, 0.0, 0.0]),
+    ),
+    "mgd_no_mask": (
+        "mgd",
+        "MGD without its random mask (the generator sees every position)",
+        ("MODEL.DISTILL.MGD.MASK_RATIO", 0.0),
     ),
     "cwd_t0.1": (
         "cwd",
