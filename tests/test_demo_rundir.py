@@ -141,6 +141,28 @@ def test_fingerprint_follows_what_trains_the_weights():
     assert fp("distill_fgd.yaml", "OUTPUT_DIR", "elsewhere") == student
 
 
+def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
+    """A config key detkd adds later (listed in NEUTRAL_KEYS with the value that trains as before)
+    leaves the fingerprint unchanged at that value, so the cached runs stay valid; at any other
+    value it counts (adding MSSD.ADAPT without this retrained every cached demo run)."""
+    from detkd.demo.training import demo_config
+    from detkd.survey.trials import NEUTRAL_KEYS, fingerprint
+
+    cfg = demo_config(os.path.join(REPO, "configs/demo/distill_mssd.yaml"), [])
+    assert (
+        NEUTRAL_KEYS["MODEL.DISTILL.MSSD.ADAPT"] is False and cfg.MODEL.DISTILL.MSSD.ADAPT is False
+    )
+    without = cfg.clone()
+    without.defrost()
+    del without.MODEL.DISTILL.MSSD["ADAPT"]  # the config before the key existed
+    assert fingerprint(cfg) == fingerprint(without)
+    adapted = cfg.clone()
+    adapted.defrost()
+    adapted.MODEL.DISTILL.MSSD.ADAPT = True
+    assert fingerprint(adapted) != fingerprint(cfg)
+    assert cfg.MODEL.DISTILL.MSSD.ADAPT is False  # the fingerprint changes no config
+
+
 def test_a_run_is_trained_from_its_seed(tmp_path):
     """The demo builds its trainer itself (train_net's default_setup never runs), so it seeds
     torch, numpy and random from cfg.SEED: two runs of seed 0 end with the same weights, a run of
