@@ -393,3 +393,62 @@ def test_a_trial_of_several_processes_runs_under_launch(tmp_path, teacher_weight
     assert survey.test_set in run["results"] and run["params"] > 0
     assert os.path.isfile(os.path.join(trial.cfg.OUTPUT_DIR, "trial_run.json"))
     assert os.path.isfile(os.path.join(trial.cfg.OUTPUT_DIR, "model_final.pth"))
+
+
+WORKER_SCRIPT = """
+import os, sys, time
+from detkd.survey.backends import LocalBackend
+from sleeper import sleep_trial
+
+if __name__ == "__main__":
+    for _ in LocalBackend(2, 1).run(sleep_trial, [sys.argv[1] + "/a", sys.argv[1] + "/b"]):
+        pass
+"""
+
+SLEEPER = """
+import os, time
+
+def sleep_trial(path):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)
+    return {}
+"""
+
+
+def test_a_killed_parent_leaves_no_local_worker_training(tmp_path):
+    """A survey or demo killed (SIGKILL: no cleanup runs) takes its spawned trial workers with
+    it: they would otherwise train on, and write into the run folders of the next survey."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    (tmp_path / "main.py").write_text(WORKER_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "main.py"), str(tmp_path)], env=env)
+    pids = []
+    deadline = time.time() + 120
+    while len(pids) < 2 and time.time() < deadline:
+        pids = [int((tmp_path / n).read_text() or 0) for n in "ab" if (tmp_path / n).exists()]
+        pids = [p for p in pids if p]
+        time.sleep(0.2)
+    assert len(pids) == 2, "the two workers never started"
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.time() + 20
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    left = [p for p in pids if alive(p)]
+    for pid in left:  # not to leave them sleeping when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"workers {left} outlived their parent"

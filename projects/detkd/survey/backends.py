@@ -7,6 +7,7 @@ must be one every node sees."""
 
 import multiprocessing
 import os
+import threading
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -36,9 +37,30 @@ def prepare_worker(
             _INITIALIZED.add(token)
 
 
+def exit_with_parent() -> None:
+    """In a worker process: a daemon thread that ends this process as soon as the process that
+    spawned it is gone, so that a killed survey or demo leaves no worker training (and writing into
+    its run folders) behind it."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _pool_worker(*args):
+    exit_with_parent()
+    prepare_worker(*args)
+
+
 class LocalBackend:
     """``jobs`` trials at once on this machine: ``jobs=1`` one after another in this process,
-    else each in a spawned worker process (a fork of a process whose OpenMP pool runs can hang).
+    else each in a spawned worker process (a fork of a process whose OpenMP pool runs can hang)
+    that ends when this process does (:func:`exit_with_parent`).
     ``threads``: torch threads per trial (None: torch's default with ``jobs=1``, else ``cpu_count
     // jobs``). ``initializer(*initargs)`` runs once in each worker process (in this process
     too, with ``jobs=1``)."""
@@ -78,7 +100,7 @@ class LocalBackend:
         with ProcessPoolExecutor(
             self.jobs,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=prepare_worker,
+            initializer=_pool_worker,
             initargs=(self.threads, os.getcwd(), self.initializer, self.initargs),
         ) as pool:
             futures = {pool.submit(fn, trial): trial for trial in trials}
