@@ -157,6 +157,12 @@ DIAGNOSIS = {
         "the baseline student from random weights, not its pretrained trunk",
         ("MODEL.WEIGHTS", ""),
     ),
+    "baseline_2400": (
+        "baseline",
+        "the baseline on 2400 iterations (the glyphs' 1600 x 1.5), its LR dropping at 2/3 and 8/9 "
+        "of them as in detectron2's 1x schedule: does the glyphs schedule converge so?",
+        ("SOLVER.MAX_ITER", 2400, "SOLVER.STEPS", (1600, 2133), "TEST.EVAL_PERIOD", 600),
+    ),
     "fgd_scratch": (
         "fgd",
         "FGD into a student from random weights (does FGD pay where the student starts from "
