@@ -394,25 +394,28 @@ def test_cli_dataset_and_full_mode(planned, tmp_path):
     assert [(c["dataset"], c["output"]) for c in planned] == [
         ("shapes", os.path.join(out, "shapes")),
         ("hard", os.path.join(out, "hard")),
+        ("glyphs", os.path.join(out, "glyphs")),
     ]
-    # both data sets' gains side by side, in comparison.md next to their folders
+    # the data sets' gains side by side, in comparison.md next to their folders
     with open(os.path.join(out, "comparison.md")) as f:
         comparison = f.read()
     assert "| method | shapes: gain [95 % CI], gap closed, goal | hard: gain" in comparison
     assert "| method | +3.00 [+1.04, +4.96], 8 %, met (n=5) | +3.00" in comparison
-    assert comparison.count("| shapes, hard |") == 1  # only "method" meets the goal
+    assert comparison.count("| shapes, hard, glyphs |") == 1  # only "method" meets the goal
     for c in planned:  # every baseline and every distilled student: at least five seeds
         assert c["methods"] == list(known) and min(c["seeds"].values()) >= 5
     # each data set at its own student schedule, unless --student-iters says otherwise
-    assert [c["iters"] for c in planned] == [150, 300]
+    assert [c["iters"] for c in planned] == [150, 300, 2400]
+    # the glyphs students at their converged schedule: 2400 iterations, LR drops at 2/3 and 8/9
+    assert [c["student_lr_steps"] for c in planned] == [(0.75, 0.9375)] * 2 + [(2 / 3, 8 / 9)]
     planned.clear()
     cli.main(["--output", out, "--full", "--student-iters", "80"])
-    assert [c["iters"] for c in planned] == [80, 80]
+    assert [c["iters"] for c in planned] == [80, 80, 80]
     planned.clear()
     cli.main(["--output", out, "--dataset", "glyphs", "--methods", "baseline"])
     (glyphs,) = planned  # the glyphs set by name, into its own folder
     assert glyphs["dataset"] == "glyphs" and glyphs["output"] == os.path.join(out, "glyphs")
-    assert glyphs["student_lr_steps"] == (0.75, 0.9375)  # the default: cached runs keep their keys
+    assert glyphs["iters"] == 2400 and glyphs["student_lr_steps"] == (2 / 3, 8 / 9)
     planned.clear()  # the students' LR drops where --lr-steps says
     cli.main(["--output", out, "--dataset", "glyphs", "--lr-steps", "0.667,0.889"])
     assert planned[0]["student_lr_steps"] == (0.667, 0.889)
