@@ -144,12 +144,12 @@ DIAGNOSIS = {
     ),
     "fgd_warmup": (
         "fgd",
-        "FGD ramped up over its first 400 iterations (a quarter of the glyphs schedule)",
+        "FGD ramped up over its first 400 iterations",
         ("MODEL.DISTILL.SCHEDULE.WARMUP_ITERS", 400),
     ),
     "fgd_stop": (
         "fgd",
-        "FGD stopped at iteration 1200 (the last quarter of the glyphs schedule without it)",
+        "FGD stopped at iteration 1200 (the rest of the schedule without it)",
         ("MODEL.DISTILL.SCHEDULE.STOP_ITER", 1200),
     ),
     "baseline_scratch": (
@@ -159,8 +159,8 @@ DIAGNOSIS = {
     ),
     "baseline_2400": (
         "baseline",
-        "the baseline on 2400 iterations (the glyphs' 1600 x 1.5), its LR dropping at 2/3 and 8/9 "
-        "of them as in detectron2's 1x schedule: does the glyphs schedule converge so?",
+        "the baseline on 2400 iterations, its LR dropping at 2/3 and 8/9 of them as in "
+        "detectron2's 1x schedule (measured beside the 1600-iteration runs: does it converge?)",
         ("SOLVER.MAX_ITER", 2400, "SOLVER.STEPS", (1600, 2133), "TEST.EVAL_PERIOD", 600),
     ),
     "fgd_scratch": (
