@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from .masks import gaussian_target_mask
 
-__all__ = ["MSSDLoss", "identity_conv1x1"]
+__all__ = ["MSSDLoss"]
 
 
 def identity_conv1x1(channels: int) -> nn.Conv2d:

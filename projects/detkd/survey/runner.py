@@ -131,16 +131,15 @@ class Survey:
         best = ranking[0] if ranking and gains[ranking[0]].above_zero else None
         done = sum(1 for key in runs if key[0] in self.arms)
         total = len(self.arms) * self.seeds
-        curves = {
-            n: [runs[n, s]["curve"] for s in range(self.seeds) if (n, s) in runs] for n in self.arms
-        }
-        table = format_table(rows) + "\n\n" + summarize(rows, baseline_of)
-        table += "\n\n" + convergence({n: c for n, c in curves.items() if c})
-        table += "\n\n" + regime(curves, [n for n in self.arms if not self.baseline_of.get(n)])
+        # each arm's curves by seed (None: not trained yet), and the finished ones
         by_seed = {
             n: [runs[n, s]["curve"] if (n, s) in runs else None for s in range(self.seeds)]
             for n in self.arms
         }
+        curves = {n: [c for c in cs if c is not None] for n, cs in by_seed.items()}
+        table = format_table(rows) + "\n\n" + summarize(rows, baseline_of)
+        table += "\n\n" + convergence({n: c for n, c in curves.items() if c})
+        table += "\n\n" + regime(curves, [n for n in self.arms if not self.baseline_of.get(n)])
         table += "\n\n" + schedule_share(by_seed, baseline_of)
         lines = [
             "# detkd survey" + (" (partial: trials still training)" if partial else ""),

@@ -2,6 +2,7 @@
 directory, valid while the fingerprint of what determines its weights is unchanged) and its plan
 (which trials are cached, which still train)."""
 
+import functools
 import hashlib
 import json
 import os
@@ -19,25 +20,20 @@ RUN_VERSION = 3
 NEUTRAL_KEYS = {"MODEL.DISTILL.MSSD.ADAPT": False}
 
 
-def _plain(node):
-    return {k: _plain(v) for k, v in node.items()} if isinstance(node, dict) else node
-
-
 def fingerprint(cfg) -> str:
     """Hash of what determines trained weights (not output paths or evaluation settings). A model
     that is not a ``DistillRCNN`` (a teacher trained alone) ignores ``MODEL.DISTILL``: a new detkd
     default there does not retrain it. A ``DistillRCNN``'s counts :data:`RUN_VERSION` too. Keys of
     :data:`NEUTRAL_KEYS` at their neutral value are left out."""
-    parts = {k: _plain(cfg[k]) for k in ("MODEL", "INPUT", "SOLVER", "DATALOADER", "SEED")}
+    cfg = cfg.clone()
     for key, neutral in NEUTRAL_KEYS.items():
         *path, last = key.split(".")
-        node = parts
-        for name in path:
-            node = node.get(name, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict) and last in node and node[last] == neutral:
+        node = functools.reduce(lambda n, name: n.get(name, {}), path, cfg)
+        if last in node and node[last] == neutral:
             del node[last]
+    parts = {k: cfg[k] for k in ("MODEL", "INPUT", "SOLVER", "DATALOADER", "SEED")}
     if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
-        parts["MODEL"] = {k: v for k, v in parts["MODEL"].items() if k != "DISTILL"}
+        parts["MODEL"] = {k: v for k, v in cfg.MODEL.items() if k != "DISTILL"}
     else:
         parts["RUNS"] = RUN_VERSION
     parts["TRAIN"] = list(cfg.DATASETS.TRAIN)
