@@ -2,6 +2,7 @@
 two runs' AP curves), a directory the demo did not make is refused, and one demo at a time writes
 into an output directory."""
 
+import functools
 import json
 import os
 import subprocess
@@ -148,19 +149,29 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
     from detkd.demo.training import demo_config
     from detkd.survey.trials import NEUTRAL_KEYS, fingerprint
 
-    cfg = demo_config(os.path.join(REPO, "configs/demo/distill_mssd.yaml"), [])
-    assert (
-        NEUTRAL_KEYS["MODEL.DISTILL.MSSD.ADAPT"] is False and cfg.MODEL.DISTILL.MSSD.ADAPT is False
-    )
-    without = cfg.clone()
-    without.defrost()
-    del without.MODEL.DISTILL.MSSD["ADAPT"]  # the config before the key existed
-    assert fingerprint(cfg) == fingerprint(without)
-    adapted = cfg.clone()
-    adapted.defrost()
-    adapted.MODEL.DISTILL.MSSD.ADAPT = True
-    assert fingerprint(adapted) != fingerprint(cfg)
-    assert cfg.MODEL.DISTILL.MSSD.ADAPT is False  # the fingerprint changes no config
+    assert NEUTRAL_KEYS == {
+        "MODEL.DISTILL.MSSD.ADAPT": False,
+        "MODEL.DISTILL.FGD.NORMALIZE": False,
+        "MODEL.DISTILL.MGD.NORMALIZE": False,
+    }
+    for key, config in (
+        ("MODEL.DISTILL.MSSD.ADAPT", "distill_mssd.yaml"),
+        ("MODEL.DISTILL.FGD.NORMALIZE", "distill_fgd.yaml"),
+        ("MODEL.DISTILL.MGD.NORMALIZE", "distill_mgd.yaml"),
+    ):
+        cfg = demo_config(os.path.join(REPO, "configs/demo", config), [])
+        *path, last = key.split(".")
+        node_of = lambda c: functools.reduce(getattr, path, c)  # noqa: E731
+        assert node_of(cfg)[last] is False, key
+        without = cfg.clone()
+        without.defrost()
+        del node_of(without)[last]  # the config before the key existed
+        assert fingerprint(cfg) == fingerprint(without), key
+        changed = cfg.clone()
+        changed.defrost()
+        node_of(changed)[last] = True
+        assert fingerprint(changed) != fingerprint(cfg), key
+        assert node_of(cfg)[last] is False  # the fingerprint changes no config
 
 
 def test_a_run_is_trained_from_its_seed(tmp_path):

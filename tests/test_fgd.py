@@ -153,6 +153,43 @@ def test_fgd_gradients_reach_student_align_and_gcblocks_not_teacher():
     assert loss.gc_student.context_conv.weight.grad is not None
 
 
+def test_fgd_normalize_is_fgd_on_channel_standardized_maps_and_scale_free():
+    """NORMALIZE: every term equals FGD's on the maps standardized per channel over N*H*W, so a
+    teacher channel scaled by 100 and shifted (the heavy-tailed channel that otherwise takes FGD's
+    whole loss) changes nothing, where raw FGD's feature terms grow by orders of magnitude."""
+    torch.manual_seed(0)
+    plain, normed = FGDLoss(4, 4), FGDLoss(4, 4, normalize=True)
+    for gc in (plain.gc_student, plain.gc_teacher):
+        torch.nn.init.normal_(gc.transform[-1].weight)
+    normed.load_state_dict(plain.state_dict())
+    s, t = torch.randn(2, 4, 6, 8), torch.randn(2, 4, 6, 8)
+    boxes = [torch.tensor([[0.0, 0.0, 10.0, 12.0]]), torch.tensor([[8.0, 4.0, 20.0, 20.0]])]
+    sizes = [(24, 32), (24, 32)]
+
+    def z(x):  # zero mean, unit population variance per channel over N*H*W, by hand
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        return (x - mean) / ((x - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True)).sqrt()
+
+    ours = normed(s, t, boxes, sizes, stride=4)
+    ref = plain(z(s), z(t), boxes, sizes, stride=4)
+    for k in ref:
+        assert ours[k].item() == pytest.approx(ref[k].item(), rel=1e-5), k
+    loud = t.clone()
+    loud[:, 0] = 100 * loud[:, 0] + 7
+    louder = normed(s, loud, boxes, sizes, stride=4)
+    for k in ours:
+        assert louder[k].item() == pytest.approx(ours[k].item(), rel=1e-4), k
+    raw, raw_loud = plain(s, t, boxes, sizes, stride=4), plain(s, loud, boxes, sizes, stride=4)
+    assert raw_loud["fg"].item() > 100 * raw["fg"].item()
+    # gradients reach the student (through the standardization) and its align layer, not T
+    aligned = FGDLoss(3, 4, normalize=True)
+    s3 = torch.randn(2, 3, 6, 8, requires_grad=True)
+    t4 = torch.randn(2, 4, 6, 8, requires_grad=True)
+    sum(aligned(s3, t4, boxes, sizes, stride=4).values()).backward()
+    assert s3.grad.abs().sum() > 0 and aligned.align.weight.grad.abs().sum() > 0
+    assert t4.grad is None
+
+
 def test_fgd_defaults_and_bad_weights():
     """The loss has no weights (it returns unweighted terms); the distiller holds the paper's
     Faster R-CNN release weights and refuses bad ones by key."""
@@ -160,7 +197,13 @@ def test_fgd_defaults_and_bad_weights():
     assert loss.temperature == 0.5 and loss.align is None
     fgd = FGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[4])
     assert fgd.weights == {"fg": 5e-5, "bg": 2.5e-5, "attention": 5e-5, "global": 5e-7}
-    assert fgd.levels["p3"].temperature == 0.5
+    assert fgd.levels["p3"].temperature == 0.5 and fgd.levels["p3"].normalize is False
+    normed = FGDDistiller(
+        in_features=["p3"], student_channels=[4], teacher_channels=[4], normalize=True
+    )
+    assert normed.levels["p3"].normalize is True
+    with pytest.raises(ValueError, match="NORMALIZE"):
+        FGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[4], normalize=2)
     with pytest.raises(ValueError, match="ALPHA"):
         FGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[4], alpha=-1.0)
     with pytest.raises(ValueError, match="GAMMA"):

@@ -156,6 +156,48 @@ def test_mgd_distiller_masks_are_seeded_and_gradients_reach_student_and_generato
         MGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[8], mask_ratio=1.5)
 
 
+def test_mgd_normalize_standardizes_both_maps_per_channel():
+    """NORMALIZE: alpha * sum((z(T) - z(G(align(S) * M)))^2) / N with z the per-channel
+    standardization over N*H*W; a teacher channel scaled by 100 and shifted changes nothing."""
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(2, 4, 6, 6, generator=g, requires_grad=True)
+    t = torch.randn(2, 8, 6, 6, generator=g)
+    a = MGDDistiller(
+        in_features=["p3"],
+        student_channels=[4],
+        teacher_channels=[8],
+        alpha=2.0,
+        seed=5,
+        normalize=True,
+    )
+    mask = random_position_mask(2, 6, 6, 0.45, torch.Generator().manual_seed(5), "cpu")
+
+    def z(x):
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        return (x - mean) / ((x - mean).pow(2).mean(dim=(0, 2, 3), keepdim=True)).sqrt()
+
+    expected = 2.0 * ((z(t) - z(a.generators["p3"](a.align["p3"](s) * mask))) ** 2).sum() / 2
+    term = a(_mgd_batch(s, t))["loss_mgd_p3"]
+    assert term.item() == pytest.approx(expected.item(), rel=1e-5)
+    # scale-free in the teacher: the same mask (a fresh distiller of the same seed and weights)
+    b = MGDDistiller(
+        in_features=["p3"],
+        student_channels=[4],
+        teacher_channels=[8],
+        alpha=2.0,
+        seed=5,
+        normalize=True,
+    )
+    b.load_state_dict(a.state_dict())
+    loud = t.clone()
+    loud[:, 0] = 100 * loud[:, 0] + 7
+    assert b(_mgd_batch(s, loud))["loss_mgd_p3"].item() == pytest.approx(term.item(), rel=1e-4)
+    term.backward()
+    assert s.grad.abs().sum() > 0 and a.generators["p3"][0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="NORMALIZE"):
+        MGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[8], normalize="y")
+
+
 # ----- head cross-forward -------------------------------------------------------------------------
 def test_cross_head_kl_and_box_hand_values():
     x = torch.tensor([[0.0, 0.0], [1.0, 0.0]], requires_grad=True)

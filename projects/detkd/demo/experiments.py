@@ -127,6 +127,12 @@ DIAGNOSIS = {
         "FGD's attention and global terms only (fg and bg off)",
         ("MODEL.DISTILL.FGD.ALPHA", 0.0, "MODEL.DISTILL.FGD.BETA", 0.0),
     ),
+    "fgd_norm": (
+        "fgd",
+        "FGD on the maps standardized per channel (is the teacher's raw activation scale, a few "
+        "heavy-tailed channels on background texture, what FGD spends itself on?)",
+        ("MODEL.DISTILL.FGD.NORMALIZE", True),
+    ),
     "fgd_no_bg": (
         "fgd",
         "FGD without its background feature term (the photographs' texture not imitated)",
@@ -190,6 +196,11 @@ DIAGNOSIS = {
         "mgd",
         "MGD without its random mask (the generator sees every position)",
         ("MODEL.DISTILL.MGD.MASK_RATIO", 0.0),
+    ),
+    "mgd_norm": (
+        "mgd",
+        "MGD with the generated and the teacher's maps standardized per channel",
+        ("MODEL.DISTILL.MGD.NORMALIZE", True),
     ),
     "cwd_t0.1": (
         "cwd",

@@ -3,7 +3,8 @@
 
 Config block ``MODEL.DISTILL.FGD`` (the paper's Faster R-CNN release values); terms
 ``loss_fgd_{fg,bg,attention,global}_<level>``, weighted by ``ALPHA``, ``BETA``, ``GAMMA``,
-``LAMBDA``.
+``LAMBDA``. ``NORMALIZE`` computes them on the maps standardized per channel; the paper's weights
+then no longer give the paper's loss scale, the automatic balance (on by default) does.
 """
 
 from detectron2.config import configurable
@@ -11,7 +12,7 @@ from torch import nn
 
 from ..losses import FGDLoss
 from .base import DISTILLER_REGISTRY, FeatureLevelDistiller
-from .params import Param, non_negative, positive, unique
+from .params import Param, non_negative, one_of, positive, unique
 
 __all__ = ["FGDDistiller"]
 
@@ -30,6 +31,8 @@ class FGDDistiller(FeatureLevelDistiller):
         Param("BETA", 2.5e-5, non_negative),  # background feature term
         Param("GAMMA", 5e-5, non_negative),  # attention term
         Param("LAMBDA", 5e-7, non_negative, "lambda_"),  # global (GcBlock) term
+        # every term on the maps standardized per channel (not in the paper; FGDLoss says why)
+        Param("NORMALIZE", False, one_of(True, False)),
     )
 
     @configurable
@@ -44,7 +47,10 @@ class FGDDistiller(FeatureLevelDistiller):
             "global": self.lambda_,
         }
         self.levels = nn.ModuleDict(
-            {f: FGDLoss(sc, tc, self.temperature) for f, (sc, tc) in self.channels.items()}
+            {
+                f: FGDLoss(sc, tc, self.temperature, self.normalize)
+                for f, (sc, tc) in self.channels.items()
+            }
         )
 
     def forward(self, batch):

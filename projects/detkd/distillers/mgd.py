@@ -6,7 +6,10 @@ Config block ``MODEL.DISTILL.MGD`` (the official Faster R-CNN setting: alpha 5e-
 own, seeded with ``MGD.SEED``, or with the run's ``SEED`` when ``MGD.SEED`` is negative (0 when both
 are: detectron2 then seeds the rest at random), so the masks do not depend on anything else that
 draws random numbers and two runs with one seed draw the same masks. Generator and align layers
-are dropped at export with the other distillers.
+are dropped at export with the other distillers. ``NORMALIZE`` (not in the paper): the generated and
+the teacher's maps are standardized per channel (:func:`detkd.losses.channel_standardize`) before
+the squared error, which then weighs every channel alike instead of the teacher's few largest
+(:class:`detkd.losses.FGDLoss` says why that matters); the automatic balance sets its scale.
 """
 
 import torch
@@ -14,9 +17,9 @@ from detectron2.config import configurable
 from detectron2.utils import comm
 from torch import nn
 
-from ..losses import MGDGenerator, mgd_loss, random_position_mask
+from ..losses import MGDGenerator, channel_standardize, mgd_loss, random_position_mask
 from .base import DISTILLER_REGISTRY, FeatureLevelDistiller
-from .params import Param, integer, non_negative, unique, unit_interval
+from .params import Param, integer, non_negative, one_of, unique, unit_interval
 
 __all__ = ["MGDDistiller"]
 
@@ -33,6 +36,8 @@ class MGDDistiller(FeatureLevelDistiller):
         Param("MASK_RATIO", 0.45, unit_interval),  # lambda: the share of positions masked
         # the masks' random seed; negative: the run's SEED (0 if that is negative too)
         Param("SEED", -1, integer),
+        # the generated and the teacher's maps standardized per channel (not in the paper)
+        Param("NORMALIZE", False, one_of(True, False)),
     )
 
     @configurable
@@ -69,6 +74,9 @@ class MGDDistiller(FeatureLevelDistiller):
             mask = random_position_mask(
                 n, h, w, self.mask_ratio, self.masks_generator(s.device), s.device
             )
-            term = mgd_loss(self.generators[f](s * mask), t)
+            generated = self.generators[f](s * mask)
+            if self.normalize:
+                generated, t = channel_standardize(generated), channel_standardize(t.detach())
+            term = mgd_loss(generated, t)
             losses[self.term(f)] = self.alpha * batch.per_area(term, t)
         return losses

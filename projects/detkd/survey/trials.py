@@ -17,7 +17,11 @@ RUN_VERSION = 3
 # Config keys added after runs were cached, each with the value at which training is what it was
 # before the key existed: at that value the key is left out of the fingerprint, so that adding it
 # does not train every cached run again (at any other value it counts as every key does).
-NEUTRAL_KEYS = {"MODEL.DISTILL.MSSD.ADAPT": False}
+NEUTRAL_KEYS = {
+    "MODEL.DISTILL.MSSD.ADAPT": False,
+    "MODEL.DISTILL.FGD.NORMALIZE": False,
+    "MODEL.DISTILL.MGD.NORMALIZE": False,
+}
 
 
 def fingerprint(cfg) -> str:

@@ -1,0 +1,173 @@
+"""What a demo teacher's FPN maps give feature imitation to copy: where FGD's loss lies.
+
+FGD's feature terms (Yang et al. 2022, Eq. 7) weigh the squared error ``(T - f(S))^2`` by the
+teacher's spatial and channel attention, both computed from ``|T|`` at temperature 0.5. So the
+teacher's own activation statistics decide what the student is pulled to reproduce. For each FPN
+level this reports, on the first ``--images`` validation images of a demo set:
+
+* ``|T|`` on the objects' cells and on the background's (mean and 99th percentile);
+* FGD's feature terms ``alpha L_fg + beta L_bg`` (the paper's weights) with the student at zero,
+  i.e. weighing ``T^2``: the background's share, the share of the single largest channel and the
+  share of the 1 % of cells that carry most, on the raw maps and on the maps standardized per
+  channel (``FGD.NORMALIZE``).
+
+The teacher is the demo's cached one (``<output>/teacher`` for the shapes set, else
+``<output>/<set>/teacher``: run the demo first). Writes ``teacher_features.md`` beside it::
+
+    python -m detkd.demo.features --dataset glyphs [--output output/demo] [--images 96]
+"""
+
+import argparse
+import os
+from typing import Dict, List
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.modeling import build_model
+
+from ..data.register import register_shapes_datasets
+from ..losses import channel_attention, channel_standardize, fgd_masks, spatial_attention
+from ..modeling.heads import run_backbone
+from .experiments import CONFIG_DIR
+from .training import demo_config, demo_data
+
+__all__ = [
+    "fgd_feature_terms",
+    "term_shares",
+    "teacher_feature_stats",
+    "format_feature_stats",
+    "main",
+]
+
+LEVELS = ("p2", "p3", "p4", "p5", "p6")
+ALPHA, BETA, TEMPERATURE = 5e-5, 2.5e-5, 0.5  # FGD's Faster R-CNN weights and temperature
+
+
+def fgd_feature_terms(
+    t: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor
+) -> Dict[str, torch.Tensor]:
+    """FGD's feature terms on ``T^2`` for one batch: per-channel totals (C,), per-cell (N*H*W,),
+    and the background's and the objects' sums."""
+    weighted = (
+        t
+        * t
+        * channel_attention(t, TEMPERATURE)[:, :, None, None]
+        * spatial_attention(t, TEMPERATURE)[:, None]
+    )
+    per_position = (ALPHA * fg + BETA * bg)[:, None] * weighted
+    return {
+        "channels": per_position.sum(dim=(0, 2, 3)),
+        "cells": per_position.sum(dim=1).flatten(),
+        "bg": (BETA * bg[:, None] * weighted).sum(),
+        "total": per_position.sum(),
+    }
+
+
+def term_shares(parts: List[Dict[str, torch.Tensor]]) -> Dict[str, float]:
+    """Over the batches' :func:`fgd_feature_terms`: the background's share of the total, the
+    largest channel's and the top 1 % of cells' (at least one cell)."""
+    total = sum(float(p["total"]) for p in parts)
+    cells = torch.cat([p["cells"] for p in parts])
+    top = cells.topk(max(1, cells.numel() // 100)).values.sum()
+    return {
+        "bg": sum(float(p["bg"]) for p in parts) / total,
+        "channel": float(torch.stack([p["channels"] for p in parts]).sum(0).max()) / total,
+        "top_cells": float(top) / total,
+    }
+
+
+@torch.no_grad()
+def teacher_feature_stats(model, dicts: List[Dict], cfg, batch_size: int = 8) -> Dict[str, Dict]:
+    """Per FPN level of ``model`` (a detectron2 ``GeneralizedRCNN`` with an FPN) on the data set
+    ``dicts``: ``|T|`` on objects and background, and where FGD's feature terms lie (module
+    docstring), raw (``raw_*``) and standardized (``norm_*``)."""
+    model.eval()
+    mapper = DatasetMapper(cfg, is_train=True)
+    torch.manual_seed(0)  # the training mapper's flips
+    items = [mapper(d) for d in dicts]
+    values = {lvl: {"fg": [], "bg": [], "raw": [], "norm": []} for lvl in LEVELS}
+    for i in range(0, len(items), batch_size):
+        batch = items[i : i + batch_size]
+        images = model.preprocess_image(batch)
+        feats = run_backbone(model.backbone, images.tensor)
+        boxes = [x["instances"].gt_boxes.tensor for x in batch]
+        for lvl in LEVELS:
+            t = feats[lvl].float()
+            stride = images.tensor.shape[-1] / t.shape[-1]
+            fg, bg = fgd_masks(boxes, list(images.image_sizes), t.shape[-2:], stride)
+            cells = t.abs().permute(0, 2, 3, 1)
+            values[lvl]["fg"].append(cells[fg > 0].flatten())
+            values[lvl]["bg"].append(cells[bg > 0].flatten())
+            values[lvl]["raw"].append(fgd_feature_terms(t, fg, bg))
+            values[lvl]["norm"].append(fgd_feature_terms(channel_standardize(t), fg, bg))
+    stats = {}
+    for lvl, v in values.items():
+        fg_abs, bg_abs = torch.cat(v["fg"]), torch.cat(v["bg"])
+        raw, norm = term_shares(v["raw"]), term_shares(v["norm"])
+        stats[lvl] = {
+            "fg_mean": float(fg_abs.mean()),
+            "bg_mean": float(bg_abs.mean()),
+            "fg_q99": float(torch.quantile(fg_abs[: 2**24], 0.99)),
+            "bg_q99": float(torch.quantile(bg_abs[: 2**24], 0.99)),
+            **{f"raw_{k}": x for k, x in raw.items()},
+            **{f"norm_{k}": x for k, x in norm.items()},
+        }
+    return stats
+
+
+def format_feature_stats(stats: Dict[str, Dict], title: str) -> str:
+    """A markdown table of :func:`teacher_feature_stats`."""
+    lines = [
+        f"# {title}",
+        "",
+        "|T|: the teacher's FPN activations on the objects' cells and on the background's; FGD's "
+        "feature terms (alpha L_fg + beta L_bg, the paper's weights) on T^2: the background's "
+        "share, the largest single channel's, the top 1 % of cells', raw and standardized per "
+        "channel (FGD.NORMALIZE).",
+        "",
+        "| level | \\|T\\| objects mean / q99 | \\|T\\| background mean / q99 "
+        "| raw: bg / one channel / 1 % cells | standardized: bg / one channel / 1 % cells |",
+        "|---|---|---|---|---|",
+    ]
+    for lvl, s in stats.items():
+        lines.append(
+            f"| {lvl} | {s['fg_mean']:.2f} / {s['fg_q99']:.1f} | {s['bg_mean']:.2f} / "
+            f"{s['bg_q99']:.1f} | {s['raw_bg']:.0%} / {s['raw_channel']:.0%} / "
+            f"{s['raw_top_cells']:.0%} | {s['norm_bg']:.0%} / {s['norm_channel']:.0%} / "
+            f"{s['norm_top_cells']:.0%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=("shapes", "hard", "glyphs"), default="shapes")
+    parser.add_argument("--output", default="output/demo", help="the demo's --output")
+    parser.add_argument("--images", type=int, default=96, help="validation images measured")
+    args = parser.parse_args(argv)
+    data = demo_data(args.dataset)
+    register_shapes_datasets(kind=data.kind)
+    run = args.output if data.kind == "shapes" else os.path.join(args.output, data.kind)
+    weights = os.path.join(run, "teacher", "model_final.pth")
+    if not os.path.isfile(weights):
+        raise SystemExit(
+            f"features: no teacher at {weights}; run `python -m detkd.demo --dataset "
+            f"{data.kind} --output {args.output}` first"
+        )
+    cfg = demo_config(os.path.join(CONFIG_DIR, "teacher.yaml"), data.opts(teacher=False))
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(weights)
+    dicts = DatasetCatalog.get(data.val)[: args.images]
+    stats = teacher_feature_stats(model, dicts, cfg)
+    text = format_feature_stats(
+        stats, f"The {data.kind} teacher's FPN maps ({len(dicts)} validation images, {weights})"
+    )
+    with open(os.path.join(run, "teacher_features.md"), "w") as f:
+        f.write(text)
+    print(text, flush=True)
+    return stats
+
+
+if __name__ == "__main__":
+    main()

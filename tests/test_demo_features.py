@@ -1,0 +1,55 @@
+"""The teacher-feature measurement of the demo (``python -m detkd.demo.features``): FGD's feature
+terms and their shares by hand, and the whole measurement on a real demo teacher's maps."""
+
+import math
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
+
+from detkd.data.register import register_shapes_datasets
+from detkd.demo import features
+from detkd.demo.experiments import CONFIG_DIR
+from detkd.demo.training import demo_config, demo_data
+
+
+def test_fgd_feature_terms_and_shares_by_hand():
+    # |T| = 1 everywhere: both attentions are 1, so the terms weigh T^2 = 1 by the masks alone.
+    # One image, 2 channels, cells (object, background): per channel alpha on the object's cell
+    # (scale 1: a one-cell box) and beta on the background's (1 / one background cell)
+    t = torch.tensor([[[[1.0, -1.0]], [[-1.0, 1.0]]]])
+    fg, bg = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.0, 1.0]]])
+    a, b = features.ALPHA, features.BETA
+    terms = features.fgd_feature_terms(t, fg, bg)
+    assert terms["total"].item() == pytest.approx(2 * (a + b))
+    assert terms["bg"].item() == pytest.approx(2 * b)
+    assert terms["channels"].tolist() == pytest.approx([a + b, a + b])
+    assert terms["cells"].tolist() == pytest.approx([2 * a, 2 * b])
+    shares = features.term_shares([terms])
+    assert shares["bg"] == pytest.approx(b / (a + b))  # 1/3 at the paper's alpha = 2 beta
+    assert shares["channel"] == pytest.approx(0.5)
+    assert shares["top_cells"] == pytest.approx(a / (a + b))  # one cell of two: the object's
+    # a channel 10x louder takes (nearly) everything: its attention and its square both grow
+    loud = t.clone()
+    loud[:, 0] *= 10
+    assert features.term_shares([features.fgd_feature_terms(loud, fg, bg)])["channel"] > 0.99
+
+
+def test_teacher_feature_stats_on_a_demo_teacher():
+    data = demo_data("shapes")
+    register_shapes_datasets(kind=data.kind)
+    cfg = demo_config(f"{CONFIG_DIR}/teacher.yaml", data.opts(teacher=False))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    stats = features.teacher_feature_stats(model, DatasetCatalog.get(data.val)[:4], cfg, 2)
+    assert list(stats) == list(features.LEVELS)
+    for lvl, s in stats.items():
+        assert all(math.isfinite(v) for v in s.values()), lvl
+        for key in ("bg", "channel", "top_cells"):
+            assert 0 < s[f"raw_{key}"] <= 1 + 1e-6 and 0 < s[f"norm_{key}"] <= 1 + 1e-6, (lvl, key)
+        # standardized, no channel holds more than a few of the teacher's channels' share
+        assert s["norm_channel"] < 0.1, lvl
+        assert s["fg_q99"] >= s["fg_mean"] > 0 and s["bg_q99"] >= s["bg_mean"] > 0
+    text = features.format_feature_stats(stats, "t")
+    assert text.count("\n| p") == len(features.LEVELS)
