@@ -30,6 +30,10 @@ def test_fgd_feature_terms_and_shares_by_hand():
     assert shares["bg"] == pytest.approx(b / (a + b))  # 1/3 at the paper's alpha = 2 beta
     assert shares["channel"] == pytest.approx(0.5)
     assert shares["top_cells"] == pytest.approx(a / (a + b))  # one cell of two: the object's
+    # against a student map: (T - S)^2, the attention still the teacher's
+    half = features.fgd_feature_terms(t, fg, bg, t / 2)
+    assert half["total"].item() == pytest.approx(2 * (a + b) / 4)
+    assert half["cells"].tolist() == pytest.approx([2 * a / 4, 2 * b / 4])
     # a channel 10x louder takes (nearly) everything: its attention and its square both grow
     loud = t.clone()
     loud[:, 0] *= 10
@@ -53,3 +57,9 @@ def test_teacher_feature_stats_on_a_demo_teacher():
         assert s["fg_q99"] >= s["fg_mean"] > 0 and s["bg_q99"] >= s["bg_mean"] > 0
     text = features.format_feature_stats(stats, "t")
     assert text.count("\n| p") == len(features.LEVELS)
+
+
+def test_student_maps_refuse_a_run_without_fgd(tmp_path):
+    torch.save({"model": {"student.x": torch.zeros(1)}}, tmp_path / "model_final.pth")
+    with pytest.raises(SystemExit, match="no FGD align layers"):
+        features.fgd_student_maps(str(tmp_path), demo_data("shapes"))

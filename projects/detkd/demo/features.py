@@ -14,17 +14,19 @@ level this reports, on the first ``--images`` validation images of a demo set:
 The teacher is the demo's cached one (``<output>/teacher`` for the shapes set, else
 ``<output>/<set>/teacher``: run the demo first). Writes ``teacher_features.md`` beside it::
 
-    python -m detkd.demo.features --dataset glyphs [--output output/demo] [--images 96]
+    python -m detkd.demo.features --dataset glyphs [--output output/demo] [--images 200]
 """
 
 import argparse
 import os
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
+from torch.nn import functional as F
 
 from ..data.register import register_shapes_datasets
 from ..losses import channel_attention, channel_standardize, fgd_masks, spatial_attention
@@ -45,13 +47,15 @@ ALPHA, BETA, TEMPERATURE = 5e-5, 2.5e-5, 0.5  # FGD's Faster R-CNN weights and t
 
 
 def fgd_feature_terms(
-    t: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor
+    t: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, s: Optional[torch.Tensor] = None
 ) -> Dict[str, torch.Tensor]:
-    """FGD's feature terms on ``T^2`` for one batch: per-channel totals (C,), per-cell (N*H*W,),
-    and the background's and the objects' sums."""
+    """FGD's feature terms on ``(T - S)^2`` (``T^2`` without a student map ``s``) for one batch,
+    weighted by the teacher's attention and the masks: per-channel totals (C,), per-cell
+    (N*H*W,), the background's sum and the total."""
+    diff = t if s is None else t - s
     weighted = (
-        t
-        * t
+        diff
+        * diff
         * channel_attention(t, TEMPERATURE)[:, :, None, None]
         * spatial_attention(t, TEMPERATURE)[:, None]
     )
@@ -78,13 +82,17 @@ def term_shares(parts: List[Dict[str, torch.Tensor]]) -> Dict[str, float]:
 
 
 @torch.no_grad()
-def teacher_feature_stats(model, dicts: List[Dict], cfg, batch_size: int = 8) -> Dict[str, Dict]:
+def teacher_feature_stats(
+    model, dicts: List[Dict], cfg, batch_size: int = 8, student: Optional[Callable] = None
+) -> Dict[str, Dict]:
     """Per FPN level of ``model`` (a detectron2 ``GeneralizedRCNN`` with an FPN) on the data set
     ``dicts``: ``|T|`` on objects and background, and where FGD's feature terms lie (module
-    docstring), raw (``raw_*``) and standardized (``norm_*``)."""
+    docstring), raw (``raw_*``) and standardized (``norm_*``). ``student``: a function of the
+    batch's input dicts to the student's maps aligned to the teacher's channels (level -> map);
+    the terms then weigh ``(T - f(S))^2``, what is left to imitate."""
     model.eval()
     mapper = DatasetMapper(cfg, is_train=True)
-    torch.manual_seed(0)  # the training mapper's flips
+    np.random.seed(0)  # the training mapper's flips: the same images for every call
     items = [mapper(d) for d in dicts]
     values = {lvl: {"fg": [], "bg": [], "raw": [], "norm": []} for lvl in LEVELS}
     for i in range(0, len(items), batch_size):
@@ -92,15 +100,18 @@ def teacher_feature_stats(model, dicts: List[Dict], cfg, batch_size: int = 8) ->
         images = model.preprocess_image(batch)
         feats = run_backbone(model.backbone, images.tensor)
         boxes = [x["instances"].gt_boxes.tensor for x in batch]
+        aligned = student(batch) if student is not None else {}
         for lvl in LEVELS:
             t = feats[lvl].float()
+            s = aligned.get(lvl)
             stride = images.tensor.shape[-1] / t.shape[-1]
             fg, bg = fgd_masks(boxes, list(images.image_sizes), t.shape[-2:], stride)
             cells = t.abs().permute(0, 2, 3, 1)
             values[lvl]["fg"].append(cells[fg > 0].flatten())
             values[lvl]["bg"].append(cells[bg > 0].flatten())
-            values[lvl]["raw"].append(fgd_feature_terms(t, fg, bg))
-            values[lvl]["norm"].append(fgd_feature_terms(channel_standardize(t), fg, bg))
+            values[lvl]["raw"].append(fgd_feature_terms(t, fg, bg, s))
+            z_s = channel_standardize(s) if s is not None else None
+            values[lvl]["norm"].append(fgd_feature_terms(channel_standardize(t), fg, bg, z_s))
     stats = {}
     for lvl, v in values.items():
         fg_abs, bg_abs = torch.cat(v["fg"]), torch.cat(v["bg"])
@@ -116,13 +127,13 @@ def teacher_feature_stats(model, dicts: List[Dict], cfg, batch_size: int = 8) ->
     return stats
 
 
-def format_feature_stats(stats: Dict[str, Dict], title: str) -> str:
-    """A markdown table of :func:`teacher_feature_stats`."""
+def format_feature_stats(stats: Dict[str, Dict], title: str, error: str = "T^2") -> str:
+    """A markdown table of :func:`teacher_feature_stats` (``error``: what the terms weighed)."""
     lines = [
         f"# {title}",
         "",
         "|T|: the teacher's FPN activations on the objects' cells and on the background's; FGD's "
-        "feature terms (alpha L_fg + beta L_bg, the paper's weights) on T^2: the background's "
+        f"feature terms (alpha L_fg + beta L_bg, the paper's weights) on {error}: the background's "
         "share, the largest single channel's, the top 1 % of cells', raw and standardized per "
         "channel (FGD.NORMALIZE).",
         "",
@@ -140,11 +151,51 @@ def format_feature_stats(stats: Dict[str, Dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fgd_student_maps(run_dir: str, data) -> Callable:
+    """The FPN maps of the FGD student saved in ``run_dir/model_final.pth`` (a demo FGD run),
+    through that run's own align layers: a function of a batch of input dicts (no gradient)."""
+    path = os.path.join(run_dir, "model_final.pth")
+    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    prefix = "distillers.fgd.levels."
+    align = {
+        k[len(prefix) :].split(".")[0]: k for k in state if k.startswith(prefix) and ".align." in k
+    }
+    if not align:
+        raise SystemExit(f"features: {path} holds no FGD align layers; give an FGD run")
+    cfg = demo_config(os.path.join(CONFIG_DIR, "student.yaml"), data.opts(teacher=False))
+    model = build_model(cfg)  # a DistillRCNN without a teacher: its student is the detector
+    saved = {k: v for k, v in state.items() if k.startswith("student.")}
+    missing = [k for k in model.load_state_dict(saved, strict=False).missing_keys if k in saved]
+    missing += [k for k in model.state_dict() if k.startswith("student.") and k not in saved]
+    if missing:
+        raise SystemExit(f"features: {path} lacks student weights {missing[:3]}")
+    model = model.student.eval()
+
+    @torch.no_grad()
+    def maps(batch):
+        feats = run_backbone(model.backbone, model.preprocess_image(batch).tensor)
+        return {
+            lvl: F.conv2d(
+                feats[lvl],
+                state[f"{prefix}{lvl}.align.weight"],
+                state[f"{prefix}{lvl}.align.bias"],
+            )
+            for lvl in align
+        }
+
+    return maps
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=("shapes", "hard", "glyphs"), default="shapes")
     parser.add_argument("--output", default="output/demo", help="the demo's --output")
-    parser.add_argument("--images", type=int, default=96, help="validation images measured")
+    parser.add_argument("--images", type=int, default=200, help="validation images measured")
+    parser.add_argument(
+        "--student",
+        help="an FGD student's run directory (its model_final.pth): the terms on (T - f(S))^2, "
+        "with its own align layers",
+    )
     args = parser.parse_args(argv)
     data = demo_data(args.dataset)
     register_shapes_datasets(kind=data.kind)
@@ -159,11 +210,14 @@ def main(argv=None):
     model = build_model(cfg)
     DetectionCheckpointer(model).load(weights)
     dicts = DatasetCatalog.get(data.val)[: args.images]
-    stats = teacher_feature_stats(model, dicts, cfg)
-    text = format_feature_stats(
-        stats, f"The {data.kind} teacher's FPN maps ({len(dicts)} validation images, {weights})"
-    )
-    with open(os.path.join(run, "teacher_features.md"), "w") as f:
+    student = fgd_student_maps(args.student, data) if args.student else None
+    stats = teacher_feature_stats(model, dicts, cfg, student=student)
+    title = f"The {data.kind} teacher's FPN maps ({len(dicts)} validation images, {weights})"
+    if args.student:
+        title += f" against the FGD student of {args.student}"
+    text = format_feature_stats(stats, title, "(T - f(S))^2" if args.student else "T^2")
+    name = "teacher_features.md" if not args.student else "teacher_features_student.md"
+    with open(os.path.join(run, name), "w") as f:
         f.write(text)
     print(text, flush=True)
     return stats

@@ -17,11 +17,10 @@ differ), teacher feature ``T``, both ``N x C x H x W``, and temperature ``tau`` 
 With ``normalize`` (not in the paper), ``T`` and ``f(S)`` are first standardized per channel over
 the batch's positions (:func:`detkd.losses.channel_standardize`, PKD's normalisation) and every
 term, the attention too, is computed on the standardized maps. Why: FGD's squared error and its
-attention (``softmax(mean |F| / 0.5)``) follow the teacher's raw activation scale. A teacher with a
-few channels of large, heavy-tailed responses (on the glyphs, photographic texture in the
-background) puts FGD's whole loss on them: one channel carries 58-94 % of each level's feature
-loss, 1 % of the cells 55-95 %, the background 79-93 % (docs/METHODS.md); standardized, one
-channel carries 1-2 % and the background 32-54 %.
+attention (``softmax(mean |F| / 0.5)``) follow the teacher's raw activation scale, so a teacher
+with a few channels of large, heavy-tailed responses (photographic texture in the background)
+puts nearly all of FGD's loss on those channels at a few cells; standardized, every channel
+weighs alike (DEMO.md, *FGD on the glyphs: what the teacher's maps put in its loss*).
 
 Every sum is divided by the batch size ``N``. The terms are returned unweighted; the paper's
 weights ``alpha, beta, gamma, lambda``
