@@ -30,6 +30,9 @@ def test_fgd_feature_terms_and_shares_by_hand():
     assert shares["bg"] == pytest.approx(b / (a + b))  # 1/3 at the paper's alpha = 2 beta
     assert shares["channel"] == pytest.approx(0.5)
     assert shares["top_cells"] == pytest.approx(a / (a + b))  # one cell of two: the object's
+    # the plain squared error: every image cell alike, T^2 = 1 on each of 2 channels x 2 cells
+    plain = features.term_shares([features.squared_error_terms(t, fg, bg)])
+    assert plain == pytest.approx({"bg": 0.5, "channel": 0.5, "top_cells": 0.5})
     # against a student map: (T - S)^2, the attention still the teacher's
     half = features.fgd_feature_terms(t, fg, bg, t / 2)
     assert half["total"].item() == pytest.approx(2 * (a + b) / 4)
@@ -51,12 +54,14 @@ def test_teacher_feature_stats_on_a_demo_teacher():
     for lvl, s in stats.items():
         assert all(math.isfinite(v) for v in s.values()), lvl
         for key in ("bg", "channel", "top_cells"):
-            assert 0 < s[f"raw_{key}"] <= 1 + 1e-6 and 0 < s[f"norm_{key}"] <= 1 + 1e-6, (lvl, key)
+            for kind in ("raw", "norm", "mse", "mse_norm"):
+                assert 0 < s[f"{kind}_{key}"] <= 1 + 1e-6, (lvl, kind, key)
         # standardized, no channel holds more than a few of the teacher's channels' share
-        assert s["norm_channel"] < 0.1, lvl
+        assert s["norm_channel"] < 0.1 and s["mse_norm_channel"] < 0.1, lvl
         assert s["fg_q99"] >= s["fg_mean"] > 0 and s["bg_q99"] >= s["bg_mean"] > 0
     text = features.format_feature_stats(stats, "t")
     assert text.count("\n| p") == len(features.LEVELS)
+    assert all(line.count("|") == 8 for line in text.splitlines() if line.startswith("| p"))
 
 
 def test_student_maps_refuse_a_run_without_fgd(tmp_path):

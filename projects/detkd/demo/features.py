@@ -36,6 +36,7 @@ from .training import demo_config, demo_data
 
 __all__ = [
     "fgd_feature_terms",
+    "squared_error_terms",
     "term_shares",
     "teacher_feature_stats",
     "format_feature_stats",
@@ -68,8 +69,25 @@ def fgd_feature_terms(
     }
 
 
+def squared_error_terms(
+    t: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, s: Optional[torch.Tensor] = None
+) -> Dict[str, torch.Tensor]:
+    """The plain squared error ``(T - S)^2`` (``T^2`` without ``s``) over the image cells (MGD's
+    loss, which weighs every position alike), in the keys of :func:`fgd_feature_terms`."""
+    diff = t if s is None else t - s
+    fg_cells, bg_cells = (fg > 0).float(), (bg > 0).float()
+    per_position = (fg_cells + bg_cells)[:, None] * diff * diff
+    return {
+        "channels": per_position.sum(dim=(0, 2, 3)),
+        "cells": per_position.sum(dim=1).flatten(),
+        "bg": (bg_cells[:, None] * diff * diff).sum(),
+        "total": per_position.sum(),
+    }
+
+
 def term_shares(parts: List[Dict[str, torch.Tensor]]) -> Dict[str, float]:
-    """Over the batches' :func:`fgd_feature_terms`: the background's share of the total, the
+    """Over the batches' :func:`fgd_feature_terms` (or :func:`squared_error_terms`): the
+    background's share of the total, the
     largest channel's and the top 1 % of cells' (at least one cell)."""
     total = sum(float(p["total"]) for p in parts)
     cells = torch.cat([p["cells"] for p in parts])
@@ -94,7 +112,9 @@ def teacher_feature_stats(
     mapper = DatasetMapper(cfg, is_train=True)
     np.random.seed(0)  # the training mapper's flips: the same images for every call
     items = [mapper(d) for d in dicts]
-    values = {lvl: {"fg": [], "bg": [], "raw": [], "norm": []} for lvl in LEVELS}
+    values = {
+        lvl: {k: [] for k in ("fg", "bg", "raw", "norm", "mse", "mse_norm")} for lvl in LEVELS
+    }
     for i in range(0, len(items), batch_size):
         batch = items[i : i + batch_size]
         images = model.preprocess_image(batch)
@@ -110,19 +130,21 @@ def teacher_feature_stats(
             values[lvl]["fg"].append(cells[fg > 0].flatten())
             values[lvl]["bg"].append(cells[bg > 0].flatten())
             values[lvl]["raw"].append(fgd_feature_terms(t, fg, bg, s))
+            values[lvl]["mse"].append(squared_error_terms(t, fg, bg, s))
+            z_t = channel_standardize(t)
             z_s = channel_standardize(s) if s is not None else None
-            values[lvl]["norm"].append(fgd_feature_terms(channel_standardize(t), fg, bg, z_s))
+            values[lvl]["norm"].append(fgd_feature_terms(z_t, fg, bg, z_s))
+            values[lvl]["mse_norm"].append(squared_error_terms(z_t, fg, bg, z_s))
     stats = {}
     for lvl, v in values.items():
         fg_abs, bg_abs = torch.cat(v["fg"]), torch.cat(v["bg"])
-        raw, norm = term_shares(v["raw"]), term_shares(v["norm"])
+        shares = {k: term_shares(v[k]) for k in ("raw", "norm", "mse", "mse_norm")}
         stats[lvl] = {
             "fg_mean": float(fg_abs.mean()),
             "bg_mean": float(bg_abs.mean()),
             "fg_q99": float(torch.quantile(fg_abs[: 2**24], 0.99)),
             "bg_q99": float(torch.quantile(bg_abs[: 2**24], 0.99)),
-            **{f"raw_{k}": x for k, x in raw.items()},
-            **{f"norm_{k}": x for k, x in norm.items()},
+            **{f"{kind}_{k}": x for kind, d in shares.items() for k, x in d.items()},
         }
     return stats
 
@@ -135,18 +157,23 @@ def format_feature_stats(stats: Dict[str, Dict], title: str, error: str = "T^2")
         "|T|: the teacher's FPN activations on the objects' cells and on the background's; FGD's "
         f"feature terms (alpha L_fg + beta L_bg, the paper's weights) on {error}: the background's "
         "share, the largest single channel's, the top 1 % of cells', raw and standardized per "
-        "channel (FGD.NORMALIZE).",
+        "channel (FGD.NORMALIZE); the plain squared error over every cell (MGD's) alike, raw and "
+        "standardized (MGD.NORMALIZE).",
         "",
         "| level | \\|T\\| objects mean / q99 | \\|T\\| background mean / q99 "
-        "| raw: bg / one channel / 1 % cells | standardized: bg / one channel / 1 % cells |",
-        "|---|---|---|---|---|",
+        "| FGD raw: bg / one channel / 1 % cells | FGD standardized: bg / one channel / 1 % cells "
+        "| squared error raw: bg / one channel / 1 % cells | squared error standardized: bg / "
+        "one channel / 1 % cells |",
+        "|---|---|---|---|---|---|---|",
     ]
     for lvl, s in stats.items():
         lines.append(
             f"| {lvl} | {s['fg_mean']:.2f} / {s['fg_q99']:.1f} | {s['bg_mean']:.2f} / "
             f"{s['bg_q99']:.1f} | {s['raw_bg']:.0%} / {s['raw_channel']:.0%} / "
             f"{s['raw_top_cells']:.0%} | {s['norm_bg']:.0%} / {s['norm_channel']:.0%} / "
-            f"{s['norm_top_cells']:.0%} |"
+            f"{s['norm_top_cells']:.0%} | {s['mse_bg']:.0%} / {s['mse_channel']:.0%} / "
+            f"{s['mse_top_cells']:.0%} | {s['mse_norm_bg']:.0%} / {s['mse_norm_channel']:.0%} / "
+            f"{s['mse_norm_top_cells']:.0%} |"
         )
     return "\n".join(lines) + "\n"
 
