@@ -181,11 +181,19 @@ def test_fgd_normalize_is_fgd_on_channel_standardized_maps_and_scale_free():
         assert louder[k].item() == pytest.approx(ours[k].item(), rel=1e-4), k
     raw, raw_loud = plain(s, t, boxes, sizes, stride=4), plain(s, loud, boxes, sizes, stride=4)
     assert raw_loud["fg"].item() > 100 * raw["fg"].item()
-    # gradients reach the student (through the standardization) and its align layer, not T
+    # with an align layer: the student is standardized after it
     aligned = FGDLoss(3, 4, normalize=True)
+    aligned.gc_student.load_state_dict(plain.gc_student.state_dict())
+    aligned.gc_teacher.load_state_dict(plain.gc_teacher.state_dict())
     s3 = torch.randn(2, 3, 6, 8, requires_grad=True)
     t4 = torch.randn(2, 4, 6, 8, requires_grad=True)
-    sum(aligned(s3, t4, boxes, sizes, stride=4).values()).backward()
+    with torch.no_grad():
+        ref = plain(z(aligned.align(s3)), z(t4), boxes, sizes, stride=4)
+    ours = aligned(s3, t4, boxes, sizes, stride=4)
+    for k in ref:
+        assert ours[k].item() == pytest.approx(ref[k].item(), rel=1e-5), k
+    # gradients reach the student (through the standardization) and its align layer, not T
+    sum(ours.values()).backward()
     assert s3.grad.abs().sum() > 0 and aligned.align.weight.grad.abs().sum() > 0
     assert t4.grad is None
 

@@ -6,13 +6,18 @@ teacher's own activation statistics decide what the student is pulled to reprodu
 level this reports, on the first ``--images`` validation images of a demo set:
 
 * ``|T|`` on the objects' cells and on the background's (mean and 99th percentile);
-* FGD's feature terms ``alpha L_fg + beta L_bg`` (the paper's weights) with the student at zero,
-  i.e. weighing ``T^2``: the background's share, the share of the single largest channel and the
-  share of the 1 % of cells that carry most, on the raw maps and on the maps standardized per
-  channel (``FGD.NORMALIZE``).
+* FGD's feature terms ``alpha L_fg + beta L_bg`` (``MODEL.DISTILL.FGD``'s weights and temperature)
+  with the student at zero, i.e. weighing ``T^2``: the background's share, the share of the single
+  largest channel and the share of the 1 % of cells that carry most, on the raw maps and on the maps
+  standardized per channel (``FGD.NORMALIZE``);
+* the same shares of a plain squared error over every image cell (MGD's loss), raw and standardized
+  (``MGD.NORMALIZE``).
 
-The teacher is the demo's cached one (``<output>/teacher`` for the shapes set, else
-``<output>/<set>/teacher``: run the demo first). Writes ``teacher_features.md`` beside it::
+The images go through the evaluation's resize and no random augmentation. The teacher is the demo's
+cached one (``<output>/teacher`` for the shapes set, else ``<output>/<set>/teacher``: run the demo
+first). ``--student RUN_DIR``: the terms on ``(T - f(S))^2`` instead, with the FGD student saved in
+that run and its own align layers: what is left to imitate. Writes ``teacher_features.md`` (or
+``teacher_features_student.md``) beside the teacher::
 
     python -m detkd.demo.features --dataset glyphs [--output output/demo] [--images 200]
 """
@@ -25,6 +30,7 @@ import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data.detection_utils import build_augmentation
 from detectron2.modeling import build_model
 from torch.nn import functional as F
 
@@ -44,27 +50,33 @@ __all__ = [
 ]
 
 LEVELS = ("p2", "p3", "p4", "p5", "p6")
-ALPHA, BETA, TEMPERATURE = 5e-5, 2.5e-5, 0.5  # FGD's Faster R-CNN weights and temperature
 
 
 def fgd_feature_terms(
-    t: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor, s: Optional[torch.Tensor] = None
+    t: torch.Tensor,
+    fg: torch.Tensor,
+    bg: torch.Tensor,
+    s: Optional[torch.Tensor] = None,
+    *,
+    alpha: float,
+    beta: float,
+    temperature: float,
 ) -> Dict[str, torch.Tensor]:
-    """FGD's feature terms on ``(T - S)^2`` (``T^2`` without a student map ``s``) for one batch,
-    weighted by the teacher's attention and the masks: per-channel totals (C,), per-cell
-    (N*H*W,), the background's sum and the total."""
+    """FGD's feature terms ``alpha L_fg + beta L_bg`` on ``(T - S)^2`` (``T^2`` without a student
+    map ``s``) for one batch, weighted by the teacher's attention at ``temperature`` and the masks:
+    per-channel totals (C,), per-cell (N*H*W,), the background's sum and the total."""
     diff = t if s is None else t - s
     weighted = (
         diff
         * diff
-        * channel_attention(t, TEMPERATURE)[:, :, None, None]
-        * spatial_attention(t, TEMPERATURE)[:, None]
+        * channel_attention(t, temperature)[:, :, None, None]
+        * spatial_attention(t, temperature)[:, None]
     )
-    per_position = (ALPHA * fg + BETA * bg)[:, None] * weighted
+    per_position = (alpha * fg + beta * bg)[:, None] * weighted
     return {
         "channels": per_position.sum(dim=(0, 2, 3)),
         "cells": per_position.sum(dim=1).flatten(),
-        "bg": (BETA * bg[:, None] * weighted).sum(),
+        "bg": (beta * bg[:, None] * weighted).sum(),
         "total": per_position.sum(),
     }
 
@@ -107,11 +119,15 @@ def teacher_feature_stats(
     ``dicts``: ``|T|`` on objects and background, and where FGD's feature terms lie (module
     docstring), raw (``raw_*``) and standardized (``norm_*``). ``student``: a function of the
     batch's input dicts to the student's maps aligned to the teacher's channels (level -> map);
-    the terms then weigh ``(T - f(S))^2``, what is left to imitate."""
+    the terms then weigh ``(T - f(S))^2``, what is left to imitate. FGD's weights and temperature
+    are ``cfg.MODEL.DISTILL.FGD``'s."""
     model.eval()
-    mapper = DatasetMapper(cfg, is_train=True)
-    np.random.seed(0)  # the training mapper's flips: the same images for every call
+    fgd = cfg.MODEL.DISTILL.FGD
+    weights = dict(alpha=fgd.ALPHA, beta=fgd.BETA, temperature=fgd.TEMPERATURE)
+    # annotated images at the evaluation's resize, without the training's random flips
+    mapper = DatasetMapper(cfg, is_train=True, augmentations=build_augmentation(cfg, False))
     items = [mapper(d) for d in dicts]
+    strides = {lvl: model.backbone.output_shape()[lvl].stride for lvl in LEVELS}
     values = {
         lvl: {k: [] for k in ("fg", "bg", "raw", "norm", "mse", "mse_norm")} for lvl in LEVELS
     }
@@ -124,16 +140,15 @@ def teacher_feature_stats(
         for lvl in LEVELS:
             t = feats[lvl].float()
             s = aligned.get(lvl)
-            stride = images.tensor.shape[-1] / t.shape[-1]
-            fg, bg = fgd_masks(boxes, list(images.image_sizes), t.shape[-2:], stride)
+            fg, bg = fgd_masks(boxes, list(images.image_sizes), t.shape[-2:], strides[lvl])
             cells = t.abs().permute(0, 2, 3, 1)
             values[lvl]["fg"].append(cells[fg > 0].flatten())
             values[lvl]["bg"].append(cells[bg > 0].flatten())
-            values[lvl]["raw"].append(fgd_feature_terms(t, fg, bg, s))
+            values[lvl]["raw"].append(fgd_feature_terms(t, fg, bg, s, **weights))
             values[lvl]["mse"].append(squared_error_terms(t, fg, bg, s))
             z_t = channel_standardize(t)
             z_s = channel_standardize(s) if s is not None else None
-            values[lvl]["norm"].append(fgd_feature_terms(z_t, fg, bg, z_s))
+            values[lvl]["norm"].append(fgd_feature_terms(z_t, fg, bg, z_s, **weights))
             values[lvl]["mse_norm"].append(squared_error_terms(z_t, fg, bg, z_s))
     stats = {}
     for lvl, v in values.items():
@@ -142,8 +157,8 @@ def teacher_feature_stats(
         stats[lvl] = {
             "fg_mean": float(fg_abs.mean()),
             "bg_mean": float(bg_abs.mean()),
-            "fg_q99": float(torch.quantile(fg_abs[: 2**24], 0.99)),
-            "bg_q99": float(torch.quantile(bg_abs[: 2**24], 0.99)),
+            "fg_q99": float(np.quantile(fg_abs.numpy(), 0.99)),
+            "bg_q99": float(np.quantile(bg_abs.numpy(), 0.99)),
             **{f"{kind}_{k}": x for kind, d in shares.items() for k, x in d.items()},
         }
     return stats
@@ -192,10 +207,10 @@ def fgd_student_maps(run_dir: str, data) -> Callable:
     cfg = demo_config(os.path.join(CONFIG_DIR, "student.yaml"), data.opts(teacher=False))
     model = build_model(cfg)  # a DistillRCNN without a teacher: its student is the detector
     saved = {k: v for k, v in state.items() if k.startswith("student.")}
-    missing = [k for k in model.load_state_dict(saved, strict=False).missing_keys if k in saved]
-    missing += [k for k in model.state_dict() if k.startswith("student.") and k not in saved]
+    missing = [k for k in model.state_dict() if k.startswith("student.") and k not in saved]
     if missing:
         raise SystemExit(f"features: {path} lacks student weights {missing[:3]}")
+    model.load_state_dict(saved, strict=False)
     model = model.student.eval()
 
     @torch.no_grad()
@@ -204,8 +219,8 @@ def fgd_student_maps(run_dir: str, data) -> Callable:
         return {
             lvl: F.conv2d(
                 feats[lvl],
-                state[f"{prefix}{lvl}.align.weight"],
-                state[f"{prefix}{lvl}.align.bias"],
+                state[f"{prefix}{lvl}.align.weight"].to(feats[lvl]),
+                state[f"{prefix}{lvl}.align.bias"].to(feats[lvl]),
             )
             for lvl in align
         }
