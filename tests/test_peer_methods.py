@@ -162,14 +162,18 @@ def test_mgd_normalize_standardizes_both_maps_per_channel():
     g = torch.Generator().manual_seed(3)
     s = torch.randn(2, 4, 6, 6, generator=g, requires_grad=True)
     t = torch.randn(2, 8, 6, 6, generator=g)
-    a = MGDDistiller(
-        in_features=["p3"],
-        student_channels=[4],
-        teacher_channels=[8],
-        alpha=2.0,
-        seed=5,
-        normalize=True,
-    )
+
+    def normalized():  # one seed and weights: two of them draw the same masks
+        return MGDDistiller(
+            in_features=["p3"],
+            student_channels=[4],
+            teacher_channels=[8],
+            alpha=2.0,
+            seed=5,
+            normalize=True,
+        )
+
+    a = normalized()
     mask = random_position_mask(2, 6, 6, 0.45, torch.Generator().manual_seed(5), "cpu")
 
     def z(x):
@@ -180,14 +184,7 @@ def test_mgd_normalize_standardizes_both_maps_per_channel():
     term = a(_mgd_batch(s, t))["loss_mgd_p3"]
     assert term.item() == pytest.approx(expected.item(), rel=1e-5)
     # scale-free in the teacher: the same mask (a fresh distiller of the same seed and weights)
-    b = MGDDistiller(
-        in_features=["p3"],
-        student_channels=[4],
-        teacher_channels=[8],
-        alpha=2.0,
-        seed=5,
-        normalize=True,
-    )
+    b = normalized()
     b.load_state_dict(a.state_dict())
     loud = t.clone()
     loud[:, 0] = 100 * loud[:, 0] + 7
