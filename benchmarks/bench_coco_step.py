@@ -89,40 +89,43 @@ def main(argv=None):
 
     configs = sorted(glob.glob(os.path.join(ROOT, "configs/COCO-Detection/distill_*.yaml")))
     opts = ["MODEL.DEVICE", args.device, "MODEL.WEIGHTS", ""]
-    tmp = tempfile.mkdtemp(prefix="bench_coco_")
-    first = load_config(configs[0], opts)
-    torch.manual_seed(0)
-    teacher = build_model(load_config(first.MODEL.DISTILL.TEACHER.CONFIG_FILE, opts))
-    Checkpointer(teacher, tmp).save("teacher")
-    del teacher
-    h, w = (int(v) for v in args.size.split(","))
-    data = batch(args.device, h=h, w=w)
-    student = build_model(student_only_config(first))
-    base = step_seconds(student, data, args.steps, args.device, args.amp)
-    del student
-    lines = [
-        f"COCO configs at {h}x{w}, batch 2, device {args.device}"
-        f"{' with AMP (float16)' if args.amp else ''}, torch {torch.__version__}; median of "
-        f"{args.steps} steps. Student alone (R50-FPN): {1e3 * base:.0f} ms/step.",
-        "",
-        "| config | ms/step | x student step | peak GPU MB |",
-        "|---|---|---|---|",
-    ]
-    for config in configs:
-        cfg = load_config(
-            config, [*opts, "MODEL.DISTILL.TEACHER.WEIGHTS", os.path.join(tmp, "teacher.pth")]
-        )
-        if args.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        model = build_model(cfg)
-        seconds = step_seconds(model, data, args.steps, args.device, args.amp)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else float("nan")
-        lines.append(
-            f"| {os.path.basename(config)} | {1e3 * seconds:.0f} | {seconds / base:.2f} "
-            f"| {peak:.0f} |"
-        )
-        print(lines[-1], flush=True)
-        del model
+    # the teacher checkpoint (about 170 MB) lives only as long as the benchmark
+    with tempfile.TemporaryDirectory(prefix="bench_coco_") as tmp:
+        first = load_config(configs[0], opts)
+        torch.manual_seed(0)
+        teacher = build_model(load_config(first.MODEL.DISTILL.TEACHER.CONFIG_FILE, opts))
+        Checkpointer(teacher, tmp).save("teacher")
+        del teacher
+        h, w = (int(v) for v in args.size.split(","))
+        data = batch(args.device, h=h, w=w)
+        student = build_model(student_only_config(first))
+        base = step_seconds(student, data, args.steps, args.device, args.amp)
+        del student
+        lines = [
+            f"COCO configs at {h}x{w}, batch 2, device {args.device}"
+            f"{' with AMP (float16)' if args.amp else ''}, torch {torch.__version__}; median of "
+            f"{args.steps} steps. Student alone (R50-FPN): {1e3 * base:.0f} ms/step.",
+            "",
+            "| config | ms/step | x student step | peak GPU MB |",
+            "|---|---|---|---|",
+        ]
+        for config in configs:
+            cfg = load_config(
+                config, [*opts, "MODEL.DISTILL.TEACHER.WEIGHTS", os.path.join(tmp, "teacher.pth")]
+            )
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            model = build_model(cfg)
+            seconds = step_seconds(model, data, args.steps, args.device, args.amp)
+            peak = (
+                torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else float("nan")
+            )
+            lines.append(
+                f"| {os.path.basename(config)} | {1e3 * seconds:.0f} | {seconds / base:.2f} "
+                f"| {peak:.0f} |"
+            )
+            print(lines[-1], flush=True)
+            del model
     text = "\n".join(lines)
     print(text)
     if args.table:

@@ -202,6 +202,12 @@ DIAGNOSIS = {
         "MGD with the generated and the teacher's maps standardized per channel",
         ("MODEL.DISTILL.MGD.NORMALIZE", True),
     ),
+    "cross_head_fgd_norm": (
+        "cross_head",
+        "the head cross-forward with FGD on standardized maps: the two that pay on the glyphs, "
+        "together (does the imitation add to the head's?)",
+        ("MODEL.DISTILL.FGD.ENABLED", True, "MODEL.DISTILL.FGD.NORMALIZE", True),
+    ),
     "cwd_t0.1": (
         "cwd",
         "CWD balanced to 0.1x the detection loss",
