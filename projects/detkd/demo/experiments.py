@@ -192,6 +192,11 @@ DIAGNOSIS = {
         "MSSD's self-distillation alone (Gaussian mask term off)",
         ("MODEL.DISTILL.MSSD.MASK_WEIGHTS", [0.0, 0.0, 0.0, 0.0]),
     ),
+    "mssd_t0.1": (
+        "mssd",
+        "MSSD balanced to 0.1x the detection loss (does its share, not its form, cost?)",
+        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
+    ),
     "mgd_no_mask": (
         "mgd",
         "MGD without its random mask (the generator sees every position)",
