@@ -24,6 +24,6 @@ setup(
         "filelock>=3.12",
     ],
     # the glyphs demo data set draws on the photographs scikit-image ships
-    extras_require={"test": ["pytest"], "demo": ["scikit-image"], "ray": ["ray>=2.9"]},
+    extras_require={"test": ["pytest>=7.3"], "demo": ["scikit-image"], "ray": ["ray>=2.9"]},
     entry_points={"console_scripts": ["detkd-survey=detkd.survey.cli:main"]},
 )
