@@ -14,6 +14,7 @@ from detkd.data.register import register_shapes_datasets
 from detkd.demo import features
 from detkd.demo.experiments import CONFIG_DIR
 from detkd.demo.training import demo_config, demo_data
+from detkd.modeling.heads import run_backbone
 
 
 def test_fgd_feature_terms_and_shares_by_hand():
@@ -94,3 +95,74 @@ def test_student_maps_through_the_saved_align_layers(tmp_path):
     torch.save({"model": {"student.x": torch.zeros(1)}}, tmp_path / "model_final.pth")
     with pytest.raises(SystemExit, match="no FGD align layers"):
         features.fgd_student_maps(str(tmp_path), data)
+
+
+def test_linear_r2_by_hand():
+    """A target that is an exact linear map of the input (plus a bias) is predicted fully; one
+    channel of pure noise the input cannot reach is not: its variance share is what the total
+    misses, and it counts as one channel of two in the per-channel mean."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 3, generator=g)
+    exact = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 3.0
+    noise = 2.0 * torch.randn(400, 1, generator=g)
+    r2 = features.linear_r2(x[:200], exact[:200], x[200:], exact[200:])
+    assert r2 == pytest.approx({"total": 1.0, "channel": 1.0}, abs=1e-6)
+    y = torch.cat([exact, noise], dim=1)
+    r2 = features.linear_r2(x[:200], y[:200], x[200:], y[200:])
+    var_exact, var_noise = 1 + 4 + 0.25, 4.0  # the channels' variances
+    assert r2["total"] == pytest.approx(var_exact / (var_exact + var_noise), abs=0.08)
+    assert r2["channel"] == pytest.approx(0.5, abs=0.03)
+    # a constant input predicts nothing beyond the fitted mean: R² near 0, not above
+    flat = features.linear_r2(torch.ones(200, 1), exact[:200], torch.ones(200, 1), exact[200:])
+    assert -0.1 < flat["total"] <= 0.0 + 1e-9
+
+
+def test_teacher_from_student_r2_on_demo_models(tmp_path):
+    """On a demo teacher and a saved demo student (random weights), every level and region gets a
+    finite R² of at most 1; the teacher's maps from themselves (a student that is the teacher) are
+    predicted fully."""
+    data = demo_data("shapes")
+    register_shapes_datasets(kind=data.kind)
+    cfg = demo_config(f"{CONFIG_DIR}/teacher.yaml", data.opts(teacher=False))
+    torch.manual_seed(0)
+    teacher = build_model(cfg)
+    dicts = DatasetCatalog.get(data.train)[:24]  # the suite registers 8 val images
+    student_cfg = demo_config(f"{CONFIG_DIR}/student.yaml", data.opts(teacher=False))
+    torch.manual_seed(1)
+    student = build_model(student_cfg).student
+    state = {f"student.{k}": v for k, v in student.state_dict().items()}
+    torch.save({"model": state}, tmp_path / "model_final.pth")
+    r2 = features.teacher_from_student_r2(
+        teacher, features.student_maps(str(tmp_path), data), dicts, cfg, 3
+    )
+    assert list(r2) == list(features.LEVELS)
+    fitted = [
+        (lvl, region)
+        for lvl, v in r2.items()
+        for region in ("fg", "bg")
+        if v[f"{region}_cells"] >= features.MIN_CELLS_PER_INPUT * (64 + 1)
+    ]
+    assert ("p2", "fg") in fitted and ("p2", "bg") in fitted, r2  # enough cells on the finest level
+    for lvl, v in r2.items():
+        assert set(v) == {f"{r}_{k}" for r in ("fg", "bg") for k in ("total", "channel", "cells")}
+        for region in ("fg", "bg"):
+            values = (v[f"{region}_total"], v[f"{region}_channel"])
+            if (lvl, region) in fitted:
+                assert all(math.isfinite(x) and x <= 1 + 1e-9 for x in values), (lvl, region)
+            else:  # too few cells to fit 65 weights per channel: left out, not overfitted
+                assert all(math.isnan(x) for x in values), (lvl, region)
+
+    def itself(batch):
+        return run_backbone(teacher.backbone, teacher.preprocess_image(batch).tensor)
+
+    own = features.teacher_from_student_r2(teacher, itself, dicts, cfg, 3)
+    own_fitted = [
+        x
+        for v in own.values()
+        for k, x in v.items()
+        if not k.endswith("_cells") and not math.isnan(x)
+    ]
+    assert not math.isnan(own["p2"]["bg_total"]) and len(own_fitted) >= 2
+    assert all(x == pytest.approx(1.0, abs=1e-3) for x in own_fitted)
+    text = features.format_r2(r2, "t")
+    assert text.count("\n| p") == len(features.LEVELS) and "too few cells" in text

@@ -213,6 +213,19 @@ DIAGNOSIS = {
         "together (does the imitation add to the head's?)",
         ("MODEL.DISTILL.FGD.ENABLED", True, "MODEL.DISTILL.FGD.NORMALIZE", True),
     ),
+    "baseline_fpn128": (
+        "baseline",
+        "the baseline student with the teacher's FPN width, 128 channels (the baseline of the "
+        "*_fpn128 variants)",
+        ("MODEL.FPN.OUT_CHANNELS", 128),
+    ),
+    "cwd_fpn128": (
+        "cwd",
+        "CWD into a student with the teacher's FPN width, 128 channels, so no align layer between "
+        "them (does imitating through a 64 -> 128 align hold feature imitation back?)",
+        ("MODEL.FPN.OUT_CHANNELS", 128),
+        "baseline_fpn128",
+    ),
     "cwd_t0.1": (
         "cwd",
         "CWD balanced to 0.1x the detection loss",

@@ -20,9 +20,14 @@ that run and its own align layers: what is left to imitate. Writes ``teacher_fea
 ``teacher_features_student.md``) beside the teacher::
 
     python -m detkd.demo.features --dataset glyphs [--output output/demo] [--images 200]
+
+``--r2 RUN_DIR`` (any demo student run) measures instead how much of the teacher's maps the
+student's already hold: the R² of the teacher's maps from the student's through one linear map per
+level, fitted on half the images and measured on the other half, on objects and background.
 """
 
 import argparse
+import math
 import os
 from typing import Callable, Dict, List, Optional
 
@@ -46,10 +51,19 @@ __all__ = [
     "term_shares",
     "teacher_feature_stats",
     "format_feature_stats",
+    "student_detector",
+    "fgd_student_maps",
+    "student_maps",
+    "linear_r2",
+    "teacher_from_student_r2",
+    "format_r2",
     "main",
 ]
 
 LEVELS = ("p2", "p3", "p4", "p5", "p6")
+# teacher_from_student_r2 fits a level's linear map only on at least this many cells per input
+# channel (and bias)
+MIN_CELLS_PER_INPUT = 10
 
 
 def fgd_feature_terms(
@@ -193,6 +207,23 @@ def format_feature_stats(stats: Dict[str, Dict], title: str, error: str = "T^2")
     return "\n".join(lines) + "\n"
 
 
+def student_detector(run_dir: str, data):
+    """The student detector saved in ``run_dir/model_final.pth`` (any demo student run of the
+    ResNet-18/FPN student, at the FPN width its weights have) and the run's whole state dict."""
+    path = os.path.join(run_dir, "model_final.pth")
+    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    lateral = state.get("student.backbone.fpn_lateral2.weight")
+    width = [] if lateral is None else ["MODEL.FPN.OUT_CHANNELS", lateral.shape[0]]
+    cfg = demo_config(os.path.join(CONFIG_DIR, "student.yaml"), data.opts(teacher=False) + width)
+    model = build_model(cfg)  # a DistillRCNN without a teacher: its student is the detector
+    saved = {k: v for k, v in state.items() if k.startswith("student.")}
+    missing = [k for k in model.state_dict() if k.startswith("student.") and k not in saved]
+    if missing:
+        raise SystemExit(f"features: {path} lacks student weights {missing[:3]}")
+    model.load_state_dict(saved, strict=False)
+    return model.student.eval(), state
+
+
 def fgd_student_maps(run_dir: str, data) -> Callable:
     """The FPN maps of the FGD student saved in ``run_dir/model_final.pth`` (a demo FGD run),
     through that run's own align layers: a function of a batch of input dicts (no gradient)."""
@@ -204,14 +235,7 @@ def fgd_student_maps(run_dir: str, data) -> Callable:
     }
     if not align:
         raise SystemExit(f"features: {path} holds no FGD align layers; give an FGD run")
-    cfg = demo_config(os.path.join(CONFIG_DIR, "student.yaml"), data.opts(teacher=False))
-    model = build_model(cfg)  # a DistillRCNN without a teacher: its student is the detector
-    saved = {k: v for k, v in state.items() if k.startswith("student.")}
-    missing = [k for k in model.state_dict() if k.startswith("student.") and k not in saved]
-    if missing:
-        raise SystemExit(f"features: {path} lacks student weights {missing[:3]}")
-    model.load_state_dict(saved, strict=False)
-    model = model.student.eval()
+    model, state = student_detector(run_dir, data)
 
     @torch.no_grad()
     def maps(batch):
@@ -228,6 +252,127 @@ def fgd_student_maps(run_dir: str, data) -> Callable:
     return maps
 
 
+def student_maps(run_dir: str, data) -> Callable:
+    """The FPN maps of the student saved in ``run_dir`` (any demo student run), as they are: a
+    function of a batch of input dicts (no gradient)."""
+    model, _ = student_detector(run_dir, data)
+
+    @torch.no_grad()
+    def maps(batch):
+        return run_backbone(model.backbone, model.preprocess_image(batch).tensor)
+
+    return maps
+
+
+def linear_r2(
+    x_fit: torch.Tensor,
+    y_fit: torch.Tensor,
+    x_eval: torch.Tensor,
+    y_eval: torch.Tensor,
+    ridge: float = 1e-4,
+) -> Dict[str, float]:
+    """How well a linear map with a bias (what a 1x1 align conv can do), fitted by ridge least
+    squares on ``(x_fit, y_fit)`` (cells x channels), predicts ``y_eval`` from ``x_eval``:
+    ``total`` = 1 - SSE / SST over every channel (channels weighted by their variance, as a squared
+    error weighs them) and ``channel`` = the mean of each channel's R² (every channel alike, as on
+    standardized maps). SST is about ``y_fit``'s channel means. ``ridge`` is relative to the mean
+    diagonal of ``x_fit``'s centred Gram matrix (a constant input: a tiny floor)."""
+    x_fit, y_fit, x_eval, y_eval = (v.double() for v in (x_fit, y_fit, x_eval, y_eval))
+    x_mean, y_mean = x_fit.mean(0), y_fit.mean(0)
+    xc = x_fit - x_mean
+    gram = xc.T @ xc
+    scale = gram.diagonal().mean().clamp_min(1e-12)  # a constant input leaves gram at 0
+    gram += ridge * scale * torch.eye(gram.shape[0], dtype=gram.dtype)
+    weight = torch.linalg.solve(gram, xc.T @ (y_fit - y_mean))
+    predicted = (x_eval - x_mean) @ weight + y_mean
+    sse = ((y_eval - predicted) ** 2).sum(0)
+    sst = ((y_eval - y_mean) ** 2).sum(0)
+    return {
+        "total": float(1 - sse.sum() / sst.sum()),
+        "channel": float((1 - sse / sst.clamp_min(1e-12)).mean()),
+    }
+
+
+@torch.no_grad()
+def teacher_from_student_r2(
+    model, student: Callable, dicts: List[Dict], cfg, batch_size: int = 8
+) -> Dict[str, Dict[str, float]]:
+    """Per FPN level, on the objects' cells and on the background's: the :func:`linear_r2` of the
+    teacher's maps (``model``, a detectron2 ``GeneralizedRCNN`` with an FPN) from a student's
+    (``student``: input dicts -> level -> map, at the teacher's strides), the linear map fitted on
+    the first half of ``dicts`` and measured on the second. The share of the teacher's maps the
+    student's already hold up to what an align layer does: what feature imitation has left to
+    teach is the rest."""
+    model.eval()
+    mapper = DatasetMapper(cfg, is_train=True, augmentations=build_augmentation(cfg, False))
+    items = [mapper(d) for d in dicts]
+    half = len(items) // 2
+    if half < 1:
+        raise ValueError("teacher_from_student_r2 needs at least 2 images (fit and measure)")
+    strides = {lvl: model.backbone.output_shape()[lvl].stride for lvl in LEVELS}
+    cells = {(lvl, r, part): ([], []) for lvl in LEVELS for r in ("fg", "bg") for part in (0, 1)}
+    for part, chunk in enumerate((items[:half], items[half:])):
+        for i in range(0, len(chunk), batch_size):
+            batch = chunk[i : i + batch_size]
+            images = model.preprocess_image(batch)
+            teacher = run_backbone(model.backbone, images.tensor)
+            mine = student(batch)
+            boxes = [x["instances"].gt_boxes.tensor for x in batch]
+            for lvl in LEVELS:
+                t, s = teacher[lvl].float(), mine[lvl].float()
+                if s.shape[-2:] != t.shape[-2:]:
+                    raise ValueError(
+                        f"{lvl}: the student's map {tuple(s.shape)} is not at the teacher's "
+                        f"resolution {tuple(t.shape)}"
+                    )
+                fg, bg = fgd_masks(boxes, list(images.image_sizes), t.shape[-2:], strides[lvl])
+                for region, mask in (("fg", fg > 0), ("bg", bg > 0)):
+                    xs, ys = cells[lvl, region, part]
+                    xs.append(s.permute(0, 2, 3, 1)[mask])
+                    ys.append(t.permute(0, 2, 3, 1)[mask])
+    result = {}
+    for lvl in LEVELS:
+        for region in ("fg", "bg"):
+            (x0, y0), (x1, y1) = (tuple(map(torch.cat, cells[lvl, region, p])) for p in (0, 1))
+            # a fit on fewer cells than MIN_CELLS_PER_INPUT per input channel measures the fit's
+            # overfitting, not the maps: left out (NaN)
+            enough = len(x0) >= MIN_CELLS_PER_INPUT * (x0.shape[1] + 1) and len(x1) > 0
+            r2 = linear_r2(x0, y0, x1, y1) if enough else {"total": math.nan, "channel": math.nan}
+            result.setdefault(lvl, {}).update(
+                {f"{region}_{k}": v for k, v in r2.items()}, **{f"{region}_cells": len(x0)}
+            )
+    return result
+
+
+def format_r2(r2: Dict[str, Dict[str, float]], title: str) -> str:
+    """A markdown table of :func:`teacher_from_student_r2`."""
+    lines = [
+        f"# {title}",
+        "",
+        "R² of the teacher's FPN maps predicted from the student's by one linear map per level "
+        "and region (what a 1x1 align layer can do), fitted on the first half of the images and "
+        "measured on the second: over every channel (weighted by its variance) and the mean of "
+        f"each channel's; a level with under {MIN_CELLS_PER_INPUT} fitting cells per input "
+        "channel is left out.",
+        "",
+        "| level | objects: R² / per channel (cells fitted) | background: R² / per channel "
+        "(cells fitted) |",
+        "|---|---|---|",
+    ]
+
+    def cell(v, region):
+        if math.isnan(v[f"{region}_total"]):
+            return f"too few cells ({v[f'{region}_cells']})"
+        return (
+            f"{v[f'{region}_total']:.2f} / {v[f'{region}_channel']:.2f} "
+            f"({v[f'{region}_cells']})"
+        )
+
+    for lvl, v in r2.items():
+        lines.append(f"| {lvl} | {cell(v, 'fg')} | {cell(v, 'bg')} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=("shapes", "hard", "glyphs"), default="shapes")
@@ -238,7 +383,16 @@ def main(argv=None):
         help="an FGD student's run directory (its model_final.pth): the terms on (T - f(S))^2, "
         "with its own align layers",
     )
+    parser.add_argument(
+        "--r2",
+        metavar="RUN_DIR",
+        help="any demo student's run directory: instead of the terms, how much of the teacher's "
+        "maps a linear map of that student's predicts (R², fitted on half the images, measured "
+        "on the other half), written to RUN_DIR/teacher_from_student.md",
+    )
     args = parser.parse_args(argv)
+    if args.r2 and args.student:
+        parser.error("--r2 and --student measure different things: give one")
     data = demo_data(args.dataset)
     register_shapes_datasets(kind=data.kind)
     run = args.output if data.kind == "shapes" else os.path.join(args.output, data.kind)
@@ -252,6 +406,15 @@ def main(argv=None):
     model = build_model(cfg)
     DetectionCheckpointer(model).load(weights)
     dicts = DatasetCatalog.get(data.val)[: args.images]
+    if args.r2:
+        r2 = teacher_from_student_r2(model, student_maps(args.r2, data), dicts, cfg)
+        text = format_r2(
+            r2, f"The {data.kind} teacher's FPN maps ({weights}) from the student's ({args.r2})"
+        )
+        with open(os.path.join(args.r2, "teacher_from_student.md"), "w") as f:
+            f.write(text)
+        print(text, flush=True)
+        return r2
     student = fgd_student_maps(args.student, data) if args.student else None
     stats = teacher_feature_stats(model, dicts, cfg, student=student)
     title = f"The {data.kind} teacher's FPN maps ({len(dicts)} validation images, {weights})"
