@@ -197,6 +197,19 @@ DIAGNOSIS = {
         "MSSD balanced to 0.1x the detection loss (does its share, not its form, cost?)",
         ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
     ),
+    "mssd_zero": (
+        "mssd",
+        "MSSD built and run with both terms' weights at 0 and the balance off: its machinery "
+        "alone (does enabling MSSD change the student apart from its loss?)",
+        (
+            "MODEL.DISTILL.MSSD.WEIGHTS",
+            [0.0, 0.0, 0.0, 0.0],
+            "MODEL.DISTILL.MSSD.MASK_WEIGHTS",
+            [0.0, 0.0, 0.0, 0.0],
+            "MODEL.DISTILL.BALANCE.AUTO",
+            False,
+        ),
+    ),
     "mgd_no_mask": (
         "mgd",
         "MGD without its random mask (the generator sees every position)",
