@@ -302,7 +302,8 @@ def teacher_from_student_r2(
     (``student``: input dicts -> level -> map, at the teacher's strides), the linear map fitted on
     the first half of ``dicts`` and measured on the second. The share of the teacher's maps the
     student's already hold up to what an align layer does: what feature imitation has left to
-    teach is the rest."""
+    teach is the rest. Keys per level: ``<fg|bg>_total``, ``<fg|bg>_channel`` (NaN where too few
+    cells to fit, :data:`MIN_CELLS_PER_INPUT`) and ``<fg|bg>_cells`` (the cells fitted on)."""
     model.eval()
     mapper = DatasetMapper(cfg, is_train=True, augmentations=build_augmentation(cfg, False))
     items = [mapper(d) for d in dicts]
