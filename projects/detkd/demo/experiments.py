@@ -210,6 +210,12 @@ DIAGNOSIS = {
             False,
         ),
     ),
+    "mssd_stop75": (
+        "mssd",
+        "MSSD stopped at iteration 75, half the shapes students' schedule (is its cost undone "
+        "when the student trains on without it?)",
+        ("MODEL.DISTILL.SCHEDULE.STOP_ITER", 75),
+    ),
     "mgd_no_mask": (
         "mgd",
         "MGD without its random mask (the generator sees every position)",
