@@ -216,6 +216,23 @@ DIAGNOSIS = {
         "when the student trains on without it?)",
         ("MODEL.DISTILL.SCHEDULE.STOP_ITER", 75),
     ),
+    "mssd_w0": (
+        "mssd",
+        "MSSD scaled to the detection loss from the first step (AUTO_WINDOW_MAX_RATIO 0), not "
+        "at its raw weights (2-3x) while the balance measures: is its cost done in those steps?",
+        ("MODEL.DISTILL.BALANCE.AUTO_WINDOW_MAX_RATIO", 0.0),
+    ),
+    "mssd_t0.1_w0": (
+        "mssd",
+        "MSSD at 0.1x the detection loss from the first step (AUTO_TARGET 0.1, "
+        "AUTO_WINDOW_MAX_RATIO 0)",
+        (
+            "MODEL.DISTILL.BALANCE.AUTO_TARGET",
+            0.1,
+            "MODEL.DISTILL.BALANCE.AUTO_WINDOW_MAX_RATIO",
+            0.0,
+        ),
+    ),
     "mgd_no_mask": (
         "mgd",
         "MGD without its random mask (the generator sees every position)",
