@@ -4,11 +4,12 @@ into a detector and a DistillRCNN student, cached like the teacher."""
 import os
 
 import numpy as np
+import pytest
 import torch
 from conftest import REPO, make_cfg
 from detectron2.modeling import build_model
 
-from detkd.checkpoint import Checkpointer
+from detkd.checkpoint import Checkpointer, WeightsMismatchError
 from detkd.data.glyphs import GLYPH_CLASSES, GlyphsSpec
 from detkd.demo import runner
 from detkd.demo.pretrain import object_crops, pretrain_backbone
@@ -69,3 +70,30 @@ def test_trunks_are_pretrained_per_depth_and_cached(tmp_path, monkeypatch):
     assert len(calls) == 2 and again == trunks  # cached
     longer = runner._pretrained_trunks(str(tmp_path), data, 6)
     assert len(calls) == 4 and longer.key != trunks.key  # another schedule: trained again
+
+
+def test_the_trunk_loads_into_a_pafpn_student(tmp_path):
+    """A PAFPN holds its ResNet under its FPN (``backbone.fpn.bottom_up``): the trunk's copy for it
+    loads every trunk tensor there (the trunk as saved, ``backbone.bottom_up.*``, covers 0 % of
+    it and is refused), written once; an FPN student gets the trunk itself."""
+    fpn_cfg = make_cfg("configs/demo/student.yaml")
+    state, _ = pretrain_backbone(fpn_cfg, GlyphsSpec(), iters=1, batch=4)
+    path = str(tmp_path / "model_final.pth")
+    torch.save({"model": state}, path)
+    assert runner.trunk_for_backbone(path, fpn_cfg) == path
+    pafpn_cfg = make_cfg("configs/demo/student_pafpn.yaml", "MODEL.WEIGHTS", path)
+    with pytest.raises(WeightsMismatchError):
+        Checkpointer(build_model(pafpn_cfg)).load(path)
+    copy = runner.trunk_for_backbone(path, pafpn_cfg)
+    assert copy == str(tmp_path / "model_final.fpn.bottom_up.pth")
+    student = build_model(pafpn_cfg)
+    Checkpointer(student).load(copy)
+    loaded = student.student.backbone.fpn.bottom_up.state_dict()
+    for k, v in state.items():
+        assert torch.equal(loaded[k[len("backbone.bottom_up.") :]], v), k
+    written = os.path.getmtime(copy)
+    assert runner.trunk_for_backbone(path, pafpn_cfg) == copy and os.path.getmtime(copy) == written
+    torch.save({"model": {"head.w": torch.zeros(1)}}, path)
+    os.utime(path, (written + 10, written + 10))
+    with pytest.raises(ValueError, match="not a pretrained trunk"):
+        runner.trunk_for_backbone(path, pafpn_cfg)

@@ -147,10 +147,44 @@ class Trunks(NamedTuple):
     key: str
 
     def opts(self, config_file: str) -> List:
-        """``MODEL.WEIGHTS`` of the trunk of ``config_file``'s depth (none without trunks)."""
+        """``MODEL.WEIGHTS`` of the trunk of ``config_file``'s depth, its keys where that config's
+        backbone holds its ResNet (none without trunks)."""
         if not self.files:
             return []
-        return ["MODEL.WEIGHTS", self.files[demo_config(config_file, []).MODEL.RESNETS.DEPTH]]
+        cfg = demo_config(config_file, [])
+        return ["MODEL.WEIGHTS", trunk_for_backbone(self.files[cfg.MODEL.RESNETS.DEPTH], cfg)]
+
+
+def trunk_for_backbone(weights: str, cfg) -> str:
+    """A pretrained trunk (``weights``: ``backbone.bottom_up.*``, as an FPN holds its ResNet) with
+    its keys where ``cfg``'s backbone holds its ResNet: ``weights`` itself for an FPN, else a copy
+    beside it under the module's path (a PAFPN wraps its FPN: ``backbone.fpn.bottom_up.*``),
+    written once. A backbone without a ResNet is an error that names it."""
+    from detectron2.modeling import build_backbone
+    from detectron2.modeling.backbone import ResNet
+
+    backbone = build_backbone(cfg)
+    paths = [name for name, m in backbone.named_modules() if isinstance(m, ResNet)]
+    if len(paths) != 1:
+        raise ValueError(
+            f"{cfg.MODEL.BACKBONE.NAME}: a pretrained trunk needs one ResNet in the backbone, "
+            f"found {len(paths)}"
+        )
+    if paths[0] == "bottom_up":
+        return weights
+    copy = os.path.join(os.path.dirname(weights), f"model_final.{paths[0]}.pth")
+    if not os.path.isfile(copy) or os.path.getmtime(copy) < os.path.getmtime(weights):
+        canonical = "backbone.bottom_up."
+        state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
+        stray = [k for k in state if not k.startswith(canonical)]
+        if stray:
+            raise ValueError(
+                f"{weights}: not a pretrained trunk, keys {stray[:3]} outside {canonical}"
+            )
+        moved = {f"backbone.{paths[0]}.{k[len(canonical):]}": v for k, v in state.items()}
+        torch.save({"model": moved, "__author__": "detkd.demo.pretrain"}, copy + ".tmp")
+        os.replace(copy + ".tmp", copy)
+    return copy
 
 
 NO_TRUNKS = Trunks({}, "")
