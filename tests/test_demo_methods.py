@@ -6,6 +6,7 @@ import os
 import sys
 
 import pytest
+import torch
 from conftest import REPO
 
 from detkd import load_config
@@ -119,6 +120,12 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     assert variants["fgd_t0.1"].opts == ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1)
     known = {**experiments(), **variants}
     chosen = {**{d[0]: known[d[0]] for d in DIAGNOSIS.values()}, **variants}
+    trunks = {}  # students start from a pretrained trunk (a stand-in: one tensor)
+    for depth in (18, 34):
+        trunks[depth] = str(tmp_path / f"r{depth}.pth")
+        torch.save(
+            {"model": {"backbone.bottom_up.stem.conv1.weight": torch.zeros(1)}}, trunks[depth]
+        )
     trials, runs, pending = plan_students(
         str(tmp_path),
         chosen,
@@ -129,7 +136,7 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
         "t.pth",
         "fp",
         demo_data(),
-        Trunks({18: "r18.pth", 34: "r34.pth"}, "trunks"),  # students start from a pretrained trunk
+        Trunks(trunks, "trunks"),
     )
     assert not runs and len(pending) == len(chosen)
     for name, (method, description, opts, *compared_with) in DIAGNOSIS.items():
@@ -143,7 +150,9 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     # a student from random weights is compared with the baseline from random weights
     assert variants["fgd_scratch"].baseline == "baseline_scratch"
     assert variants["baseline_scratch"].baseline == "" and survey["fgd"].baseline == "baseline"
-    assert trials["fgd", 0].cfg.MODEL.WEIGHTS == "r18.pth"
+    assert trials["fgd", 0].cfg.MODEL.WEIGHTS == trunks[18]
+    # a PAFPN student gets the trunk's copy with its keys under the PAFPN's FPN
+    assert trials["mssd", 0].cfg.MODEL.WEIGHTS == str(tmp_path / "r18.fpn.bottom_up.pth")
     assert trials["fgd_scratch", 0].cfg.MODEL.WEIGHTS == ""
     assert trials["fgd_t0.1", 0].cfg.OUTPUT_DIR == os.path.join(str(tmp_path), "fgd_t0.1", "seed0")
     assert tuple(trials["fgd", 0].cfg.SOLVER.STEPS) == (60, 75)  # 75 % and 93.75 % of 80

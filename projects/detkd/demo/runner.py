@@ -158,8 +158,9 @@ class Trunks(NamedTuple):
 def trunk_for_backbone(weights: str, cfg) -> str:
     """A pretrained trunk (``weights``: ``backbone.bottom_up.*``, as an FPN holds its ResNet) with
     its keys where ``cfg``'s backbone holds its ResNet: ``weights`` itself for an FPN, else a copy
-    beside it under the module's path (a PAFPN wraps its FPN: ``backbone.fpn.bottom_up.*``),
-    written once. A backbone without a ResNet is an error that names it."""
+    beside it named after the module's path (a PAFPN wraps its FPN: keys
+    ``backbone.fpn.bottom_up.*``, file ``<weights>.fpn.bottom_up.pth``), written once. A backbone
+    without a ResNet is an error that names it."""
     from detectron2.modeling import build_backbone
     from detectron2.modeling.backbone import ResNet
 
@@ -172,7 +173,7 @@ def trunk_for_backbone(weights: str, cfg) -> str:
         )
     if paths[0] == "bottom_up":
         return weights
-    copy = os.path.join(os.path.dirname(weights), f"model_final.{paths[0]}.pth")
+    copy = f"{os.path.splitext(weights)[0]}.{paths[0]}.pth"
     if not os.path.isfile(copy) or os.path.getmtime(copy) < os.path.getmtime(weights):
         canonical = "backbone.bottom_up."
         state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
