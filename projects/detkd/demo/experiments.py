@@ -262,6 +262,13 @@ DIAGNOSIS = {
         ("MODEL.FPN.OUT_CHANNELS", 128),
         "baseline_fpn128",
     ),
+    "cross_head_pafpn": (
+        "cross_head",
+        "the head cross-forward into the PAFPN student (does it still pay on a student whose "
+        "neck is already near the teacher?)",
+        ("MODEL.BACKBONE.NAME", "build_resnet_pafpn_backbone"),
+        "baseline_pafpn",
+    ),
     "cwd_t0.1": (
         "cwd",
         "CWD balanced to 0.1x the detection loss",

@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple, Sequence
 
 import torch
 
@@ -146,12 +146,13 @@ class Trunks(NamedTuple):
     files: Dict[int, str]
     key: str
 
-    def opts(self, config_file: str) -> List:
-        """``MODEL.WEIGHTS`` of the trunk of ``config_file``'s depth, its keys where that config's
-        backbone holds its ResNet (none without trunks)."""
+    def opts(self, config_file: str, overrides: Sequence = ()) -> List:
+        """``MODEL.WEIGHTS`` of the trunk of the depth of ``config_file`` (with ``overrides``, a
+        diagnosis variant's KEY VALUE list), its keys where that backbone holds its ResNet (none
+        without trunks)."""
         if not self.files:
             return []
-        cfg = demo_config(config_file, [])
+        cfg = demo_config(config_file, list(overrides))
         return ["MODEL.WEIGHTS", trunk_for_backbone(self.files[cfg.MODEL.RESNETS.DEPTH], cfg)]
 
 
@@ -325,7 +326,7 @@ def plan_students(
                 (data.val,),
                 *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if uses_teacher else []),
                 *data.opts(teacher=uses_teacher),
-                *trunks.opts(config),
+                *trunks.opts(config, [*experiment.opts, *extra_opts]),
                 *experiment.opts,
                 *extra_opts,
             ],
