@@ -133,6 +133,23 @@ DIAGNOSIS = {
         "heavy-tailed channels on background texture, what FGD spends itself on?)",
         ("MODEL.DISTILL.FGD.NORMALIZE", True),
     ),
+    "fgd_norm_no_bg": (
+        "fgd",
+        "FGD on standardized maps without its background feature term (does imitating the "
+        "photographs' background cost, once no channel dominates?)",
+        ("MODEL.DISTILL.FGD.NORMALIZE", True, "MODEL.DISTILL.FGD.BETA", 0.0),
+    ),
+    "fgd_norm_p3_p6": (
+        "fgd",
+        "FGD on standardized maps without p2, the level with the most positions (which levels "
+        "should be distilled?)",
+        (
+            "MODEL.DISTILL.FGD.NORMALIZE",
+            True,
+            "MODEL.DISTILL.FGD.IN_FEATURES",
+            ["p3", "p4", "p5", "p6"],
+        ),
+    ),
     "fgd_no_bg": (
         "fgd",
         "FGD without its background feature term (the photographs' texture not imitated)",
