@@ -10,6 +10,7 @@ from .base import (
     DISTILLER_REGISTRY,
     Distiller,
     FeatureLevelDistiller,
+    StageDistiller,
     build_distillers,
     check_channels,
     check_pair,

@@ -18,7 +18,9 @@ registered in :data:`DISTILLER_REGISTRY`. The class declares
   reads (checked to be finite every step);
 * ``auto_balanced``: whether the automatic balance scales its terms (see the attribute).
 
-``__init__`` is ``@configurable``, so the same class builds from yaml and from LazyConfig.
+``__init__`` is ``@configurable``, so the same class builds from yaml and from LazyConfig. Two
+bases hold what a family of methods shares: :class:`FeatureLevelDistiller` (the same feature levels
+on both sides, align layers) and :class:`StageDistiller` (the outputs of the RPN and RCN stages).
 
 The loss convention: loss functions take ``(student, teacher, ...)`` in that order and return
 unweighted values; the distiller multiplies them by the weights of its config block.
@@ -44,6 +46,7 @@ __all__ = [
     "check_channels",
     "feature_shape",
     "FeatureLevelDistiller",
+    "StageDistiller",
 ]
 
 DISTILLER_REGISTRY = Registry("DISTILLER")
@@ -264,3 +267,20 @@ class FeatureLevelDistiller(Distiller):
         for f in self.in_features:
             s, t = batch.feature_pair(f, f)
             yield f, (self.align[f](s) if f in self.align else s), t
+
+
+class StageDistiller(Distiller):
+    """Base of the methods that compare student and teacher on the outputs of detector stages
+    (Chen's soft CE and bounded regression): ``TARGETS``, a list within ``rpn`` and ``rcn``,
+    among its ``params``; the teacher computes the outputs of those stages."""
+
+    @configurable
+    def __init__(self, **params):
+        super().__init__()
+        self.set_params(params)
+        self.targets = list(self.targets)
+
+    @property
+    def teacher_needs(self):
+        """The teacher's outputs of the stages it distils (``rpn``, ``rcn``)."""
+        return frozenset(self.targets)

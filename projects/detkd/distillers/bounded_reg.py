@@ -6,18 +6,16 @@ Config block ``MODEL.DISTILL.BOUNDED_REG``; terms ``loss_bounded_reg_rpn``,
 ``distill/<stage>_bound_active``.
 """
 
-from detectron2.config import configurable
-
 from ..losses import bounded_regression_loss
 from ..utils import put_scalar
-from .base import DISTILLER_REGISTRY, Distiller
+from .base import DISTILLER_REGISTRY, StageDistiller
 from .params import Param, finite, non_negative, stages
 
 __all__ = ["BoundedRegressionDistiller"]
 
 
 @DISTILLER_REGISTRY.register()
-class BoundedRegressionDistiller(Distiller):
+class BoundedRegressionDistiller(StageDistiller):
     """The teacher's regression error bounds the student's: penalised only while the student is
     worse."""
 
@@ -29,17 +27,6 @@ class BoundedRegressionDistiller(Distiller):
         Param("NU", 0.5, non_negative),
         Param("MARGIN", 0.0, finite),
     )
-
-    @configurable
-    def __init__(self, **params):
-        super().__init__()
-        self.set_params(params)
-        self.targets = list(self.targets)
-
-    @property
-    def teacher_needs(self):
-        """The teacher's outputs of the stages it distils (``rpn``, ``rcn``)."""
-        return frozenset(self.targets)
 
     def forward(self, batch):
         losses = {}

@@ -6,14 +6,12 @@ Config block ``MODEL.DISTILL.SOFT_CE``; terms ``loss_soft_ce_rpn``, ``loss_soft_
 detectron2's ``loss_rpn_cls`` / ``loss_cls`` are scaled by ``1 - mu``.
 """
 
-from detectron2.config import configurable
-
 from ..losses import (
     binary_logits_to_two_class,
     class_weights,
     weighted_soft_cross_entropy,
 )
-from .base import DISTILLER_REGISTRY, Distiller
+from .base import DISTILLER_REGISTRY, StageDistiller
 from .params import Param, non_negative, positive, stages, unit_interval
 
 __all__ = ["SoftCEDistiller"]
@@ -23,7 +21,7 @@ HARD_CLS_LOSS = {"rpn": "loss_rpn_cls", "rcn": "loss_cls"}
 
 
 @DISTILLER_REGISTRY.register()
-class SoftCEDistiller(Distiller):
+class SoftCEDistiller(StageDistiller):
     """Soft targets from the teacher's RPN and/or RCN, background weighted."""
 
     config_block = "SOFT_CE"
@@ -36,17 +34,6 @@ class SoftCEDistiller(Distiller):
         Param("BACKGROUND_WEIGHT", 1.5, non_negative),
         Param("WEIGHT", 1.0, non_negative),
     )
-
-    @configurable
-    def __init__(self, **params):
-        super().__init__()
-        self.set_params(params)
-        self.targets = list(self.targets)
-
-    @property
-    def teacher_needs(self):
-        """The teacher's outputs of the stages it distils (``rpn``, ``rcn``)."""
-        return frozenset(self.targets)
 
     def hard_loss_scales(self):
         return {HARD_CLS_LOSS[t]: 1.0 - self.mu for t in self.targets}
