@@ -102,10 +102,11 @@ def survey_experiments(config_dir: str = CONFIG_DIR) -> Dict[str, Experiment]:
 
 
 # The diagnosis of the methods' misses (DEMO.md, *Diagnosis*): each variant is a survey method's
-# config with one change, answering one hypothesis, paired with the method's baseline under the
-# same seeds. name -> (survey method or baseline, what it changes and why, KEY VALUE overrides[,
-# the experiment it is compared with when not the method's baseline]). Run by name, beside its
-# method and baseline: python -m detkd.demo --methods baseline,fgd,fgd_t0.1 ...
+# config with one change (or one change on top of another variant's: fgd_norm_no_bg is fgd_norm
+# without its background term), answering one hypothesis, paired with the method's baseline under
+# the same seeds. name -> (survey method or baseline, what it changes and why, KEY VALUE
+# overrides[, the experiment it is compared with when not the method's baseline]). Run by name,
+# beside its method and baseline: python -m detkd.demo --methods baseline,fgd,fgd_t0.1 ...
 DIAGNOSIS = {
     "fgd_t0.1": (
         "fgd",

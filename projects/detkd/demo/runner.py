@@ -313,6 +313,7 @@ def plan_students(
     for name, experiment in chosen.items():
         config = os.path.join(CONFIG_DIR, experiment.config)
         uses_teacher = bool(demo_config(config, []).MODEL.DISTILL.TEACHER.CONFIG_FILE)
+        overrides = [*experiment.opts, *extra_opts]  # last: they win over the demo's settings
         arms[name] = demo_config(
             config,
             [
@@ -326,9 +327,8 @@ def plan_students(
                 (data.val,),
                 *(["MODEL.DISTILL.TEACHER.WEIGHTS", weights] if uses_teacher else []),
                 *data.opts(teacher=uses_teacher),
-                *trunks.opts(config, [*experiment.opts, *extra_opts]),
-                *experiment.opts,
-                *extra_opts,
+                *trunks.opts(config, overrides),
+                *overrides,
             ],
         )
     return plan_trials(arms, seeds_of, output, key_suffix=fp)
