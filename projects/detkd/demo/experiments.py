@@ -287,6 +287,12 @@ DIAGNOSIS = {
         ("MODEL.BACKBONE.NAME", "build_resnet_pafpn_backbone"),
         "baseline_pafpn",
     ),
+    "all_no_mssd": (
+        "all",
+        "`all` without MSSD: Chen's losses and FGD on the PAFPN student (is MSSD what `all` "
+        "loses against its PAFPN baseline?)",
+        ("MODEL.DISTILL.MSSD.ENABLED", False),
+    ),
     "cwd_t0.1": (
         "cwd",
         "CWD balanced to 0.1x the detection loss",
