@@ -308,6 +308,18 @@ DIAGNOSIS = {
         "PKD balanced to 0.1x the detection loss",
         ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
     ),
+    "cwd_t3": (
+        "cwd",
+        "CWD balanced to 3x the detection loss (does it move the student's maps little because "
+        "its balanced weight is too small to copy the teacher's?)",
+        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
+    ),
+    "mgd_t3": (
+        "mgd",
+        "MGD balanced to 3x the detection loss (does it move the student's maps little because "
+        "its balanced weight is too small?)",
+        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
+    ),
 }
 
 
