@@ -43,6 +43,7 @@ from torch import nn
 from .utils import put_scalar
 
 __all__ = [
+    "balance_targets",
     "detection_terms",
     "method_names",
     "LossBalancer",
@@ -62,6 +63,25 @@ def detection_terms(loss_names, method_names: Sequence[str]):
     """The names among ``loss_names`` that are the detector's own (not ``loss_<method>_*``)."""
     prefixes = tuple(f"loss_{m}_" for m in method_names)
     return [k for k in loss_names if k.startswith("loss_") and not k.startswith(prefixes)]
+
+
+def balance_targets(cfg, distillers) -> Dict[str, float]:
+    """``{method name: target}`` of the enabled ``distillers`` whose block sets its own
+    ``BALANCE_TARGET`` (> 0), in place of ``MODEL.DISTILL.BALANCE.AUTO_TARGET``; a negative or
+    non-finite one is an error naming its key."""
+    targets = {}
+    for m in distillers:
+        if not m.auto_balanced:
+            continue
+        key = f"MODEL.DISTILL.{m.config_block}.BALANCE_TARGET"
+        target = float(cfg.MODEL.DISTILL[m.config_block].BALANCE_TARGET)
+        if not (0 <= target < float("inf")):
+            raise ValueError(
+                f"{key} must be >= 0 (0: BALANCE.AUTO_TARGET) and finite, got {target}"
+            )
+        if target > 0:
+            targets[m.name] = target
+    return targets
 
 
 def method_names(model) -> list:
@@ -90,10 +110,12 @@ class LossBalancer(nn.Module):
         unscaled: Sequence[str] = (),
         window: str = "running",
         window_max_ratio: float = 0.0,
+        targets: Optional[Dict[str, float]] = None,
     ):
         """``method_names``: the methods it scales; ``unscaled``: methods whose terms keep their
         weights (:attr:`~detkd.distillers.Distiller.auto_balanced` False) but are not part of the
-        detection loss either."""
+        detection loss either; ``targets``: a method's own target in place of ``target``
+        (``BALANCE_TARGET`` of its block, :func:`balance_targets`)."""
         super().__init__()
         if enabled and not (iters >= 1 and target > 0 and target < float("inf")):
             raise ValueError(
@@ -113,6 +135,14 @@ class LossBalancer(nn.Module):
         self.method_names = list(method_names)
         self.unscaled_prefixes = tuple(f"loss_{m}_" for m in unscaled)
         self.enabled, self.iters, self.target = enabled, int(iters), float(target)
+        targets = dict(targets or {})
+        strays = sorted(set(targets) - set(self.method_names))
+        if strays:
+            raise ValueError(f"balance targets of methods it does not scale: {strays}")
+        if enabled and not all(0 < t < float("inf") for t in targets.values()):
+            raise ValueError(f"each method's balance target must be > 0 and finite, got {targets}")
+        # the target of each method: its own, else the common one
+        self.targets = {m: float(targets.get(m, self.target)) for m in self.method_names}
         self.register_buffer("measured_iters", torch.zeros((), dtype=torch.long))
         for m in self.method_names:
             self.register_buffer(f"scale_{m}", torch.ones(()))
@@ -196,7 +226,7 @@ class LossBalancer(nn.Module):
             if self.window_max_ratio > 0:
                 scale = (self.window_max_ratio / mean.clamp(min=1e-30)).clamp(max=1.0)
             else:
-                scale = self.target / mean.clamp(min=1e-30)
+                scale = self.targets[m] / mean.clamp(min=1e-30)
             self.scale(m).copy_(torch.where(mean > 0, scale, torch.ones_like(mean)))
 
     def _freeze(self):
@@ -212,13 +242,13 @@ class LossBalancer(nn.Module):
                 f"non-finite one to the detection loss over {self.iters} iterations"
             )
         for m, r in zip(self.method_names, ratios):
-            self.scale(m).fill_(self.target / r)
-            put_scalar(f"balance/scale/{m}", self.target / r)
+            self.scale(m).fill_(self.targets[m] / r)
+            put_scalar(f"balance/scale/{m}", self.targets[m] / r)
         logger.info(
-            "Automatic balance after %d iterations (each method at %.3g of the detection loss; the "
-            "measured ratios were %s): %s",
+            "Automatic balance after %d iterations (each method at its target times the detection "
+            "loss: %s; the measured ratios were %s): %s",
             self.iters,
-            self.target,
+            ", ".join(f"{m} {t:.3g}" for m, t in self.targets.items()),
             ", ".join(f"{m} {r:.4g}" for m, r in zip(self.method_names, ratios)),
             self.describe(),
         )

@@ -100,9 +100,13 @@ def add_detkd_config(cfg):
     _C.MODEL.DISTILL.FEATURE_RESIZE = "teacher_to_student"
 
     # One block per registered distillation method (detkd.distillers), off by default: the
-    # method's class declares the block's keys.
+    # method's class declares the block's keys. A method the automatic balance scales also has
+    # BALANCE_TARGET: its own target in place of BALANCE.AUTO_TARGET (0: AUTO_TARGET; the
+    # class's balance_target is the default, with its evidence in docs/METHODS.md)
     for method in _registered_methods():
         _C.MODEL.DISTILL[method.config_block] = CN({"ENABLED": False})
+        if method.auto_balanced:
+            _C.MODEL.DISTILL[method.config_block].BALANCE_TARGET = float(method.balance_target)
         method.add_config(_C.MODEL.DISTILL[method.config_block])
 
     # Global-norm gradient clipping over all trainable parameters (FGD trains with 35).
