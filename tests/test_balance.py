@@ -14,7 +14,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 from detectron2.utils.events import EventStorage
 
-from detkd.balance import BalanceReport, LossBalancer, balance_targets, detection_terms
+from detkd.balance import BalanceReport, LossBalancer, balance_factors, detection_terms
 from detkd.batch import DistillBatch, SideOutputs
 from detkd.checkpoint import Checkpointer
 from detkd.distillers import FGDDistiller
@@ -142,30 +142,31 @@ def test_auto_balance_toy_by_hand_frozen_after_k():
     assert _step(restored, 2.0, 3.0, 0.6)["loss_a_x"] == pytest.approx(1.0)
 
 
-def test_a_methods_own_target_replaces_the_common_one():
+def test_a_methods_factor_multiplies_the_common_target():
     balancer = LossBalancer(
-        ["a", "b"], enabled=True, iters=2, target=0.5, window="raw", targets={"b": 3.0}
+        ["a", "b"], enabled=True, iters=2, target=0.5, window="raw", factors={"b": 6.0}
     ).train()
+    assert balancer.targets == {"a": 0.5, "b": 3.0}
     _step(balancer, 2.0, 4.0, 0.2)
     _step(balancer, 4.0, 4.0, 0.8)
-    # mean ratios a 1.5, b 0.15 (as above): a 0.5 / 1.5 = 1/3, b at its own 3.0 / 0.15 = 20
+    # mean ratios a 1.5, b 0.15 (as above): a 0.5 / 1.5 = 1/3, b at 6 * 0.5: 3.0 / 0.15 = 20
     assert [balancer.scale("a").item(), balancer.scale("b").item()] == pytest.approx(
         [1 / 3, 20.0], rel=1e-5
     )
     out = _step(balancer, 2.0, 3.0, 0.6)
     assert out["loss_a_x"] == pytest.approx(1.0) and out["loss_b_y"] == pytest.approx(6.0)
     # the running window scales to each method's own target too: after one step b stands at 3x
-    running = LossBalancer(["a", "b"], enabled=True, iters=5, target=0.5, targets={"b": 3.0})
+    running = LossBalancer(["a", "b"], enabled=True, iters=5, target=0.5, factors={"b": 6.0})
     out = _step(running.train(), 2.0, 4.0, 0.2)
     assert out["loss_a_x"] / 2.0 == pytest.approx(0.5, rel=1e-5)
     assert (out["loss_b_y"] + out["loss_b_z"]) / 2.0 == pytest.approx(3.0, rel=1e-5)
     with pytest.raises(ValueError, match=r"does not scale: \['c'\]"):
-        LossBalancer(["a"], enabled=True, targets={"c": 2.0})
+        LossBalancer(["a"], enabled=True, factors={"c": 2.0})
     with pytest.raises(ValueError, match="must be > 0"):
-        LossBalancer(["a"], enabled=True, targets={"a": 0.0})
+        LossBalancer(["a"], enabled=True, factors={"a": 0.0})
 
 
-def test_balance_target_key_in_the_model_and_its_refusal(distill_cfg):
+def test_balance_factor_key_in_the_model_and_its_refusal(distill_cfg):
     # the running window at the target from the first step (the demo's caps it at 100x)
     opts = [
         "MODEL.DISTILL.BALANCE.AUTO_TARGET",
@@ -174,23 +175,24 @@ def test_balance_target_key_in_the_model_and_its_refusal(distill_cfg):
         0.0,
     ]
     cfg = distill_cfg("configs/demo/distill_cwd.yaml", *opts)
-    assert cfg.MODEL.DISTILL.CWD.BALANCE_TARGET == 0.0  # the shipped default: AUTO_TARGET
+    assert cfg.MODEL.DISTILL.CWD.BALANCE_FACTOR == 1.0  # the shipped default
     assert build_model(cfg).balancer.targets == {"cwd": 0.25}
     own = distill_cfg(
-        "configs/demo/distill_cwd.yaml", *opts, "MODEL.DISTILL.CWD.BALANCE_TARGET", 3.0
+        "configs/demo/distill_cwd.yaml", *opts, "MODEL.DISTILL.CWD.BALANCE_FACTOR", 12.0
     )
     model = build_model(own).train()
-    assert balance_targets(own, model.distillers.values()) == {"cwd": 3.0}
+    assert balance_factors(own, model.distillers.values()) == {"cwd": 12.0}
     assert model.balancer.targets == {"cwd": 3.0}
-    # at the first step the running window puts CWD's terms at 3x the detection loss
+    # at the first step the running window puts CWD's terms at 12 * 0.25 = 3x the detection loss
     with EventStorage():
         losses = model(train_batch(own))
     cwd = sum(v.item() for k, v in losses.items() if k.startswith("loss_cwd_"))
     detection = sum(v.item() for k, v in losses.items() if not k.startswith("loss_cwd_"))
     assert cwd / detection == pytest.approx(3.0, rel=1e-4)
-    bad = distill_cfg("configs/demo/distill_cwd.yaml", "MODEL.DISTILL.CWD.BALANCE_TARGET", -1.0)
-    with pytest.raises(ValueError, match=r"MODEL\.DISTILL\.CWD\.BALANCE_TARGET must be >= 0"):
-        build_model(bad)
+    for bad in (0.0, -1.0):
+        cfg = distill_cfg("configs/demo/distill_cwd.yaml", "MODEL.DISTILL.CWD.BALANCE_FACTOR", bad)
+        with pytest.raises(ValueError, match=r"MODEL\.DISTILL\.CWD\.BALANCE_FACTOR must be > 0"):
+            build_model(cfg)
 
 
 def test_the_running_window_trains_with_the_scale_measured_so_far():

@@ -38,12 +38,12 @@ def test_every_block_is_its_params_and_enabled():
     for cls in registered_distillers():
         block = cfg.MODEL.DISTILL[cls.config_block]
         assert cls.params, cls.__name__
-        # BALANCE_TARGET only where the automatic balance scales the method
-        own_target = {"BALANCE_TARGET"} if cls.auto_balanced else set()
+        # BALANCE_FACTOR only where the automatic balance scales the method
+        own_target = {"BALANCE_FACTOR"} if cls.auto_balanced else set()
         assert set(block) == {"ENABLED"} | own_target | {p.key for p in cls.params}, cls.__name__
         assert block.ENABLED is False
         if cls.auto_balanced:
-            assert block.BALANCE_TARGET == cls.balance_target, cls.__name__
+            assert block.BALANCE_FACTOR == cls.balance_factor, cls.__name__
         for p in cls.params:
             expected = list(p.default) if isinstance(p.default, tuple) else p.default
             assert block[p.key] == expected, (cls.__name__, p.key)

@@ -91,11 +91,11 @@ def test_the_grid_multiplies_only_the_arms_whose_block_it_names(distill_cfg):
     assert not base.MODEL.DISTILL.PKD.ENABLED and base.MODEL.DISTILL.TEACHER.CONFIG_FILE == ""
     # the user's config is not changed by the arms made from it
     assert cfg.MODEL.DISTILL.PKD.ENABLED and cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET != 0.1
-    # a method's own balance target is a key of its block: it multiplies that method's arms only
-    grid = parse_grid(["MODEL.DISTILL.CWD.BALANCE_TARGET=1,3"], cfg)
+    # a method's own balance factor is a key of its block: it multiplies that method's arms only
+    grid = parse_grid(["MODEL.DISTILL.CWD.BALANCE_FACTOR=1,3"], cfg)
     arms, _ = build_arms(cfg, parse_methods("pkd,cwd"), grid)
-    assert list(arms) == [BASELINE, "pkd", "cwd[CWD.BALANCE_TARGET=1]", "cwd[CWD.BALANCE_TARGET=3]"]
-    assert arms["cwd[CWD.BALANCE_TARGET=3]"].MODEL.DISTILL.CWD.BALANCE_TARGET == 3.0
+    assert list(arms) == [BASELINE, "pkd", "cwd[CWD.BALANCE_FACTOR=1]", "cwd[CWD.BALANCE_FACTOR=3]"]
+    assert arms["cwd[CWD.BALANCE_FACTOR=3]"].MODEL.DISTILL.CWD.BALANCE_FACTOR == 3.0
 
 
 def test_a_grid_or_method_the_config_cannot_run_fails_naming_the_key(distill_cfg):

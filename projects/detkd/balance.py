@@ -43,7 +43,7 @@ from torch import nn
 from .utils import put_scalar
 
 __all__ = [
-    "balance_targets",
+    "balance_factors",
     "detection_terms",
     "method_names",
     "LossBalancer",
@@ -65,23 +65,22 @@ def detection_terms(loss_names, method_names: Sequence[str]):
     return [k for k in loss_names if k.startswith("loss_") and not k.startswith(prefixes)]
 
 
-def balance_targets(cfg, distillers) -> Dict[str, float]:
-    """``{method name: target}`` of the enabled ``distillers`` whose block sets its own
-    ``BALANCE_TARGET`` (> 0), in place of ``MODEL.DISTILL.BALANCE.AUTO_TARGET``; a negative or
-    non-finite one is an error naming its key."""
-    targets = {}
+def balance_factors(cfg, distillers) -> Dict[str, float]:
+    """``{method name: its BALANCE_FACTOR}`` of the auto-balanced ``distillers``: the balance
+    scales the method to ``BALANCE_FACTOR * MODEL.DISTILL.BALANCE.AUTO_TARGET`` times the
+    detection loss. A factor that is not > 0 and finite is an error naming its key."""
+    factors = {}
     for m in distillers:
         if not m.auto_balanced:
             continue
-        key = f"MODEL.DISTILL.{m.config_block}.BALANCE_TARGET"
-        target = float(cfg.MODEL.DISTILL[m.config_block].BALANCE_TARGET)
-        if not (0 <= target < float("inf")):
+        factor = float(cfg.MODEL.DISTILL[m.config_block].BALANCE_FACTOR)
+        if not (0 < factor < float("inf")):
             raise ValueError(
-                f"{key} must be >= 0 (0: BALANCE.AUTO_TARGET) and finite, got {target}"
+                f"MODEL.DISTILL.{m.config_block}.BALANCE_FACTOR must be > 0 and finite, "
+                f"got {factor}"
             )
-        if target > 0:
-            targets[m.name] = target
-    return targets
+        factors[m.name] = factor
+    return factors
 
 
 def method_names(model) -> list:
@@ -110,12 +109,12 @@ class LossBalancer(nn.Module):
         unscaled: Sequence[str] = (),
         window: str = "running",
         window_max_ratio: float = 0.0,
-        targets: Optional[Dict[str, float]] = None,
+        factors: Optional[Dict[str, float]] = None,
     ):
         """``method_names``: the methods it scales; ``unscaled``: methods whose terms keep their
         weights (:attr:`~detkd.distillers.Distiller.auto_balanced` False) but are not part of the
-        detection loss either; ``targets``: a method's own target in place of ``target``
-        (``BALANCE_TARGET`` of its block, :func:`balance_targets`)."""
+        detection loss either; ``factors``: a method's target is its factor times ``target``
+        (``BALANCE_FACTOR`` of its block, :func:`balance_factors`; 1 where not given)."""
         super().__init__()
         if enabled and not (iters >= 1 and target > 0 and target < float("inf")):
             raise ValueError(
@@ -135,14 +134,14 @@ class LossBalancer(nn.Module):
         self.method_names = list(method_names)
         self.unscaled_prefixes = tuple(f"loss_{m}_" for m in unscaled)
         self.enabled, self.iters, self.target = enabled, int(iters), float(target)
-        targets = dict(targets or {})
-        strays = sorted(set(targets) - set(self.method_names))
+        factors = dict(factors or {})
+        strays = sorted(set(factors) - set(self.method_names))
         if strays:
-            raise ValueError(f"balance targets of methods it does not scale: {strays}")
-        if enabled and not all(0 < t < float("inf") for t in targets.values()):
-            raise ValueError(f"each method's balance target must be > 0 and finite, got {targets}")
-        # the target of each method: its own, else the common one
-        self.targets = {m: float(targets.get(m, self.target)) for m in self.method_names}
+            raise ValueError(f"balance factors of methods it does not scale: {strays}")
+        if not all(0 < f < float("inf") for f in factors.values()):
+            raise ValueError(f"each method's balance factor must be > 0 and finite, got {factors}")
+        # each method's target: its factor times the common one
+        self.targets = {m: self.target * float(factors.get(m, 1.0)) for m in self.method_names}
         self.register_buffer("measured_iters", torch.zeros((), dtype=torch.long))
         for m in self.method_names:
             self.register_buffer(f"scale_{m}", torch.ones(()))

@@ -101,12 +101,12 @@ def add_detkd_config(cfg):
 
     # One block per registered distillation method (detkd.distillers), off by default: the
     # method's class declares the block's keys. A method the automatic balance scales also has
-    # BALANCE_TARGET: its own target in place of BALANCE.AUTO_TARGET (0: AUTO_TARGET; the
-    # class's balance_target is the default, with its evidence in docs/METHODS.md)
+    # BALANCE_FACTOR: the balance scales it to BALANCE_FACTOR * BALANCE.AUTO_TARGET times the
+    # detection loss (the class's balance_factor is the default, its evidence in docs/METHODS.md)
     for method in _registered_methods():
         _C.MODEL.DISTILL[method.config_block] = CN({"ENABLED": False})
         if method.auto_balanced:
-            _C.MODEL.DISTILL[method.config_block].BALANCE_TARGET = float(method.balance_target)
+            _C.MODEL.DISTILL[method.config_block].BALANCE_FACTOR = float(method.balance_factor)
         method.add_config(_C.MODEL.DISTILL[method.config_block])
 
     # Global-norm gradient clipping over all trainable parameters (FGD trains with 35).

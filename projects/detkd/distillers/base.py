@@ -17,7 +17,7 @@ registered in :data:`DISTILLER_REGISTRY`. The class declares
   runs only what some method reads, and :meth:`Distiller.teacher_features`, the teacher maps it
   reads (checked to be finite every step);
 * ``auto_balanced``: whether the automatic balance scales its terms (see the attribute), and
-  ``balance_target``: the default of its block's ``BALANCE_TARGET``, its own target there.
+  ``balance_factor``: the default of its block's ``BALANCE_FACTOR`` (its share of the target).
 
 ``__init__`` is ``@configurable``, so the same class builds from yaml and from LazyConfig. Two
 bases hold what a family of methods shares: :class:`FeatureLevelDistiller` (the same feature levels
@@ -75,9 +75,9 @@ class Distiller(nn.Module):
     # then says nothing of its size later (DEMO.md: bounded regression scaled so held the demo
     # student under 1.1 AP)
     auto_balanced: bool = True
-    # the default of its block's BALANCE_TARGET: the automatic balance scales it to this many
-    # times the detection loss in place of BALANCE.AUTO_TARGET (0: AUTO_TARGET)
-    balance_target: float = 0.0
+    # the default of its block's BALANCE_FACTOR: the automatic balance scales it to this factor
+    # times BALANCE.AUTO_TARGET times the detection loss
+    balance_factor: float = 1.0
 
     @classmethod
     def key(cls, key: str) -> str:

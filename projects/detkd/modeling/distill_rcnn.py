@@ -28,7 +28,7 @@ from detectron2.structures import Boxes, ImageList, Instances, pairwise_iou
 from torch import nn
 from torch.nn import functional as F
 
-from ..balance import LossBalancer, RunawayGuard, balance_targets
+from ..balance import LossBalancer, RunawayGuard, balance_factors
 from ..batch import DistillBatch, SideOutputs
 from ..distillers import Distiller, build_distillers
 from ..schedule import DistillSchedule
@@ -248,7 +248,7 @@ class DistillRCNN(nn.Module):
                 unscaled=[m.name for m in distillers if not m.auto_balanced],
                 window=d.BALANCE.AUTO_WINDOW,
                 window_max_ratio=d.BALANCE.AUTO_WINDOW_MAX_RATIO,
-                targets=balance_targets(cfg, distillers),
+                factors=balance_factors(cfg, distillers),
             ),
             normalize_by_area=d.BALANCE.NORMALIZE_BY_AREA,
             teacher_min_recall=d.TEACHER.SANITY_MIN_RECALL,
