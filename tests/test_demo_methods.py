@@ -150,6 +150,7 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
         assert trials[name, 0].key != trials[method, 0].key
     assert trials["fgd_t0.1", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 0.1
     assert trials["cwd_t3", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 3.0
+    assert trials["pkd_t3", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 3.0
     # a student from random weights is compared with the baseline from random weights
     assert variants["fgd_scratch"].baseline == "baseline_scratch"
     assert variants["baseline_scratch"].baseline == "" and survey["fgd"].baseline == "baseline"

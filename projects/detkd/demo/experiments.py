@@ -320,6 +320,12 @@ DIAGNOSIS = {
         "its balanced weight is too small?)",
         ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
     ),
+    "pkd_t3": (
+        "pkd",
+        "PKD balanced to 3x the detection loss (at 0.1x it lost 1.10 AP to 1x on the hard set: "
+        "does more weight pay?)",
+        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
+    ),
 }
 
 
