@@ -69,7 +69,12 @@ def _user_yaml(tmp_path, teacher_weights):
 
 def test_the_method_declares_its_block_and_builds_from_yaml(tmp_path, teacher_weights):
     default = make_cfg("configs/demo/student.yaml")
-    assert default.MODEL.DISTILL.L1_FEATURE == {"ENABLED": False, "FEATURE": "p3", "WEIGHT": 1.0}
+    assert default.MODEL.DISTILL.L1_FEATURE == {
+        "ENABLED": False,
+        "BALANCE_FACTOR": 1.0,
+        "FEATURE": "p3",
+        "WEIGHT": 1.0,
+    }
     model = build_model(make_cfg(_user_yaml(tmp_path, teacher_weights)))
     (method,) = model.distillers.values()
     assert (
