@@ -80,27 +80,33 @@ def test_a_second_train_net_into_a_held_directory_fails_while_the_first_trains(
     common = ["MODEL.DISTILL.TEACHER.WEIGHTS", teacher_weights, "DATASETS.TEST", "()"]
     data = ["DATASETS.TRAIN", "('detkd_shapes_train',)"]
 
-    def train(config, iters):
+    # each process writes its log to a file: a pipe nobody reads while it trains fills (64 KiB;
+    # the full-config dump alone is about that) and blocks the process
+    def train(config, iters, log):
         argv = short_run(config, out, iters, *common, *data)
-        return subprocess.Popen(
-            [sys.executable, os.path.join(REPO, "train_net.py"), *argv],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        with open(log, "w") as f:
+            return subprocess.Popen(
+                [sys.executable, os.path.join(REPO, "train_net.py"), *argv],
+                cwd=REPO,
+                env=env,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
 
-    first = train(FGD, 60)
+    first_path, second_path = tmp_path / "first.log", tmp_path / "second.log"
+    first = train(FGD, 60, first_path)
     try:
         deadline = time.time() + 240
         while not (out / "metrics.json").exists():  # the first is training
-            assert first.poll() is None and time.time() < deadline, first.communicate()[0][-3000:]
+            assert first.poll() is None and time.time() < deadline, first_path.read_text()[-3000:]
             time.sleep(0.5)
-        second = train(os.path.join(REPO, "configs/demo/distill_cwd.yaml"), 5)
-        second_log = second.communicate(timeout=240)[0]
+        second = train(os.path.join(REPO, "configs/demo/distill_cwd.yaml"), 5, second_path)
+        second.wait(timeout=240)
+        second_log = second_path.read_text()
         assert first.poll() is None  # the first is still training
-        first_log = first.communicate(timeout=600)[0]
+        first.wait(timeout=600)
+        first_log = first_path.read_text()
     finally:
         first.kill()
     assert second.returncode != 0
