@@ -147,31 +147,42 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
     leaves the fingerprint unchanged at that value, so the cached runs stay valid; at any other
     value it counts (adding MSSD.ADAPT without this retrained every cached demo run)."""
     from detkd.demo.training import demo_config
+    from detkd.distillers import registered_distillers
     from detkd.survey.trials import NEUTRAL_KEYS, fingerprint
 
+    factors = {
+        f"MODEL.DISTILL.{cls.config_block}.BALANCE_FACTOR": 1.0
+        for cls in registered_distillers()
+        if cls.auto_balanced
+    }
+    assert len(factors) == 7
     assert NEUTRAL_KEYS == {
         "MODEL.DISTILL.MSSD.ADAPT": False,
         "MODEL.DISTILL.FGD.NORMALIZE": False,
         "MODEL.DISTILL.MGD.NORMALIZE": False,
+        **factors,
     }
-    for key, config in (
-        ("MODEL.DISTILL.MSSD.ADAPT", "distill_mssd.yaml"),
-        ("MODEL.DISTILL.FGD.NORMALIZE", "distill_fgd.yaml"),
-        ("MODEL.DISTILL.MGD.NORMALIZE", "distill_mgd.yaml"),
+    for key, config, other in (
+        ("MODEL.DISTILL.MSSD.ADAPT", "distill_mssd.yaml", True),
+        ("MODEL.DISTILL.FGD.NORMALIZE", "distill_fgd.yaml", True),
+        ("MODEL.DISTILL.MGD.NORMALIZE", "distill_mgd.yaml", True),
+        ("MODEL.DISTILL.CWD.BALANCE_FACTOR", "distill_cwd.yaml", 3.0),
+        ("MODEL.DISTILL.FGD.BALANCE_FACTOR", "student.yaml", 3.0),  # a block not enabled
     ):
         cfg = demo_config(os.path.join(REPO, "configs/demo", config), [])
         *path, last = key.split(".")
         node_of = lambda c: functools.reduce(getattr, path, c)  # noqa: E731
-        assert node_of(cfg)[last] is False, key
+        neutral = NEUTRAL_KEYS[key]
+        assert node_of(cfg)[last] == neutral and type(node_of(cfg)[last]) is type(neutral), key
         without = cfg.clone()
         without.defrost()
         del node_of(without)[last]  # the config before the key existed
         assert fingerprint(cfg) == fingerprint(without), key
         changed = cfg.clone()
         changed.defrost()
-        node_of(changed)[last] = True
+        node_of(changed)[last] = other
         assert fingerprint(changed) != fingerprint(cfg), key
-        assert node_of(cfg)[last] is False  # the fingerprint changes no config
+        assert node_of(cfg)[last] == neutral  # the fingerprint changes no config
 
 
 def test_a_run_is_trained_from_its_seed(tmp_path):
