@@ -189,10 +189,41 @@ def test_balance_factor_key_in_the_model_and_its_refusal(distill_cfg):
     cwd = sum(v.item() for k, v in losses.items() if k.startswith("loss_cwd_"))
     detection = sum(v.item() for k, v in losses.items() if not k.startswith("loss_cwd_"))
     assert cwd / detection == pytest.approx(3.0, rel=1e-4)
+    # a block without the key (a config built before the method was registered) names the key
+    missing = distill_cfg("configs/demo/distill_cwd.yaml")
+    missing.defrost()
+    del missing.MODEL.DISTILL.CWD["BALANCE_FACTOR"]
+    with pytest.raises(KeyError, match=r"MODEL\.DISTILL\.CWD\.BALANCE_FACTOR is missing"):
+        balance_factors(missing, model.distillers.values())
     for bad in (0.0, -1.0):
         cfg = distill_cfg("configs/demo/distill_cwd.yaml", "MODEL.DISTILL.CWD.BALANCE_FACTOR", bad)
         with pytest.raises(ValueError, match=r"MODEL\.DISTILL\.CWD\.BALANCE_FACTOR must be > 0"):
             build_model(cfg)
+
+
+def test_built_without_a_balancer_each_method_takes_its_class_factor(distill_cfg):
+    """As LazyConfig builds DistillRCNN (no balancer given): each method's target is its
+    ``balance_factor`` times the default target 1.0."""
+    from detkd.modeling import DistillRCNN
+
+    args = DistillRCNN.from_config(distill_cfg("configs/demo/distill_cwd.yaml"))
+    (cwd,) = args["distillers"]
+    cwd.balance_factor = 3.0  # as a class declaring 3.0 would
+    del args["balancer"]
+    assert DistillRCNN(**args).balancer.targets == {"cwd": 3.0}
+
+
+def test_a_method_cannot_declare_a_key_every_block_has(monkeypatch):
+    from detkd.distillers import DISTILLER_REGISTRY, PKDDistiller, registered_distillers
+    from detkd.distillers.params import Param
+
+    class Clashing(PKDDistiller):
+        config_block, name = "CLASHING", "clashing"
+        params = (*PKDDistiller.params, Param("BALANCE_FACTOR", 2.0))
+
+    monkeypatch.setitem(DISTILLER_REGISTRY._obj_map, "Clashing", Clashing)
+    with pytest.raises(TypeError, match=r"Clashing: \['BALANCE_FACTOR'\] are keys every block"):
+        registered_distillers()
 
 
 def test_the_running_window_trains_with_the_scale_measured_so_far():

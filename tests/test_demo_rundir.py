@@ -153,7 +153,7 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
     factors = {
         f"MODEL.DISTILL.{cls.config_block}.BALANCE_FACTOR": 1.0
         for cls in registered_distillers()
-        if cls.auto_balanced
+        if cls.auto_balanced and cls.__module__.split(".")[0] == "detkd"  # not a test's own method
     }
     assert len(factors) == 7
     assert NEUTRAL_KEYS == {

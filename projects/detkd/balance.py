@@ -14,8 +14,9 @@ be a thousand times the detection loss, or nothing. Two tools, configured by
 * :class:`LossBalancer` (a module of ``DistillRCNN``, active with ``AUTO``, on by default): over
   the first ``AUTO_ITERS`` training iterations it measures each method's terms against the
   detection loss (the mean of the ratio of the sum of a method's terms), then fixes one scale per
-  method so that the ratio becomes ``AUTO_TARGET``, freezes the scales, logs them, and keeps them
-  in the checkpoint (buffers), so a resumed run goes on with the same scales. One scale per method,
+  method so that the ratio becomes its ``BALANCE_FACTOR`` times ``AUTO_TARGET``, freezes the
+  scales, logs them, and keeps them in the checkpoint (buffers), so a resumed run goes on with the
+  same scales. One scale per method,
   not per term, keeps a paper's own weighting between its terms (FGD's foreground, background,
   attention and global terms, a level against another). The measurement survives a resume mid-way.
   While it measures, the student trains with the scale measured so far (``AUTO_WINDOW
@@ -73,7 +74,13 @@ def balance_factors(cfg, distillers) -> Dict[str, float]:
     for m in distillers:
         if not m.auto_balanced:
             continue
-        factor = float(cfg.MODEL.DISTILL[m.config_block].BALANCE_FACTOR)
+        block = cfg.MODEL.DISTILL[m.config_block]
+        if "BALANCE_FACTOR" not in block:
+            raise KeyError(
+                f"MODEL.DISTILL.{m.config_block}.BALANCE_FACTOR is missing: build the config with "
+                "detkd.add_detkd_config after the method is registered"
+            )
+        factor = float(block.BALANCE_FACTOR)
         if not (0 < factor < float("inf")):
             raise ValueError(
                 f"MODEL.DISTILL.{m.config_block}.BALANCE_FACTOR must be > 0 and finite, "
@@ -344,9 +351,9 @@ class RunawayGuard:
         method = next((m for m in self.blocks if term.startswith(f"loss_{m}_")), None)
         block = f"MODEL.DISTILL.{self.blocks[method]}" if method else "MODEL.DISTILL"
         return (
-            f"set MODEL.DISTILL.BALANCE.AUTO True (each method at AUTO_TARGET of the detection "
-            f"loss), or lower the weights of {block}; SOLVER.GLOBAL_GRAD_CLIP_NORM bounds each "
-            "step"
+            "set MODEL.DISTILL.BALANCE.AUTO True (each method at its BALANCE_FACTOR times "
+            f"AUTO_TARGET of the detection loss), or lower the weights of {block}; "
+            "SOLVER.GLOBAL_GRAD_CLIP_NORM bounds each step"
         )
 
     def __call__(self, losses: Dict[str, torch.Tensor], iteration: int) -> None:

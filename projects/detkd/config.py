@@ -50,7 +50,8 @@ def add_detkd_config(cfg):
     _C.MODEL.DISTILL.BALANCE.LOW = 0.01
     _C.MODEL.DISTILL.BALANCE.HIGH = 10.0
     # automatic balance: over the first AUTO_ITERS iterations measure each method's terms against
-    # the detection loss, then fix one scale per method so that its ratio is AUTO_TARGET. 1.0: the
+    # the detection loss, then fix one scale per method so that its ratio is its BALANCE_FACTOR
+    # times AUTO_TARGET (each method's block has a BALANCE_FACTOR, 1.0 by default). 1.0: the
     # size of the detection loss (FGD's authors' advice); at their published weights on the demo,
     # FGD, MGD, MSSD and the head cross-forward start at 0.6-3x, PKD at ~15x and CWD at ~60x, and
     # at 800-pixel COCO inputs with another teacher Chen's hint ~500x, MGD ~800x. On by default
@@ -61,7 +62,7 @@ def add_detkd_config(cfg):
     _C.MODEL.DISTILL.BALANCE.AUTO_TARGET = 1.0
     # while measuring, train with the scale measured so far ("running") or at the raw weights
     # ("raw"); AUTO_WINDOW_MAX_RATIO m > 0: the running window only scales a method down to m
-    # times the detection loss, never up (0: to AUTO_TARGET, up or down)
+    # times the detection loss, never up (0: to its target, up or down)
     _C.MODEL.DISTILL.BALANCE.AUTO_WINDOW = "running"
     _C.MODEL.DISTILL.BALANCE.AUTO_WINDOW_MAX_RATIO = 0.0
     # divide the feature terms that sum over a level's positions (FGD, MGD) by the level's H*W

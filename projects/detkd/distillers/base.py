@@ -17,7 +17,8 @@ registered in :data:`DISTILLER_REGISTRY`. The class declares
   runs only what some method reads, and :meth:`Distiller.teacher_features`, the teacher maps it
   reads (checked to be finite every step);
 * ``auto_balanced``: whether the automatic balance scales its terms (see the attribute), and
-  ``balance_factor``: the default of its block's ``BALANCE_FACTOR`` (its share of the target).
+  ``balance_factor``: the default of its block's ``BALANCE_FACTOR`` (its multiple of
+  ``AUTO_TARGET``).
 
 ``__init__`` is ``@configurable``, so the same class builds from yaml and from LazyConfig. Two
 bases hold what a family of methods shares: :class:`FeatureLevelDistiller` (the same feature levels
@@ -157,6 +158,9 @@ def registered_distillers() -> List[type]:
     for cls in classes:
         if not (cls.config_block and cls.name):
             raise TypeError(f"{cls.__name__} must set config_block and name to be a distiller")
+        clash = {"ENABLED", "BALANCE_FACTOR"} & {p.key for p in cls.params}
+        if clash:
+            raise TypeError(f"{cls.__name__}: {sorted(clash)} are keys every block has, not params")
     blocks = [cls.config_block for cls in classes]
     repeated = sorted({b for b in blocks if blocks.count(b) > 1})
     if repeated:

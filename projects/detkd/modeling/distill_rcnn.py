@@ -176,11 +176,13 @@ class DistillRCNN(nn.Module):
         # held by name: checkpoint keys are distillers.<name>.*, whatever else is enabled
         self.distillers = nn.ModuleDict({d.name: d for d in distillers})
         self.normalize_by_area = bool(normalize_by_area)
-        # by default as MODEL.DISTILL.BALANCE's defaults: automatic, a running window
+        # by default as MODEL.DISTILL.BALANCE's defaults: automatic, a running window, each
+        # method at its class's balance_factor
         self.balancer = balancer or LossBalancer(
             [d.name for d in self.distillers.values() if d.auto_balanced],
             enabled=True,
             unscaled=[d.name for d in self.distillers.values() if not d.auto_balanced],
+            factors={d.name: d.balance_factor for d in self.distillers.values() if d.auto_balanced},
         )
         self.schedule = schedule or DistillSchedule()
         self.guard = guard or RunawayGuard({d.name: d.config_block for d in distillers})

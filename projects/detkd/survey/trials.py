@@ -21,7 +21,8 @@ NEUTRAL_KEYS = {
     "MODEL.DISTILL.MSSD.ADAPT": False,
     "MODEL.DISTILL.FGD.NORMALIZE": False,
     "MODEL.DISTILL.MGD.NORMALIZE": False,
-    # each method the automatic balance scales (1.0: scaled to AUTO_TARGET, as before the key)
+    # each method the automatic balance scales (1.0: scaled to AUTO_TARGET alone, as a config
+    # without the key trains)
     **{
         f"MODEL.DISTILL.{block}.BALANCE_FACTOR": 1.0
         for block in ("CROSS_HEAD", "CWD", "FGD", "HINT", "MGD", "MSSD", "PKD")
