@@ -142,6 +142,41 @@ def test_auto_balance_toy_by_hand_frozen_after_k():
     assert _step(restored, 2.0, 3.0, 0.6)["loss_a_x"] == pytest.approx(1.0)
 
 
+def test_a_frozen_balance_resumed_with_other_targets_follows_them(detkd_log):
+    """Frozen at target 0.5 (ratios a 1.5, b 0.15: scales 1/3 and 10/3), resumed at target 1.0
+    with b's factor 3: a 1 / 1.5 = 2/3, b 3 / 0.15 = 20, from the checkpoint's ratios, logged;
+    resumed with AUTO_ITERS 1 (under the 2 it measured): the mean over the 2 steps it measured."""
+    balancer = LossBalancer(["a", "b"], enabled=True, iters=2, target=0.5, window="raw").train()
+    _step(balancer, 2.0, 4.0, 0.2)
+    _step(balancer, 4.0, 4.0, 0.8)
+    assert balancer.frozen
+    resumed = LossBalancer(
+        ["a", "b"], enabled=True, iters=2, target=1.0, window="raw", factors={"b": 3.0}
+    ).train()
+    resumed.load_state_dict(balancer.state_dict())
+    assert resumed.frozen and [resumed.scale(m).item() for m in "ab"] == pytest.approx(
+        [2 / 3, 20.0], rel=1e-5
+    )
+    out = _step(resumed, 2.0, 3.0, 0.6)  # a: 3 * 2/3; b's half: 0.3 * 20
+    assert out["loss_a_x"] == pytest.approx(2.0) and out["loss_b_y"] == pytest.approx(6.0)
+    messages = [r.getMessage() for r in detkd_log.records]
+    assert any("follow them" in m and "['a', 'b']" in m for m in messages)
+    shorter = LossBalancer(["a", "b"], enabled=True, iters=1, target=0.5, window="raw").train()
+    shorter.load_state_dict(balancer.state_dict())
+    assert shorter.frozen and [shorter.scale(m).item() for m in "ab"] == pytest.approx(
+        [1 / 3, 10 / 3], rel=1e-5
+    )
+    # resumed mid-measurement (1 of 2 steps, raw window: scales still 1) with AUTO_ITERS 1:
+    # frozen on load at the ratio of the one step measured (a 2, b 0.1)
+    first = LossBalancer(["a", "b"], enabled=True, iters=2, target=0.5, window="raw").train()
+    _step(first, 2.0, 4.0, 0.2)
+    early = LossBalancer(["a", "b"], enabled=True, iters=1, target=0.5, window="raw").train()
+    early.load_state_dict(first.state_dict())
+    assert early.frozen and [early.scale(m).item() for m in "ab"] == pytest.approx(
+        [0.25, 5.0], rel=1e-5
+    )
+
+
 def test_a_methods_factor_multiplies_the_common_target():
     balancer = LossBalancer(
         ["a", "b"], enabled=True, iters=2, target=0.5, window="raw", factors={"b": 6.0}

@@ -15,12 +15,14 @@ be a thousand times the detection loss, or nothing. Two tools, configured by
   the first ``AUTO_ITERS`` training iterations it measures each method's terms against the
   detection loss (the mean of the ratio of the sum of a method's terms), then fixes one scale per
   method so that the ratio becomes its ``BALANCE_FACTOR`` times ``AUTO_TARGET``, freezes the
-  scales, logs them, and keeps them in the checkpoint (buffers), so a resumed run goes on with the
-  same scales. One scale per method,
-  not per term, keeps a paper's own weighting between its terms (FGD's foreground, background,
-  attention and global terms, a level against another). The measurement survives a resume mid-way.
-  While it measures, the student trains with the scale measured so far (``AUTO_WINDOW
-  "running"``: the same formula over the steps seen, so the scale is continuous when it freezes;
+  scales, logs them, and keeps them and the measured ratios in the checkpoint (buffers), so a
+  resumed run goes on with the same scales, or, resumed with another ``AUTO_TARGET`` or
+  ``BALANCE_FACTOR``, with the scales of the new targets over the same measured ratios (logged).
+  One scale per method, not per term, keeps a paper's own weighting between its terms (FGD's
+  foreground, background, attention and global terms, a level against another). The measurement
+  survives a resume mid-way. While it measures, the student trains with the scale measured so far
+  (``AUTO_WINDOW "running"``: the same formula over the steps seen, so the scale is continuous when
+  it freezes;
   with ``AUTO_WINDOW_MAX_RATIO`` m > 0, only scaled down to m times the detection loss), not at
   the raw published weights (``"raw"``), which can be 10^4 times the detection loss at another
   feature scale.
@@ -177,6 +179,34 @@ class LossBalancer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._seen = int(self.measured_iters)
         if self.enabled and self.frozen:
+            self._restore_frozen()
+
+    def _restore_frozen(self):
+        """A checkpoint whose balance has frozen: its scales, unless this config's targets
+        (``AUTO_TARGET``, a ``BALANCE_FACTOR``) or ``AUTO_ITERS`` differ from the checkpoint's
+        run; then each scale is its target over the ratio the checkpoint measured, and the log
+        says so. The measured ratios are the checkpoint's: the measurement is not repeated."""
+        loaded = [float(self.scale(m)) for m in self.method_names]
+        recomputed = self._scales_from_sums()
+        changed = [
+            m
+            for m, old, new in zip(self.method_names, loaded, recomputed)
+            if not math.isclose(old, new, rel_tol=1e-5)
+        ]
+        if changed:
+            for m, scale in zip(self.method_names, recomputed):
+                self.scale(m).fill_(scale)
+            logger.info(
+                "Automatic balance restored from the checkpoint with this config's targets "
+                "(%s): the scales of %s follow them (from the ratios the checkpoint measured "
+                "over %d iterations, %s): %s",
+                ", ".join(f"{m} {t:.3g}" for m, t in self.targets.items()),
+                changed,
+                self._seen,
+                ", ".join(f"{m} {float(r):.4g}" for m, r in zip(self.method_names, self._means())),
+                self.describe(),
+            )
+        else:
             logger.info("Automatic balance restored from the checkpoint: %s", self.describe())
 
     def describe(self) -> str:
@@ -235,21 +265,29 @@ class LossBalancer(nn.Module):
                 scale = self.targets[m] / mean.clamp(min=1e-30)
             self.scale(m).copy_(torch.where(mean > 0, scale, torch.ones_like(mean)))
 
-    def _freeze(self):
-        # the sums are of ratios averaged over the processes: every process has the same
-        means = (
-            torch.stack([getattr(self, f"ratio_sum_{m}") for m in self.method_names]) / self.iters
-        )
-        ratios = means.tolist()
+    def _means(self) -> torch.Tensor:
+        """Each method's mean ratio to the detection loss over the steps measured. The sums are
+        of ratios averaged over the processes: every process has the same."""
+        sums = torch.stack([getattr(self, f"ratio_sum_{m}") for m in self.method_names])
+        return sums / max(self._seen, 1)
+
+    def _scales_from_sums(self) -> list:
+        """Each method's frozen scale: its target over its mean measured ratio; a ratio of 0 or
+        a non-finite one is an error naming the methods."""
+        ratios = self._means().tolist()
         bad = [m for m, r in zip(self.method_names, ratios) if not (0 < r < float("inf"))]
         if bad:
             raise FloatingPointError(
                 f"automatic balance: the terms of {bad} measured a ratio of 0 or a "
-                f"non-finite one to the detection loss over {self.iters} iterations"
+                f"non-finite one to the detection loss over {self._seen} iterations"
             )
-        for m, r in zip(self.method_names, ratios):
-            self.scale(m).fill_(self.targets[m] / r)
-            put_scalar(f"balance/scale/{m}", self.targets[m] / r)
+        return [self.targets[m] / r for m, r in zip(self.method_names, ratios)]
+
+    def _freeze(self):
+        ratios = self._means().tolist()
+        for m, scale in zip(self.method_names, self._scales_from_sums()):
+            self.scale(m).fill_(scale)
+            put_scalar(f"balance/scale/{m}", scale)
         logger.info(
             "Automatic balance after %d iterations (each method at its target times the detection "
             "loss: %s; the measured ratios were %s): %s",
