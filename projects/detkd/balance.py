@@ -22,10 +22,9 @@ be a thousand times the detection loss, or nothing. Two tools, configured by
   foreground, background, attention and global terms, a level against another). The measurement
   survives a resume mid-way. While it measures, the student trains with the scale measured so far
   (``AUTO_WINDOW "running"``: the same formula over the steps seen, so the scale is continuous when
-  it freezes;
-  with ``AUTO_WINDOW_MAX_RATIO`` m > 0, only scaled down to m times the detection loss), not at
-  the raw published weights (``"raw"``), which can be 10^4 times the detection loss at another
-  feature scale.
+  it freezes; with ``AUTO_WINDOW_MAX_RATIO`` m > 0, only scaled down to m times the detection
+  loss), not at the raw published weights (``"raw"``), which can be 10^4 times the detection loss
+  at another feature scale.
 * :class:`RunawayGuard` (always on): at every step, before anything is updated, a non-finite loss,
   or in the first ``GUARD.ITERS`` iterations a distillation term over ``GUARD.MAX_RATIO`` times the
   detection loss, stops the run with :class:`RunawayTermError` naming the term, its ratio, the
