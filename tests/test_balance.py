@@ -145,11 +145,23 @@ def test_auto_balance_toy_by_hand_frozen_after_k():
 def test_a_frozen_balance_resumed_with_other_targets_follows_them(detkd_log):
     """Frozen at target 0.5 (ratios a 1.5, b 0.15: scales 1/3 and 10/3), resumed at target 1.0
     with b's factor 3: a 1 / 1.5 = 2/3, b 3 / 0.15 = 20, from the checkpoint's ratios, logged;
-    resumed with AUTO_ITERS 1 (under the 2 it measured): the mean over the 2 steps it measured."""
+    resumed with AUTO_ITERS 1 (under the 2 it measured): the same scales, nothing logged as
+    moved; saved while measuring and resumed with AUTO_ITERS 1: frozen on load."""
+
+    def moved():  # one record per message (caplog can see a record twice)
+        records = {id(r): r for r in detkd_log.records}.values()
+        return [r.getMessage() for r in records if "move from" in r.getMessage()]
+
     balancer = LossBalancer(["a", "b"], enabled=True, iters=2, target=0.5, window="raw").train()
     _step(balancer, 2.0, 4.0, 0.2)
     _step(balancer, 4.0, 4.0, 0.8)
     assert balancer.frozen
+    shorter = LossBalancer(["a", "b"], enabled=True, iters=1, target=0.5, window="raw").train()
+    shorter.load_state_dict(balancer.state_dict())
+    assert shorter.frozen and [shorter.scale(m).item() for m in "ab"] == pytest.approx(
+        [1 / 3, 10 / 3], rel=1e-5
+    )
+    assert not moved()
     resumed = LossBalancer(
         ["a", "b"], enabled=True, iters=2, target=1.0, window="raw", factors={"b": 3.0}
     ).train()
@@ -159,15 +171,13 @@ def test_a_frozen_balance_resumed_with_other_targets_follows_them(detkd_log):
     )
     out = _step(resumed, 2.0, 3.0, 0.6)  # a: 3 * 2/3; b's half: 0.3 * 20
     assert out["loss_a_x"] == pytest.approx(2.0) and out["loss_b_y"] == pytest.approx(6.0)
-    messages = [r.getMessage() for r in detkd_log.records]
-    assert any("follow them" in m and "['a', 'b']" in m for m in messages)
-    shorter = LossBalancer(["a", "b"], enabled=True, iters=1, target=0.5, window="raw").train()
-    shorter.load_state_dict(balancer.state_dict())
-    assert shorter.frozen and [shorter.scale(m).item() for m in "ab"] == pytest.approx(
-        [1 / 3, 10 / 3], rel=1e-5
-    )
-    # resumed mid-measurement (1 of 2 steps, raw window: scales still 1) with AUTO_ITERS 1:
-    # frozen on load at the ratio of the one step measured (a 2, b 0.1)
+    assert len(moved()) == 1 and "['a', 'b']" in moved()[0] and "b x3.333" in moved()[0]
+    # the balance off: the checkpoint's buffers are loaded, no scale applied or moved
+    off = LossBalancer(["a", "b"], enabled=False, iters=2, target=1.0).train()
+    off.load_state_dict(balancer.state_dict())
+    assert _step(off, 2.0, 3.0, 0.6)["loss_a_x"] == 3.0 and len(moved()) == 1
+    # saved after 1 of 2 steps (raw window: scales still 1), resumed with AUTO_ITERS 1: frozen
+    # on load at the ratio of the one step measured (a 2, b 0.1)
     first = LossBalancer(["a", "b"], enabled=True, iters=2, target=0.5, window="raw").train()
     _step(first, 2.0, 4.0, 0.2)
     early = LossBalancer(["a", "b"], enabled=True, iters=1, target=0.5, window="raw").train()
@@ -175,6 +185,15 @@ def test_a_frozen_balance_resumed_with_other_targets_follows_them(detkd_log):
     assert early.frozen and [early.scale(m).item() for m in "ab"] == pytest.approx(
         [0.25, 5.0], rel=1e-5
     )
+    # a method that measured 0 cannot freeze on load: the error says how to measure on
+    silent = LossBalancer(["a", "b"], enabled=True, iters=2, target=0.5, window="raw").train()
+    _step(silent, 2.0, 4.0, 0.0)
+    with pytest.raises(
+        FloatingPointError, match=r"\['b'\] measured a ratio of 0.*AUTO_ITERS over 1"
+    ):
+        LossBalancer(["a", "b"], enabled=True, iters=1, target=0.5).load_state_dict(
+            silent.state_dict()
+        )
 
 
 def test_a_methods_factor_multiplies_the_common_target():

@@ -181,32 +181,41 @@ class LossBalancer(nn.Module):
             self._restore_frozen()
 
     def _restore_frozen(self):
-        """A checkpoint whose balance has frozen: its scales, unless this config's targets
-        (``AUTO_TARGET``, a ``BALANCE_FACTOR``) or ``AUTO_ITERS`` differ from the checkpoint's
-        run; then each scale is its target over the ratio the checkpoint measured, and the log
-        says so. The measured ratios are the checkpoint's: the measurement is not repeated."""
+        """A checkpoint that has measured at least this config's ``AUTO_ITERS`` steps: each scale
+        is this config's target over the ratio the checkpoint measured (the measurement is not
+        repeated). That is the checkpoint's own scale unless the config asks for other targets
+        (``AUTO_TARGET``, a ``BALANCE_FACTOR``), or the checkpoint was saved while it still
+        measured; then the log names the scales that move. A ratio of 0 or a non-finite one is
+        an error naming the methods."""
         loaded = [float(self.scale(m)) for m in self.method_names]
-        recomputed = self._scales_from_sums()
-        changed = [
+        try:
+            recomputed = self._scales_from_sums()
+        except FloatingPointError as e:
+            raise FloatingPointError(
+                f"{e} (loading a checkpoint; with MODEL.DISTILL.BALANCE.AUTO_ITERS over "
+                f"{self._seen} the measurement goes on)"
+            ) from e
+        moved = [
             m
             for m, old, new in zip(self.method_names, loaded, recomputed)
             if not math.isclose(old, new, rel_tol=1e-5)
         ]
-        if changed:
-            for m, scale in zip(self.method_names, recomputed):
-                self.scale(m).fill_(scale)
-            logger.info(
-                "Automatic balance restored from the checkpoint with this config's targets "
-                "(%s): the scales of %s follow them (from the ratios the checkpoint measured "
-                "over %d iterations, %s): %s",
-                ", ".join(f"{m} {t:.3g}" for m, t in self.targets.items()),
-                changed,
-                self._seen,
-                ", ".join(f"{m} {float(r):.4g}" for m, r in zip(self.method_names, self._means())),
-                self.describe(),
-            )
-        else:
+        for m, scale in zip(self.method_names, recomputed):
+            self.scale(m).fill_(scale)
+        if not moved:
             logger.info("Automatic balance restored from the checkpoint: %s", self.describe())
+            return
+        logger.info(
+            "Automatic balance frozen on load from the ratios the checkpoint measured over %d "
+            "iterations (%s) and this config's targets (%s): the scales of %s move from the "
+            "checkpoint's (%s): %s",
+            self._seen,
+            ", ".join(f"{m} {float(r):.4g}" for m, r in zip(self.method_names, self._means())),
+            ", ".join(f"{m} {t:.3g}" for m, t in self.targets.items()),
+            moved,
+            ", ".join(f"{m} x{s:.4g}" for m, s in zip(self.method_names, loaded)),
+            self.describe(),
+        )
 
     def describe(self) -> str:
         return ", ".join(f"{m} x{float(self.scale(m)):.4g}" for m in self.method_names)
