@@ -229,8 +229,8 @@ def test_balance_factor_key_in_the_model_and_its_refusal(distill_cfg):
         0.0,
     ]
     cfg = distill_cfg("configs/demo/distill_cwd.yaml", *opts)
-    assert cfg.MODEL.DISTILL.CWD.BALANCE_FACTOR == 1.0  # the shipped default
-    assert build_model(cfg).balancer.targets == {"cwd": 0.25}
+    assert cfg.MODEL.DISTILL.CWD.BALANCE_FACTOR == 3.0  # the shipped default (docs/METHODS.md)
+    assert build_model(cfg).balancer.targets == {"cwd": 0.75}
     own = distill_cfg(
         "configs/demo/distill_cwd.yaml", *opts, "MODEL.DISTILL.CWD.BALANCE_FACTOR", 12.0
     )
@@ -261,10 +261,11 @@ def test_built_without_a_balancer_each_method_takes_its_class_factor(distill_cfg
     from detkd.modeling import DistillRCNN
 
     args = DistillRCNN.from_config(distill_cfg("configs/demo/distill_cwd.yaml"))
-    (cwd,) = args["distillers"]
-    cwd.balance_factor = 3.0  # as a class declaring 3.0 would
     del args["balancer"]
-    assert DistillRCNN(**args).balancer.targets == {"cwd": 3.0}
+    assert DistillRCNN(**args).balancer.targets == {"cwd": 3.0}  # CWDDistiller's own 3.0
+    (cwd,) = args["distillers"]
+    cwd.balance_factor = 5.0  # as a class declaring 5.0 would
+    assert DistillRCNN(**args).balancer.targets == {"cwd": 5.0}
 
 
 def test_a_method_cannot_declare_a_key_every_block_has(monkeypatch):

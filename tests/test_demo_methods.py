@@ -150,6 +150,10 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
         assert trials[name, 0].key != trials[method, 0].key
     assert trials["fgd_t0.1", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 0.1
     assert trials["cwd_t3", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 3.0
+    # CWD ships at 3x; the variants measured at 1x pin its factor there, so their runs stay cached
+    assert trials["cwd", 0].cfg.MODEL.DISTILL.CWD.BALANCE_FACTOR == 3.0
+    for name in ("cwd_t3", "cwd_t0.1", "cwd_f1", "cwd_fpn128"):
+        assert trials[name, 0].cfg.MODEL.DISTILL.CWD.BALANCE_FACTOR == 1.0, name
     assert trials["pkd_t3", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 3.0
     # a student from random weights is compared with the baseline from random weights
     assert variants["fgd_scratch"].baseline == "baseline_scratch"

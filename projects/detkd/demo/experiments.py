@@ -276,8 +276,9 @@ DIAGNOSIS = {
     "cwd_fpn128": (
         "cwd",
         "CWD into a student with the teacher's FPN width, 128 channels, so no align layer between "
-        "them (does imitating through a 64 -> 128 align hold feature imitation back?)",
-        ("MODEL.FPN.OUT_CHANNELS", 128),
+        "them (does imitating through a 64 -> 128 align hold feature imitation back?), at 1x the "
+        "detection loss as measured",
+        ("MODEL.FPN.OUT_CHANNELS", 128, "MODEL.DISTILL.CWD.BALANCE_FACTOR", 1.0),
         "baseline_fpn128",
     ),
     "cross_head_pafpn": (
@@ -296,7 +297,7 @@ DIAGNOSIS = {
     "cwd_t0.1": (
         "cwd",
         "CWD balanced to 0.1x the detection loss",
-        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
+        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1, "MODEL.DISTILL.CWD.BALANCE_FACTOR", 1.0),
     ),
     "mgd_t0.1": (
         "mgd",
@@ -311,8 +312,15 @@ DIAGNOSIS = {
     "cwd_t3": (
         "cwd",
         "CWD balanced to 3x the detection loss (does it move the student's maps little because "
-        "its balanced weight is too small to copy the teacher's?)",
-        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
+        "its balanced weight is too small to copy the teacher's?), as AUTO_TARGET 3: the runs "
+        "that made 3x CWD's default",
+        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0, "MODEL.DISTILL.CWD.BALANCE_FACTOR", 1.0),
+    ),
+    "cwd_f1": (
+        "cwd",
+        "CWD at 1x the detection loss (BALANCE_FACTOR 1.0): its default before 3x, the CWD rows of "
+        "the tables measured before",
+        ("MODEL.DISTILL.CWD.BALANCE_FACTOR", 1.0),
     ),
     "mgd_t3": (
         "mgd",

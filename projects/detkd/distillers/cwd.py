@@ -3,6 +3,8 @@ pulled to teacher by KL; the loss is :func:`detkd.losses.channel_wise_divergence
 
 Config block ``MODEL.DISTILL.CWD`` (mmrazor's FPN setting: tau 1, weight 10, P2-P6); terms
 ``loss_cwd_<level>``. A 1x1 align conv maps student channels to the teacher's where they differ.
+The automatic balance scales it to 3x the detection loss (``BALANCE_FACTOR`` 3.0; the paired
+measurements behind it are in docs/METHODS.md).
 """
 
 from ..losses import channel_wise_divergence
@@ -18,6 +20,7 @@ class CWDDistiller(FeatureLevelDistiller):
 
     config_block = "CWD"
     name = "cwd"
+    balance_factor = 3.0
     params = (
         Param("IN_FEATURES", ["p2", "p3", "p4", "p5", "p6"], unique),
         Param("TEMPERATURE", 1.0, positive),
