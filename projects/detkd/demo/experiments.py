@@ -20,7 +20,7 @@ class Experiment(NamedTuple):
     description: str
     baseline: str = ""  # the experiment it is compared with ("": none, it is a baseline)
     gain: bool = False  # in the low-resolution comparison (seeds: --seeds), else the survey
-    opts: Tuple = ()  # KEY VALUE overrides of the config (a diagnosis variant's one change)
+    opts: Tuple = ()  # KEY VALUE overrides of the config (a diagnosis variant's change)
 
 
 # the comparison the demo is built around (run with --seeds), then the survey's baseline: the
@@ -102,8 +102,10 @@ def survey_experiments(config_dir: str = CONFIG_DIR) -> Dict[str, Experiment]:
 
 
 # The diagnosis of the methods' misses (DEMO.md, *Diagnosis*): each variant is a survey method's
-# config with one change (or one change on top of another variant's: fgd_norm_no_bg is fgd_norm
-# without its background term), answering one hypothesis, paired with the method's baseline under
+# config with one change, in one key or a few (or one change on top of another variant's:
+# fgd_norm_no_bg is fgd_norm without its background term; a CWD variant measured at CWD's former
+# 1x pins MODEL.DISTILL.CWD.BALANCE_FACTOR 1.0, so it trains, and is cached, as measured),
+# answering one hypothesis, paired with the method's baseline under
 # the same seeds. name -> (survey method or baseline, what it changes and why, KEY VALUE
 # overrides[, the experiment it is compared with when not the method's baseline]). Run by name,
 # beside its method and baseline: python -m detkd.demo --methods baseline,fgd,fgd_t0.1 ...
@@ -312,14 +314,14 @@ DIAGNOSIS = {
     "cwd_t3": (
         "cwd",
         "CWD balanced to 3x the detection loss (does it move the student's maps little because "
-        "its balanced weight is too small to copy the teacher's?), as AUTO_TARGET 3: the runs "
-        "that made 3x CWD's default",
+        "its balanced weight is too small to copy the teacher's?), as AUTO_TARGET 3 at factor 1: "
+        "the runs that made 3x CWD's default, which trains the same target (cached apart)",
         ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0, "MODEL.DISTILL.CWD.BALANCE_FACTOR", 1.0),
     ),
     "cwd_f1": (
         "cwd",
-        "CWD at 1x the detection loss (BALANCE_FACTOR 1.0): its default before 3x, the CWD rows of "
-        "the tables measured before",
+        "CWD at its former default, 1x the detection loss (BALANCE_FACTOR 1.0): what the cwd rows "
+        "of DEMO.md's tables before 3x measured",
         ("MODEL.DISTILL.CWD.BALANCE_FACTOR", 1.0),
     ),
     "mgd_t3": (

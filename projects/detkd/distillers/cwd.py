@@ -3,8 +3,8 @@ pulled to teacher by KL; the loss is :func:`detkd.losses.channel_wise_divergence
 
 Config block ``MODEL.DISTILL.CWD`` (mmrazor's FPN setting: tau 1, weight 10, P2-P6); terms
 ``loss_cwd_<level>``. A 1x1 align conv maps student channels to the teacher's where they differ.
-The automatic balance scales it to 3x the detection loss (``BALANCE_FACTOR`` 3.0; the paired
-measurements behind it are in docs/METHODS.md).
+The automatic balance scales it to 3 x ``AUTO_TARGET`` times the detection loss
+(``BALANCE_FACTOR`` 3.0; the paired measurements behind it are in docs/METHODS.md).
 """
 
 from ..losses import channel_wise_divergence
