@@ -172,6 +172,10 @@ def test_a_frozen_balance_resumed_with_other_targets_follows_them(detkd_log):
     out = _step(resumed, 2.0, 3.0, 0.6)  # a: 3 * 2/3; b's half: 0.3 * 20
     assert out["loss_a_x"] == pytest.approx(2.0) and out["loss_b_y"] == pytest.approx(6.0)
     assert len(moved()) == 1 and "['a', 'b']" in moved()[0] and "b x3.333" in moved()[0]
+    # a balancer with no method (a baseline student's) loads its checkpoint: nothing to restore
+    empty = LossBalancer([], enabled=True, iters=1, target=1.0)
+    empty.load_state_dict({"measured_iters": torch.tensor(1)})
+    assert empty.frozen and not empty.method_names
     # the balance off: the checkpoint's buffers are loaded, no scale applied or moved
     off = LossBalancer(["a", "b"], enabled=False, iters=2, target=1.0).train()
     off.load_state_dict(balancer.state_dict())

@@ -177,7 +177,7 @@ class LossBalancer(nn.Module):
                 del state_dict[k]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._seen = int(self.measured_iters)
-        if self.enabled and self.frozen:
+        if self.enabled and self.frozen and self.method_names:  # a baseline has none to scale
             self._restore_frozen()
 
     def _restore_frozen(self):
