@@ -155,6 +155,13 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     for name in ("cwd_t3", "cwd_t0.1", "cwd_f1", "cwd_fpn128"):
         assert trials[name, 0].cfg.MODEL.DISTILL.CWD.BALANCE_FACTOR == 1.0, name
     assert trials["pkd_t3", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 3.0
+    for name in ("fgd_norm_t3", "mgd_norm_t3"):
+        assert trials[name, 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 3.0, name
+    assert trials["fgd_norm_t3", 0].cfg.MODEL.DISTILL.FGD.NORMALIZE
+    assert trials["mgd_norm_t3", 0].cfg.MODEL.DISTILL.MGD.NORMALIZE
+    # the head cross-forward with CWD: both on, CWD at its own default 3x
+    both = trials["cross_head_cwd", 0].cfg.MODEL.DISTILL
+    assert both.CROSS_HEAD.ENABLED and both.CWD.ENABLED and both.CWD.BALANCE_FACTOR == 3.0
     # a student from random weights is compared with the baseline from random weights
     assert variants["fgd_scratch"].baseline == "baseline_scratch"
     assert variants["baseline_scratch"].baseline == "" and survey["fgd"].baseline == "baseline"

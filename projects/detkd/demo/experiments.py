@@ -336,6 +336,24 @@ DIAGNOSIS = {
         "does more weight pay?)",
         ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
     ),
+    "fgd_norm_t3": (
+        "fgd",
+        "FGD on standardized maps balanced to 3x the detection loss (CWD's cause on the glyphs, "
+        "its weight: does it hold for FGD?)",
+        ("MODEL.DISTILL.FGD.NORMALIZE", True, "MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
+    ),
+    "mgd_norm_t3": (
+        "mgd",
+        "MGD on standardized maps balanced to 3x the detection loss (CWD's cause on the glyphs, "
+        "its weight: does it hold for MGD?)",
+        ("MODEL.DISTILL.MGD.NORMALIZE", True, "MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
+    ),
+    "cross_head_cwd": (
+        "cross_head",
+        "the head cross-forward with CWD at its default 3x: the two that pay on the converged "
+        "glyphs, together (does CWD add to the head's, where FGD did not?)",
+        ("MODEL.DISTILL.CWD.ENABLED", True),
+    ),
 }
 
 

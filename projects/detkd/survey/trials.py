@@ -34,13 +34,18 @@ def fingerprint(cfg) -> str:
     """Hash of what determines trained weights (not output paths or evaluation settings). A model
     that is not a ``DistillRCNN`` (a teacher trained alone) ignores ``MODEL.DISTILL``: a new detkd
     default there does not retrain it. A ``DistillRCNN``'s counts :data:`RUN_VERSION` too. Keys of
-    :data:`NEUTRAL_KEYS` at their neutral value are left out."""
+    :data:`NEUTRAL_KEYS` at their neutral value are left out, and so is the ``BALANCE_FACTOR`` of a
+    method that is off (a method's new default factor retrains the runs of that method, not a
+    baseline's or another method's)."""
     cfg = cfg.clone()
     for key, neutral in NEUTRAL_KEYS.items():
         *path, last = key.split(".")
         node = functools.reduce(lambda n, name: n.get(name, {}), path, cfg)
         if last in node and node[last] == neutral:
             del node[last]
+    for block in cfg.MODEL.get("DISTILL", {}).values():
+        if isinstance(block, dict) and block.get("ENABLED") is False:
+            block.pop("BALANCE_FACTOR", None)
     parts = {k: cfg[k] for k in ("MODEL", "INPUT", "SOLVER", "DATALOADER", "SEED")}
     if cfg.MODEL.META_ARCHITECTURE != "DistillRCNN":
         parts["MODEL"] = {k: v for k, v in cfg.MODEL.items() if k != "DISTILL"}
