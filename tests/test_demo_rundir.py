@@ -193,40 +193,32 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
 
 def test_a_method_that_is_off_leaves_its_balance_factor_out():
     """A method's BALANCE_FACTOR trains nothing where the method is off, so it is not part of the
-    fingerprint there: CWD's default moving to 3.0 kept the baseline's cached runs (it retrained
-    them, a baseline of 2400 iterations each, before), while a run with the method on still
+    fingerprint there: CWD's default of 3.0 leaves a baseline's fingerprint what it was at 1.0 (its
+    cached runs, 2400 iterations each on the glyphs, stay valid), while a run with the method on
     retrains at another factor."""
     from detkd.demo.training import demo_config
     from detkd.survey.trials import fingerprint
 
-    def cfg_of(config, *opts):
-        return demo_config(os.path.join(REPO, "configs/demo", config), list(opts))
+    def fp(config, *opts):
+        return fingerprint(demo_config(os.path.join(REPO, "configs/demo", config), list(opts)))
 
-    baseline = cfg_of("student.yaml")
-    assert (
-        baseline.MODEL.DISTILL.CWD.BALANCE_FACTOR == 3.0 and not baseline.MODEL.DISTILL.CWD.ENABLED
-    )
+    baseline = demo_config(os.path.join(REPO, "configs/demo/student.yaml"), [])
+    assert baseline.MODEL.DISTILL.CWD.BALANCE_FACTOR == 3.0
+    assert not baseline.MODEL.DISTILL.CWD.ENABLED
     before = baseline.clone()  # the config before the key existed: the runs cached then
     before.defrost()
     del before.MODEL.DISTILL.CWD["BALANCE_FACTOR"]
-    assert fingerprint(baseline) == fingerprint(before)
+    assert fingerprint(baseline) == fingerprint(before) == fp("student.yaml")
     for key, value in (("CWD", 1.0), ("CWD", 5.0), ("FGD", 3.0), ("CROSS_HEAD", 0.5)):
         opts = (f"MODEL.DISTILL.{key}.BALANCE_FACTOR", value)
-        assert fingerprint(cfg_of("student.yaml", *opts)) == fingerprint(baseline), key
-        # another method's factor leaves an FGD run's fingerprint; FGD's own does not
-        assert (
-            fingerprint(cfg_of("distill_fgd.yaml", *opts))
-            == fingerprint(cfg_of("distill_fgd.yaml"))
-            or key == "FGD"
-        ), key
-    fgd = cfg_of("distill_fgd.yaml")
-    assert fingerprint(cfg_of("distill_fgd.yaml", "MODEL.DISTILL.FGD.BALANCE_FACTOR", 3.0)) != (
-        fingerprint(fgd)
-    )
-    # CWD switched on (and so at its factor) is another run
-    assert fingerprint(cfg_of("student.yaml", "MODEL.DISTILL.CWD.ENABLED", True)) != (
-        fingerprint(baseline)
-    )
+        assert fp("student.yaml", *opts) == fingerprint(baseline), key
+        # another method's factor leaves an FGD run's fingerprint; FGD's own changes it
+        assert (fp("distill_fgd.yaml", *opts) == fp("distill_fgd.yaml")) == (key != "FGD"), key
+    # with CWD on, its factor counts: 1.0 and 3.0 are two runs
+    on = ("MODEL.DISTILL.CWD.ENABLED", True)
+    factor = "MODEL.DISTILL.CWD.BALANCE_FACTOR"
+    assert fp("student.yaml", *on, factor, 1.0) != fp("student.yaml", *on, factor, 3.0)
+    assert fp("student.yaml", *on) != fingerprint(baseline)
     assert baseline.MODEL.DISTILL.CWD.BALANCE_FACTOR == 3.0  # the fingerprint changes no config
 
 
