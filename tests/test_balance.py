@@ -235,6 +235,9 @@ def test_balance_factor_key_in_the_model_and_its_refusal(distill_cfg):
     cfg = distill_cfg("configs/demo/distill_cwd.yaml", *opts)
     assert cfg.MODEL.DISTILL.CWD.BALANCE_FACTOR == 3.0  # the shipped default (docs/METHODS.md)
     assert build_model(cfg).balancer.targets == {"cwd": 0.75}
+    pkd = distill_cfg("configs/demo/distill_pkd.yaml", *opts)
+    assert pkd.MODEL.DISTILL.PKD.BALANCE_FACTOR == 3.0  # PKD's shipped default too
+    assert build_model(pkd).balancer.targets == {"pkd": 0.75}
     own = distill_cfg(
         "configs/demo/distill_cwd.yaml", *opts, "MODEL.DISTILL.CWD.BALANCE_FACTOR", 12.0
     )

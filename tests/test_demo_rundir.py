@@ -168,6 +168,7 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
         ("MODEL.DISTILL.MGD.NORMALIZE", "distill_mgd.yaml", True),
         ("MODEL.DISTILL.CWD.BALANCE_FACTOR", "distill_cwd.yaml", 3.0),
         ("MODEL.DISTILL.FGD.BALANCE_FACTOR", "distill_fgd.yaml", 3.0),
+        ("MODEL.DISTILL.PKD.BALANCE_FACTOR", "distill_pkd.yaml", 5.0),
     ):
         cfg = demo_config(os.path.join(REPO, "configs/demo", config), [])
         *path, last = key.split(".")
@@ -175,7 +176,10 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
         neutral = NEUTRAL_KEYS[key]
         # CWD's factor ships at 3.0 since runs at 1.0 were cached: the default trains anew, a
         # config at 1.0 finds those runs
-        shipped = {"MODEL.DISTILL.CWD.BALANCE_FACTOR": 3.0}.get(key, neutral)
+        shipped = {
+            "MODEL.DISTILL.CWD.BALANCE_FACTOR": 3.0,
+            "MODEL.DISTILL.PKD.BALANCE_FACTOR": 3.0,
+        }.get(key, neutral)
         assert node_of(cfg)[last] == shipped and type(node_of(cfg)[last]) is type(neutral), key
         default_fingerprint = fingerprint(cfg)
         cfg.defrost()

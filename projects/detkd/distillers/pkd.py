@@ -3,6 +3,8 @@ channel; the loss is :func:`detkd.losses.pkd_loss` (its docstring has the formul
 
 Config block ``MODEL.DISTILL.PKD`` (mmrazor's Faster R-CNN setting: weight 6 on P2-P5); terms
 ``loss_pkd_<level>``. A 1x1 align conv maps student channels to the teacher's where they differ.
+The automatic balance scales it to 3x the detection loss (``BALANCE_FACTOR`` 3.0; the paired
+measurements behind it are in docs/METHODS.md).
 """
 
 from ..losses import pkd_loss
@@ -18,6 +20,7 @@ class PKDDistiller(FeatureLevelDistiller):
 
     config_block = "PKD"
     name = "pkd"
+    balance_factor = 3.0
     params = (
         Param("IN_FEATURES", ["p2", "p3", "p4", "p5"], unique),
         Param("WEIGHT", 6.0, non_negative),

@@ -22,7 +22,8 @@ NEUTRAL_KEYS = {
     "MODEL.DISTILL.FGD.NORMALIZE": False,
     "MODEL.DISTILL.MGD.NORMALIZE": False,
     # each method the automatic balance scales (1.0: scaled to AUTO_TARGET alone, as a config
-    # without the key trains; a default other than 1.0, CWD's 3.0, trains anew, as it should)
+    # without the key trains; a default other than 1.0, CWD's and PKD's 3.0, retrains the runs
+    # with that method on, as it should)
     **{
         f"MODEL.DISTILL.{block}.BALANCE_FACTOR": 1.0
         for block in ("CROSS_HEAD", "CWD", "FGD", "HINT", "MGD", "MSSD", "PKD")
