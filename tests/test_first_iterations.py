@@ -77,8 +77,8 @@ def test_every_method_stays_finite_at_any_teacher_scale(method, scale, tmp_path,
     balancer = trainer.model.balancer
     assert balancer.frozen
     # after the window each balanced method's terms stand at its target (its BALANCE_FACTOR times
-    # AUTO_TARGET 1x the detection loss: CWD and PKD 3x): the median over the rest of the run of (its
-    # terms / detection loss)
+    # AUTO_TARGET 1x the detection loss: CWD and PKD 3x): the median over the rest of the run of
+    # (its terms / detection loss)
     assert cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 1.0
     for name in balancer.method_names:
         target = balancer.targets[name]

@@ -105,9 +105,10 @@ def survey_experiments(config_dir: str = CONFIG_DIR) -> Dict[str, Experiment]:
 # config with one change, in one key or a few (or one change on top of another variant's:
 # fgd_norm_no_bg is fgd_norm without its background term; a CWD or PKD variant measured at the
 # method's former 1x pins its BALANCE_FACTOR at 1.0, so it trains, and is cached, as measured),
-# answering one hypothesis, paired with the method's baseline under the same seeds. name -> (survey method or baseline, what it changes and why, KEY VALUE
-# overrides[, the experiment it is compared with when not the method's baseline]). Run by name,
-# beside its method and baseline: python -m detkd.demo --methods baseline,fgd,fgd_t0.1 ...
+# answering one hypothesis, paired with the method's baseline under the same seeds. name ->
+# (survey method or baseline, what it changes and why, KEY VALUE overrides[, the experiment it is
+# compared with when not the method's baseline]). Run by name, beside its method and baseline:
+# python -m detkd.demo --methods baseline,fgd,fgd_t0.1 ...
 DIAGNOSIS = {
     "fgd_t0.1": (
         "fgd",
