@@ -155,7 +155,7 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     for name in ("cwd_t3", "cwd_t0.1", "cwd_f1", "cwd_fpn128"):
         assert trials[name, 0].cfg.MODEL.DISTILL.CWD.BALANCE_FACTOR == 1.0, name
     assert trials["pkd_t3", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 3.0
-    # so does PKD (3x since the converged glyphs), its variants measured at 1x pinned there
+    # PKD ships at 3x too, its variants measured at 1x pinned there
     assert trials["pkd", 0].cfg.MODEL.DISTILL.PKD.BALANCE_FACTOR == 3.0
     for name in ("pkd_t3", "pkd_t0.1", "pkd_f1"):
         assert trials[name, 0].cfg.MODEL.DISTILL.PKD.BALANCE_FACTOR == 1.0, name

@@ -174,8 +174,7 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
         *path, last = key.split(".")
         node_of = lambda c: functools.reduce(getattr, path, c)  # noqa: E731
         neutral = NEUTRAL_KEYS[key]
-        # CWD's factor ships at 3.0 since runs at 1.0 were cached: the default trains anew, a
-        # config at 1.0 finds those runs
+        # a factor shipped above 1.0 (CWD, PKD) trains anew; a config at 1.0 finds the cached runs
         shipped = {
             "MODEL.DISTILL.CWD.BALANCE_FACTOR": 3.0,
             "MODEL.DISTILL.PKD.BALANCE_FACTOR": 3.0,
@@ -212,8 +211,10 @@ def test_a_method_that_is_off_leaves_its_balance_factor_out():
     before = baseline.clone()  # the config before the key existed: the runs cached then
     before.defrost()
     del before.MODEL.DISTILL.CWD["BALANCE_FACTOR"]
+    del before.MODEL.DISTILL.PKD["BALANCE_FACTOR"]
+    assert baseline.MODEL.DISTILL.PKD.BALANCE_FACTOR == 3.0
     assert fingerprint(baseline) == fingerprint(before) == fp("student.yaml")
-    for key, value in (("CWD", 1.0), ("CWD", 5.0), ("FGD", 3.0), ("CROSS_HEAD", 0.5)):
+    for key, value in (("CWD", 1.0), ("CWD", 5.0), ("FGD", 3.0), ("CROSS_HEAD", 0.5), ("PKD", 1.0)):
         opts = (f"MODEL.DISTILL.{key}.BALANCE_FACTOR", value)
         assert fp("student.yaml", *opts) == fingerprint(baseline), key
         # another method's factor leaves an FGD run's fingerprint; FGD's own changes it
