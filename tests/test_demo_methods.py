@@ -166,6 +166,12 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     # the head cross-forward with CWD: both on, CWD at its own default 3x
     both = trials["cross_head_cwd", 0].cfg.MODEL.DISTILL
     assert both.CROSS_HEAD.ENABLED and both.CWD.ENABLED and both.CWD.BALANCE_FACTOR == 3.0
+    # Chen's terms apart: its output terms without the hint, and the hint alone at 3x
+    chen = trials["chen_no_hint", 0].cfg.MODEL.DISTILL
+    assert not chen.HINT.ENABLED and chen.SOFT_CE.ENABLED and chen.BOUNDED_REG.ENABLED
+    hint = trials["chen_hint_t3", 0].cfg.MODEL.DISTILL
+    assert hint.HINT.ENABLED and not hint.SOFT_CE.ENABLED and not hint.BOUNDED_REG.ENABLED
+    assert hint.BALANCE.AUTO_TARGET == 3.0 and hint.HINT.BALANCE_FACTOR == 1.0
     # a student from random weights is compared with the baseline from random weights
     assert variants["fgd_scratch"].baseline == "baseline_scratch"
     assert variants["baseline_scratch"].baseline == "" and survey["fgd"].baseline == "baseline"

@@ -355,6 +355,25 @@ DIAGNOSIS = {
         "pay on the glyphs: does it pay for MGD?)",
         ("MODEL.DISTILL.MGD.NORMALIZE", True, "MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
     ),
+    "chen_no_hint": (
+        "chen",
+        "Chen's output terms alone, soft CE and bounded regression, without the hint (which of "
+        "Chen's terms costs AP on the converged glyphs?)",
+        ("MODEL.DISTILL.HINT.ENABLED", False),
+    ),
+    "chen_hint_t3": (
+        "chen",
+        "Chen's hint alone balanced to 3x the detection loss, soft CE and bounded regression off "
+        "(does the hint pay at the weight that made CWD and PKD pay on the glyphs?)",
+        (
+            "MODEL.DISTILL.SOFT_CE.ENABLED",
+            False,
+            "MODEL.DISTILL.BOUNDED_REG.ENABLED",
+            False,
+            "MODEL.DISTILL.BALANCE.AUTO_TARGET",
+            3.0,
+        ),
+    ),
     "cross_head_cwd": (
         "cross_head",
         "the head cross-forward with CWD at its default 3x: the two that pay on the converged "
