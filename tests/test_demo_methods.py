@@ -172,6 +172,8 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     hint = trials["chen_hint_t3", 0].cfg.MODEL.DISTILL
     assert hint.HINT.ENABLED and not hint.SOFT_CE.ENABLED and not hint.BOUNDED_REG.ENABLED
     assert hint.BALANCE.AUTO_TARGET == 3.0 and hint.HINT.BALANCE_FACTOR == 1.0
+    assert not hint.HINT.NORMALIZE
+    assert trials["chen_hint_norm_t3", 0].cfg.MODEL.DISTILL.HINT.NORMALIZE
     # a student from random weights is compared with the baseline from random weights
     assert variants["fgd_scratch"].baseline == "baseline_scratch"
     assert variants["baseline_scratch"].baseline == "" and survey["fgd"].baseline == "baseline"

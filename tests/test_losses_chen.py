@@ -112,3 +112,30 @@ def test_hint_loss_hand_value_and_gradients():
     assert l1.adaptation.kernel_size == (3, 3)
     with pytest.raises(ValueError, match="kernel"):
         HintLoss(2, 3, kernel_size=5)
+
+
+def test_hint_loss_on_standardized_maps_by_hand():
+    """``normalize``: both maps standardized per channel before the error. An adapted map that is
+    constant per channel standardizes to 0, so the loss is the mean square of the standardized
+    teacher: 1 on each varying channel, 0 on a constant one."""
+    hint = HintLoss(2, 3, kernel_size=1, normalize=True)
+    with torch.no_grad():
+        hint.adaptation.weight.zero_()
+        hint.adaptation.bias.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    t = torch.tensor([[0.0, 1.0, 2.0, 3.0], [5.0, 5.0, 5.0, 5.0], [-1.0, 1.0, -1.0, 1.0]])
+    t = t.view(1, 3, 2, 2)
+    s = torch.randn(1, 2, 2, 2)
+    assert hint(s, t).item() == pytest.approx((4 + 0 + 4) / 12, rel=1e-5)
+    # the scale of the teacher's maps leaves it unchanged; the raw loss grows with it
+    assert hint(s, 1000 * t).item() == pytest.approx(hint(s, t).item(), rel=1e-5)
+    raw = HintLoss(2, 3, kernel_size=1)
+    raw.load_state_dict(hint.state_dict())
+    assert raw(s, 1000 * t).item() > 100 * raw(s, t).item()
+    # gradients reach the student and the adaptation layer through the standardization
+    with torch.no_grad():
+        hint.adaptation.weight.normal_()
+    s = torch.randn(2, 2, 3, 3, requires_grad=True)
+    loss = hint(s, torch.randn(2, 3, 3, 3))
+    loss.backward()
+    assert torch.isfinite(loss) and s.grad.abs().sum() > 0
+    assert hint.adaptation.weight.grad.abs().sum() > 0

@@ -374,6 +374,22 @@ DIAGNOSIS = {
             3.0,
         ),
     ),
+    "chen_hint_norm_t3": (
+        "chen",
+        "Chen's hint alone on standardized maps (HINT.NORMALIZE) balanced to 3x the detection "
+        "loss: does the hint on raw maps miss, as FGD's and MGD's paper forms do, because a few "
+        "heavy-tailed teacher channels take its loss?",
+        (
+            "MODEL.DISTILL.SOFT_CE.ENABLED",
+            False,
+            "MODEL.DISTILL.BOUNDED_REG.ENABLED",
+            False,
+            "MODEL.DISTILL.BALANCE.AUTO_TARGET",
+            3.0,
+            "MODEL.DISTILL.HINT.NORMALIZE",
+            True,
+        ),
+    ),
     "cross_head_cwd": (
         "cross_head",
         "the head cross-forward with CWD at its default 3x: the two that pay on the converged "

@@ -2,7 +2,8 @@
 paired teacher features ``V`` and student features ``Z``; the loss is
 :class:`detkd.losses.HintLoss`.
 
-Config block ``MODEL.DISTILL.HINT``; terms ``loss_hint_<student feature>``.
+Config block ``MODEL.DISTILL.HINT``; terms ``loss_hint_<student feature>``. ``NORMALIZE`` (not in
+the paper): both maps standardized per channel before the error.
 """
 
 from detectron2.config import configurable
@@ -34,6 +35,8 @@ class HintDistiller(Distiller):
         ),
         Param("ADAPTATION_KERNEL", 1, one_of(1, 3), "kernel_size"),
         Param("NORM", "l2", one_of("l2", "l1")),
+        # both maps standardized per channel before the error (not in the paper; HintLoss says why)
+        Param("NORMALIZE", False, one_of(True, False)),
     )
 
     @configurable
@@ -43,7 +46,7 @@ class HintDistiller(Distiller):
         self.pairs = list(zip(self.student_features, self.teacher_names))
         self.hints = nn.ModuleDict(
             {
-                s: HintLoss(sc, tc, self.kernel_size, self.norm)
+                s: HintLoss(sc, tc, self.kernel_size, self.norm, self.normalize)
                 for s, sc, tc in zip(self.student_features, student_channels, teacher_channels)
             }
         )
