@@ -160,12 +160,14 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
         "MODEL.DISTILL.MSSD.ADAPT": False,
         "MODEL.DISTILL.FGD.NORMALIZE": False,
         "MODEL.DISTILL.MGD.NORMALIZE": False,
+        "MODEL.DISTILL.HINT.NORMALIZE": False,
         **factors,
     }
     for key, config, other in (
         ("MODEL.DISTILL.MSSD.ADAPT", "distill_mssd.yaml", True),
         ("MODEL.DISTILL.FGD.NORMALIZE", "distill_fgd.yaml", True),
         ("MODEL.DISTILL.MGD.NORMALIZE", "distill_mgd.yaml", True),
+        ("MODEL.DISTILL.HINT.NORMALIZE", "distill_chen.yaml", True),
         ("MODEL.DISTILL.CWD.BALANCE_FACTOR", "distill_cwd.yaml", 3.0),
         ("MODEL.DISTILL.FGD.BALANCE_FACTOR", "distill_fgd.yaml", 3.0),
         ("MODEL.DISTILL.PKD.BALANCE_FACTOR", "distill_pkd.yaml", 5.0),

@@ -21,6 +21,7 @@ NEUTRAL_KEYS = {
     "MODEL.DISTILL.MSSD.ADAPT": False,
     "MODEL.DISTILL.FGD.NORMALIZE": False,
     "MODEL.DISTILL.MGD.NORMALIZE": False,
+    "MODEL.DISTILL.HINT.NORMALIZE": False,
     # each method the automatic balance scales (1.0: scaled to AUTO_TARGET alone, as a config
     # without the key trains; a default other than 1.0, CWD's and PKD's 3.0, retrains the runs
     # with that method on, as it should)
