@@ -283,3 +283,65 @@ def test_one_seed_one_student_init_whatever_it_distils(distill_cfg):
         distilled = student_weights("configs/demo/" + config)
         assert distilled.keys() == baseline.keys()
         assert all(torch.equal(distilled[k], baseline[k]) for k in baseline), config
+
+
+# Every config key detkd adds to what a run's fingerprint hashes, as the runs cached at RUN_VERSION
+# 3 were trained with (NEUTRAL_KEYS apart)
+FINGERPRINTED_KEYS = """
+    MODEL.DISTILL.ALLOW_UNSAFE_PICKLE MODEL.DISTILL.BALANCE.AUTO
+    MODEL.DISTILL.BALANCE.AUTO_ITERS MODEL.DISTILL.BALANCE.AUTO_TARGET
+    MODEL.DISTILL.BALANCE.AUTO_WINDOW MODEL.DISTILL.BALANCE.AUTO_WINDOW_MAX_RATIO
+    MODEL.DISTILL.BALANCE.HIGH MODEL.DISTILL.BALANCE.LOG_PERIOD MODEL.DISTILL.BALANCE.LOW
+    MODEL.DISTILL.BALANCE.NORMALIZE_BY_AREA MODEL.DISTILL.BOUNDED_REG.ENABLED
+    MODEL.DISTILL.BOUNDED_REG.MARGIN MODEL.DISTILL.BOUNDED_REG.NU
+    MODEL.DISTILL.BOUNDED_REG.TARGETS MODEL.DISTILL.CROSS_HEAD.BOX_WEIGHT
+    MODEL.DISTILL.CROSS_HEAD.ENABLED MODEL.DISTILL.CROSS_HEAD.TEMPERATURE
+    MODEL.DISTILL.CROSS_HEAD.WEIGHT MODEL.DISTILL.CWD.ENABLED MODEL.DISTILL.CWD.IN_FEATURES
+    MODEL.DISTILL.CWD.TEMPERATURE MODEL.DISTILL.CWD.WEIGHT MODEL.DISTILL.FEATURE_RESIZE
+    MODEL.DISTILL.FGD.ALPHA MODEL.DISTILL.FGD.BETA MODEL.DISTILL.FGD.ENABLED
+    MODEL.DISTILL.FGD.GAMMA MODEL.DISTILL.FGD.IN_FEATURES MODEL.DISTILL.FGD.LAMBDA
+    MODEL.DISTILL.FGD.TEMPERATURE MODEL.DISTILL.GUARD.ITERS MODEL.DISTILL.GUARD.MAX_RATIO
+    MODEL.DISTILL.HINT.ADAPTATION_KERNEL MODEL.DISTILL.HINT.ENABLED MODEL.DISTILL.HINT.NORM
+    MODEL.DISTILL.HINT.STUDENT_FEATURES MODEL.DISTILL.HINT.TEACHER_FEATURES
+    MODEL.DISTILL.HINT.WEIGHT MODEL.DISTILL.INHERIT.ENABLED MODEL.DISTILL.INHERIT.PREFIXES
+    MODEL.DISTILL.MGD.ALPHA MODEL.DISTILL.MGD.ENABLED MODEL.DISTILL.MGD.IN_FEATURES
+    MODEL.DISTILL.MGD.MASK_RATIO MODEL.DISTILL.MGD.SEED MODEL.DISTILL.MSSD.ENABLED
+    MODEL.DISTILL.MSSD.IN_FEATURES MODEL.DISTILL.MSSD.MASK_WEIGHTS MODEL.DISTILL.MSSD.WEIGHTS
+    MODEL.DISTILL.PKD.ENABLED MODEL.DISTILL.PKD.IN_FEATURES MODEL.DISTILL.PKD.WEIGHT
+    MODEL.DISTILL.SCHEDULE.STOP_ITER MODEL.DISTILL.SCHEDULE.WARMUP_ITERS
+    MODEL.DISTILL.SOFT_CE.BACKGROUND_WEIGHT MODEL.DISTILL.SOFT_CE.ENABLED
+    MODEL.DISTILL.SOFT_CE.MU MODEL.DISTILL.SOFT_CE.TARGETS MODEL.DISTILL.SOFT_CE.TEMPERATURE
+    MODEL.DISTILL.SOFT_CE.WEIGHT MODEL.DISTILL.STUDENT_INPUT_SCALE
+    MODEL.DISTILL.STUDENT_META_ARCHITECTURE MODEL.DISTILL.TEACHER.CONFIG_FILE
+    MODEL.DISTILL.TEACHER.IGNORED_KEY_PREFIXES MODEL.DISTILL.TEACHER.OPTS
+    MODEL.DISTILL.TEACHER.SANITY_MIN_RECALL MODEL.DISTILL.TEACHER.WEIGHTS MODEL.PAFPN.NORM
+    SOLVER.AMP.PRECISION SOLVER.GLOBAL_GRAD_CLIP_NORM
+""".split()
+
+
+def test_a_new_config_key_does_not_make_every_cached_run_stale_unnoticed():
+    """A key detkd adds counts in every run's fingerprint unless NEUTRAL_KEYS lists it, so a new
+    key without an entry there makes every cached run stale, and the demo deletes and trains them
+    again (HINT.NORMALIZE, added without one, cost a 2400-iteration glyphs baseline). A new key
+    goes into NEUTRAL_KEYS at the value that trains as before; a key that changes what every run
+    trains raises RUN_VERSION instead, and this list is written anew."""
+    from detectron2.config import get_cfg
+
+    from detkd.config import add_detkd_config
+    from detkd.survey.trials import NEUTRAL_KEYS, RUN_VERSION
+
+    def keys(node, prefix=""):
+        out = set()
+        for name, value in node.items():
+            out |= keys(value, prefix + name + ".") if isinstance(value, dict) else {prefix + name}
+        return out
+
+    cfg = get_cfg()
+    add_detkd_config(cfg)
+    added = keys(cfg) - keys(get_cfg()) - set(NEUTRAL_KEYS)
+    assert RUN_VERSION == 3
+    assert not added - set(FINGERPRINTED_KEYS), (
+        f"{sorted(added - set(FINGERPRINTED_KEYS))}: new config keys count in every cached "
+        "run's fingerprint; list each in detkd.survey.trials.NEUTRAL_KEYS at its neutral value"
+    )
+    assert added == set(FINGERPRINTED_KEYS), sorted(set(FINGERPRINTED_KEYS) - added)
