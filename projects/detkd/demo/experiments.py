@@ -101,6 +101,16 @@ def survey_experiments(config_dir: str = CONFIG_DIR) -> Dict[str, Experiment]:
     return {name: experiment for _, name, experiment in sorted(found, key=lambda f: f[:2])}
 
 
+# Chen's hint alone (its output terms off) balanced to 3x the detection loss
+_CHEN_HINT_ALONE_T3 = (
+    "MODEL.DISTILL.SOFT_CE.ENABLED",
+    False,
+    "MODEL.DISTILL.BOUNDED_REG.ENABLED",
+    False,
+    "MODEL.DISTILL.BALANCE.AUTO_TARGET",
+    3.0,
+)
+
 # The diagnosis of the methods' misses (DEMO.md, *Diagnosis*): each variant is a survey method's
 # config with one change, in one key or a few (or one change on top of another variant's:
 # fgd_norm_no_bg is fgd_norm without its background term; a CWD or PKD variant measured at the
@@ -365,30 +375,14 @@ DIAGNOSIS = {
         "chen",
         "Chen's hint alone balanced to 3x the detection loss, soft CE and bounded regression off "
         "(does the hint pay at the weight that made CWD and PKD pay on the glyphs?)",
-        (
-            "MODEL.DISTILL.SOFT_CE.ENABLED",
-            False,
-            "MODEL.DISTILL.BOUNDED_REG.ENABLED",
-            False,
-            "MODEL.DISTILL.BALANCE.AUTO_TARGET",
-            3.0,
-        ),
+        _CHEN_HINT_ALONE_T3,
     ),
     "chen_hint_norm_t3": (
         "chen",
         "Chen's hint alone on standardized maps (HINT.NORMALIZE) balanced to 3x the detection "
         "loss: does the hint on raw maps miss, as FGD's and MGD's paper forms do, because a few "
         "heavy-tailed teacher channels take its loss?",
-        (
-            "MODEL.DISTILL.SOFT_CE.ENABLED",
-            False,
-            "MODEL.DISTILL.BOUNDED_REG.ENABLED",
-            False,
-            "MODEL.DISTILL.BALANCE.AUTO_TARGET",
-            3.0,
-            "MODEL.DISTILL.HINT.NORMALIZE",
-            True,
-        ),
+        _CHEN_HINT_ALONE_T3 + ("MODEL.DISTILL.HINT.NORMALIZE", True),
     ),
     "cross_head_cwd": (
         "cross_head",
