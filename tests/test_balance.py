@@ -238,6 +238,10 @@ def test_balance_factor_key_in_the_model_and_its_refusal(distill_cfg):
     pkd = distill_cfg("configs/demo/distill_pkd.yaml", *opts)
     assert pkd.MODEL.DISTILL.PKD.BALANCE_FACTOR == 3.0  # PKD's shipped default too
     assert build_model(pkd).balancer.targets == {"pkd": 0.75}
+    for config, name in (("distill_fgd.yaml", "fgd"), ("distill_mgd.yaml", "mgd")):
+        shipped = distill_cfg(f"configs/demo/{config}", *opts)
+        assert shipped.MODEL.DISTILL[name.upper()].BALANCE_FACTOR == 3.0  # FGD's and MGD's too
+        assert build_model(shipped).balancer.targets == {name: 0.75}
     own = distill_cfg(
         "configs/demo/distill_cwd.yaml", *opts, "MODEL.DISTILL.CWD.BALANCE_FACTOR", 12.0
     )
@@ -380,6 +384,12 @@ def test_auto_balance_in_the_model_and_on_resume(distill_cfg, tmp_path):
         2,
         "MODEL.DISTILL.BALANCE.AUTO_TARGET",
         0.25,
+        # FGD's paper form at factor 1 (its defaults: standardized maps at 3x), whose raw terms
+        # the random teacher puts far above the detection loss
+        "MODEL.DISTILL.FGD.NORMALIZE",
+        False,
+        "MODEL.DISTILL.FGD.BALANCE_FACTOR",
+        1.0,
     ]
     data = train_batch(distill_cfg("configs/demo/distill_fgd.yaml", *opts))
     # the default running window: FGD's terms stand at the target from the first step; the demo

@@ -167,6 +167,7 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
         ("MODEL.DISTILL.MSSD.ADAPT", "distill_mssd.yaml", True),
         ("MODEL.DISTILL.FGD.NORMALIZE", "distill_fgd.yaml", True),
         ("MODEL.DISTILL.MGD.NORMALIZE", "distill_mgd.yaml", True),
+        ("MODEL.DISTILL.MGD.BALANCE_FACTOR", "distill_mgd.yaml", 3.0),
         ("MODEL.DISTILL.HINT.NORMALIZE", "distill_chen.yaml", True),
         ("MODEL.DISTILL.CWD.BALANCE_FACTOR", "distill_cwd.yaml", 3.0),
         ("MODEL.DISTILL.FGD.BALANCE_FACTOR", "distill_fgd.yaml", 3.0),
@@ -176,10 +177,15 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
         *path, last = key.split(".")
         node_of = lambda c: functools.reduce(getattr, path, c)  # noqa: E731
         neutral = NEUTRAL_KEYS[key]
-        # a factor shipped above 1.0 (CWD, PKD) trains anew; a config at 1.0 finds the cached runs
+        # a default shipped off its neutral value (CWD's, PKD's, FGD's factor 3.0; FGD's and MGD's
+        # NORMALIZE True) trains anew; a config at the neutral value finds the cached runs
         shipped = {
             "MODEL.DISTILL.CWD.BALANCE_FACTOR": 3.0,
             "MODEL.DISTILL.PKD.BALANCE_FACTOR": 3.0,
+            "MODEL.DISTILL.FGD.BALANCE_FACTOR": 3.0,
+            "MODEL.DISTILL.MGD.BALANCE_FACTOR": 3.0,
+            "MODEL.DISTILL.FGD.NORMALIZE": True,
+            "MODEL.DISTILL.MGD.NORMALIZE": True,
         }.get(key, neutral)
         assert node_of(cfg)[last] == shipped and type(node_of(cfg)[last]) is type(neutral), key
         default_fingerprint = fingerprint(cfg)
@@ -212,11 +218,19 @@ def test_a_method_that_is_off_leaves_its_balance_factor_out():
     assert not baseline.MODEL.DISTILL.CWD.ENABLED
     before = baseline.clone()  # the config before the key existed: the runs cached then
     before.defrost()
-    del before.MODEL.DISTILL.CWD["BALANCE_FACTOR"]
-    del before.MODEL.DISTILL.PKD["BALANCE_FACTOR"]
+    for block in ("CWD", "PKD", "FGD", "MGD"):
+        del before.MODEL.DISTILL[block]["BALANCE_FACTOR"]
+    # FGD and MGD ship on standardized maps; the runs cached before had them off
+    before.MODEL.DISTILL.FGD.NORMALIZE = before.MODEL.DISTILL.MGD.NORMALIZE = False
     assert baseline.MODEL.DISTILL.PKD.BALANCE_FACTOR == 3.0
+    assert baseline.MODEL.DISTILL.FGD.NORMALIZE and baseline.MODEL.DISTILL.MGD.NORMALIZE
     assert fingerprint(baseline) == fingerprint(before) == fp("student.yaml")
-    for key, value in (("CWD", 1.0), ("CWD", 5.0), ("FGD", 3.0), ("CROSS_HEAD", 0.5), ("PKD", 1.0)):
+    # a method that is off leaves out every key NEUTRAL_KEYS lists for its block, at any value
+    assert fp("student.yaml", "MODEL.DISTILL.MSSD.ADAPT", True) == fingerprint(baseline)
+    assert fp("distill_cwd.yaml", "MODEL.DISTILL.FGD.NORMALIZE", False) == fp("distill_cwd.yaml")
+    # on, it counts: FGD's default and its paper form are two runs
+    assert fp("distill_fgd.yaml", "MODEL.DISTILL.FGD.NORMALIZE", False) != fp("distill_fgd.yaml")
+    for key, value in (("CWD", 1.0), ("CWD", 5.0), ("FGD", 1.0), ("CROSS_HEAD", 0.5), ("PKD", 1.0)):
         opts = (f"MODEL.DISTILL.{key}.BALANCE_FACTOR", value)
         assert fp("student.yaml", *opts) == fingerprint(baseline), key
         # another method's factor leaves an FGD run's fingerprint; FGD's own changes it

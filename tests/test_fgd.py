@@ -200,16 +200,18 @@ def test_fgd_normalize_is_fgd_on_channel_standardized_maps_and_scale_free():
 
 def test_fgd_defaults_and_bad_weights():
     """The loss has no weights (it returns unweighted terms); the distiller holds the paper's
-    Faster R-CNN release weights and refuses bad ones by key."""
+    Faster R-CNN release weights, on standardized maps by default (docs/METHODS.md), and refuses
+    bad ones by key."""
     loss = FGDLoss(4, 4)
     assert loss.temperature == 0.5 and loss.align is None
     fgd = FGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[4])
     assert fgd.weights == {"fg": 5e-5, "bg": 2.5e-5, "attention": 5e-5, "global": 5e-7}
-    assert fgd.levels["p3"].temperature == 0.5 and fgd.levels["p3"].normalize is False
-    normed = FGDDistiller(
-        in_features=["p3"], student_channels=[4], teacher_channels=[4], normalize=True
+    assert fgd.levels["p3"].temperature == 0.5 and fgd.levels["p3"].normalize is True
+    assert FGDDistiller.balance_factor == 3.0
+    paper = FGDDistiller(
+        in_features=["p3"], student_channels=[4], teacher_channels=[4], normalize=False
     )
-    assert normed.levels["p3"].normalize is True
+    assert paper.levels["p3"].normalize is False
     with pytest.raises(ValueError, match="NORMALIZE"):
         FGDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[4], normalize=2)
     with pytest.raises(ValueError, match="ALPHA"):

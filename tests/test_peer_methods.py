@@ -124,10 +124,20 @@ def test_mgd_distiller_masks_are_seeded_and_gradients_reach_student_and_generato
     s = torch.randn(2, 4, 6, 6, generator=g, requires_grad=True)
     t = torch.randn(2, 8, 6, 6, generator=g)
     a = MGDDistiller(
-        in_features=["p3"], student_channels=[4], teacher_channels=[8], alpha=2.0, seed=5
+        in_features=["p3"],
+        student_channels=[4],
+        teacher_channels=[8],
+        alpha=2.0,
+        seed=5,
+        normalize=False,
     )
     b = MGDDistiller(
-        in_features=["p3"], student_channels=[4], teacher_channels=[8], alpha=2.0, seed=5
+        in_features=["p3"],
+        student_channels=[4],
+        teacher_channels=[8],
+        alpha=2.0,
+        seed=5,
+        normalize=False,
     )
     b.load_state_dict(a.state_dict())
     first = [a(_mgd_batch(s, t))["loss_mgd_p3"] for _ in range(2)]
@@ -135,9 +145,15 @@ def test_mgd_distiller_masks_are_seeded_and_gradients_reach_student_and_generato
     assert [b(_mgd_batch(s, t))["loss_mgd_p3"].item() for _ in range(2)] == [
         x.item() for x in first
     ]
-    # the term is alpha * sum((T - G(align(S) * M))^2) / N, with this step's mask
+    # the paper's form (NORMALIZE False; the default standardizes the maps first): the term is
+    # alpha * sum((T - G(align(S) * M))^2) / N, with this step's mask
     c = MGDDistiller(
-        in_features=["p3"], student_channels=[4], teacher_channels=[8], alpha=2.0, seed=5
+        in_features=["p3"],
+        student_channels=[4],
+        teacher_channels=[8],
+        alpha=2.0,
+        seed=5,
+        normalize=False,
     )
     c.load_state_dict(a.state_dict())
     mask = random_position_mask(2, 6, 6, 0.45, torch.Generator().manual_seed(5), "cpu")

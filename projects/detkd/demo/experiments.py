@@ -101,6 +101,14 @@ def survey_experiments(config_dir: str = CONFIG_DIR) -> Dict[str, Experiment]:
     return {name: experiment for _, name, experiment in sorted(found, key=lambda f: f[:2])}
 
 
+# FGD's and MGD's former defaults, the paper's form at 1x the detection loss, and their 1x on
+# standardized maps: the variants measured before both shipped standardized at 3x pin what they
+# measured, so they train, and are cached, as measured
+_FGD_PAPER = ("MODEL.DISTILL.FGD.NORMALIZE", False, "MODEL.DISTILL.FGD.BALANCE_FACTOR", 1.0)
+_FGD_1X = ("MODEL.DISTILL.FGD.BALANCE_FACTOR", 1.0)
+_MGD_PAPER = ("MODEL.DISTILL.MGD.NORMALIZE", False, "MODEL.DISTILL.MGD.BALANCE_FACTOR", 1.0)
+_MGD_1X = ("MODEL.DISTILL.MGD.BALANCE_FACTOR", 1.0)
+
 # Chen's hint alone (its output terms off) balanced to 3x the detection loss
 _CHEN_HINT_ALONE_T3 = (
     "MODEL.DISTILL.SOFT_CE.ENABLED",
@@ -114,7 +122,8 @@ _CHEN_HINT_ALONE_T3 = (
 # The diagnosis of the methods' misses (DEMO.md, *Diagnosis*): each variant is a survey method's
 # config with one change, in one key or a few (or one change on top of another variant's:
 # fgd_norm_no_bg is fgd_norm without its background term; a CWD or PKD variant measured at the
-# method's former 1x pins its BALANCE_FACTOR at 1.0, so it trains, and is cached, as measured),
+# method's former 1x pins its BALANCE_FACTOR at 1.0, an FGD or MGD variant the paper's form at 1x
+# or its 1x, so it trains, and is cached, as measured),
 # answering one hypothesis, paired with the method's baseline under the same seeds. name ->
 # (survey method or baseline, what it changes and why, KEY VALUE overrides[, the experiment it is
 # compared with when not the method's baseline]). Run by name, beside its method and baseline:
@@ -123,40 +132,41 @@ DIAGNOSIS = {
     "fgd_t0.1": (
         "fgd",
         "FGD balanced to 0.1x the detection loss (is 1x too strong?)",
-        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
+        _FGD_PAPER + ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
     ),
     "fgd_t0.3": (
         "fgd",
         "FGD balanced to 0.3x the detection loss",
-        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.3),
+        _FGD_PAPER + ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.3),
     ),
     "fgd_fg_bg": (
         "fgd",
         "FGD's fg and bg feature terms only (attention and global off)",
-        ("MODEL.DISTILL.FGD.GAMMA", 0.0, "MODEL.DISTILL.FGD.LAMBDA", 0.0),
+        _FGD_PAPER + ("MODEL.DISTILL.FGD.GAMMA", 0.0, "MODEL.DISTILL.FGD.LAMBDA", 0.0),
     ),
     "fgd_att_global": (
         "fgd",
         "FGD's attention and global terms only (fg and bg off)",
-        ("MODEL.DISTILL.FGD.ALPHA", 0.0, "MODEL.DISTILL.FGD.BETA", 0.0),
+        _FGD_PAPER + ("MODEL.DISTILL.FGD.ALPHA", 0.0, "MODEL.DISTILL.FGD.BETA", 0.0),
     ),
     "fgd_norm": (
         "fgd",
         "FGD on the maps standardized per channel (is the teacher's raw activation scale, a few "
         "heavy-tailed channels on background texture, what FGD spends itself on?)",
-        ("MODEL.DISTILL.FGD.NORMALIZE", True),
+        _FGD_1X + ("MODEL.DISTILL.FGD.NORMALIZE", True),
     ),
     "fgd_norm_no_bg": (
         "fgd",
         "FGD on standardized maps without its background feature term (does imitating the "
         "photographs' background cost, once no channel dominates?)",
-        ("MODEL.DISTILL.FGD.NORMALIZE", True, "MODEL.DISTILL.FGD.BETA", 0.0),
+        _FGD_1X + ("MODEL.DISTILL.FGD.NORMALIZE", True, "MODEL.DISTILL.FGD.BETA", 0.0),
     ),
     "fgd_norm_p3_p6": (
         "fgd",
         "FGD on standardized maps without p2, the level with the most positions (which levels "
         "should be distilled?)",
-        (
+        _FGD_1X
+        + (
             "MODEL.DISTILL.FGD.NORMALIZE",
             True,
             "MODEL.DISTILL.FGD.IN_FEATURES",
@@ -166,27 +176,27 @@ DIAGNOSIS = {
     "fgd_no_bg": (
         "fgd",
         "FGD without its background feature term (the photographs' texture not imitated)",
-        ("MODEL.DISTILL.FGD.BETA", 0.0),
+        _FGD_PAPER + ("MODEL.DISTILL.FGD.BETA", 0.0),
     ),
     "fgd_no_fg": (
         "fgd",
         "FGD without its foreground feature term",
-        ("MODEL.DISTILL.FGD.ALPHA", 0.0),
+        _FGD_PAPER + ("MODEL.DISTILL.FGD.ALPHA", 0.0),
     ),
     "fgd_p3_p6": (
         "fgd",
         "FGD without p2, the level with the most positions",
-        ("MODEL.DISTILL.FGD.IN_FEATURES", ["p3", "p4", "p5", "p6"]),
+        _FGD_PAPER + ("MODEL.DISTILL.FGD.IN_FEATURES", ["p3", "p4", "p5", "p6"]),
     ),
     "fgd_warmup": (
         "fgd",
         "FGD ramped up over its first 400 iterations",
-        ("MODEL.DISTILL.SCHEDULE.WARMUP_ITERS", 400),
+        _FGD_PAPER + ("MODEL.DISTILL.SCHEDULE.WARMUP_ITERS", 400),
     ),
     "fgd_stop": (
         "fgd",
         "FGD stopped at iteration 1200 (the rest of the schedule without it)",
-        ("MODEL.DISTILL.SCHEDULE.STOP_ITER", 1200),
+        _FGD_PAPER + ("MODEL.DISTILL.SCHEDULE.STOP_ITER", 1200),
     ),
     "baseline_scratch": (
         "baseline",
@@ -203,7 +213,7 @@ DIAGNOSIS = {
         "fgd",
         "FGD into a student from random weights (does FGD pay where the student starts from "
         "nothing, as on the held-out handwriting?)",
-        ("MODEL.WEIGHTS", ""),
+        _FGD_PAPER + ("MODEL.WEIGHTS", ""),
         "baseline_scratch",
     ),
     "mssd_adapt": (
@@ -266,18 +276,18 @@ DIAGNOSIS = {
     "mgd_no_mask": (
         "mgd",
         "MGD without its random mask (the generator sees every position)",
-        ("MODEL.DISTILL.MGD.MASK_RATIO", 0.0),
+        _MGD_PAPER + ("MODEL.DISTILL.MGD.MASK_RATIO", 0.0),
     ),
     "mgd_norm": (
         "mgd",
         "MGD with the generated and the teacher's maps standardized per channel",
-        ("MODEL.DISTILL.MGD.NORMALIZE", True),
+        _MGD_1X + ("MODEL.DISTILL.MGD.NORMALIZE", True),
     ),
     "cross_head_fgd_norm": (
         "cross_head",
         "the head cross-forward with FGD on standardized maps: the two that pay on the glyphs, "
         "together (does the imitation add to the head's?)",
-        ("MODEL.DISTILL.FGD.ENABLED", True, "MODEL.DISTILL.FGD.NORMALIZE", True),
+        _FGD_1X + ("MODEL.DISTILL.FGD.ENABLED", True, "MODEL.DISTILL.FGD.NORMALIZE", True),
     ),
     "baseline_fpn128": (
         "baseline",
@@ -304,7 +314,7 @@ DIAGNOSIS = {
         "all",
         "`all` without MSSD: Chen's losses and FGD on the PAFPN student (is MSSD what `all` "
         "loses against its PAFPN baseline?)",
-        ("MODEL.DISTILL.MSSD.ENABLED", False),
+        _FGD_PAPER + ("MODEL.DISTILL.MSSD.ENABLED", False),
     ),
     "cwd_t0.1": (
         "cwd",
@@ -314,7 +324,7 @@ DIAGNOSIS = {
     "mgd_t0.1": (
         "mgd",
         "MGD balanced to 0.1x the detection loss",
-        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
+        _MGD_PAPER + ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
     ),
     "pkd_t0.1": (
         "pkd",
@@ -338,7 +348,7 @@ DIAGNOSIS = {
         "mgd",
         "MGD balanced to 3x the detection loss (does it move the student's maps little because "
         "its balanced weight is too small?)",
-        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
+        _MGD_PAPER + ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
     ),
     "pkd_t3": (
         "pkd",
@@ -357,13 +367,25 @@ DIAGNOSIS = {
         "fgd",
         "FGD on standardized maps balanced to 3x the detection loss (the weight that made CWD "
         "pay on the glyphs: does it pay for FGD?)",
-        ("MODEL.DISTILL.FGD.NORMALIZE", True, "MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
+        _FGD_1X + ("MODEL.DISTILL.FGD.NORMALIZE", True, "MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
     ),
     "mgd_norm_t3": (
         "mgd",
         "MGD on standardized maps balanced to 3x the detection loss (the weight that made CWD "
         "pay on the glyphs: does it pay for MGD?)",
-        ("MODEL.DISTILL.MGD.NORMALIZE", True, "MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
+        _MGD_1X + ("MODEL.DISTILL.MGD.NORMALIZE", True, "MODEL.DISTILL.BALANCE.AUTO_TARGET", 3.0),
+    ),
+    "fgd_paper": (
+        "fgd",
+        "FGD at its former default, the paper's form at 1x the detection loss (NORMALIZE False, "
+        "BALANCE_FACTOR 1.0): what the fgd rows of DEMO.md's tables before the switch measured",
+        _FGD_PAPER,
+    ),
+    "mgd_paper": (
+        "mgd",
+        "MGD at its former default, the paper's form at 1x the detection loss (NORMALIZE False, "
+        "BALANCE_FACTOR 1.0): what the mgd rows of DEMO.md's tables before the switch measured",
+        _MGD_PAPER,
     ),
     "chen_no_hint": (
         "chen",

@@ -3,8 +3,11 @@
 
 Config block ``MODEL.DISTILL.FGD`` (the paper's Faster R-CNN release values); terms
 ``loss_fgd_{fg,bg,attention,global}_<level>``, weighted by ``ALPHA``, ``BETA``, ``GAMMA``,
-``LAMBDA``. ``NORMALIZE`` computes them on the maps standardized per channel; the paper's weights
-then no longer give the paper's loss scale, the automatic balance (on by default) does.
+``LAMBDA``. ``NORMALIZE`` (on by default; not in the paper) computes them on the maps standardized
+per channel; the paper's weights then no longer give the paper's loss scale, the automatic balance
+(on by default) does, to 3x the detection loss (``BALANCE_FACTOR`` 3.0). ``NORMALIZE False`` with
+``BALANCE_FACTOR 1.0`` is the paper's form; the paired measurements behind the defaults are in
+docs/METHODS.md.
 """
 
 from detectron2.config import configurable
@@ -24,6 +27,7 @@ class FGDDistiller(FeatureLevelDistiller):
     config_block = "FGD"
     name = "fgd"
     aligns = False  # each level's FGDLoss aligns the student's channels itself
+    balance_factor = 3.0
     params = (
         Param("IN_FEATURES", ["p2", "p3", "p4", "p5", "p6"], unique),
         Param("TEMPERATURE", 0.5, positive),
@@ -32,7 +36,7 @@ class FGDDistiller(FeatureLevelDistiller):
         Param("GAMMA", 5e-5, non_negative),  # attention term
         Param("LAMBDA", 5e-7, non_negative, "lambda_"),  # global (GcBlock) term
         # every term on the maps standardized per channel (not in the paper; FGDLoss says why)
-        Param("NORMALIZE", False, one_of(True, False)),
+        Param("NORMALIZE", True, one_of(True, False)),
     )
 
     @configurable

@@ -9,7 +9,9 @@ draws random numbers and two runs with one seed draw the same masks. Generator a
 are dropped at export with the other distillers. ``NORMALIZE`` (not in the paper): the generated and
 the teacher's maps are standardized per channel (:func:`detkd.losses.channel_standardize`) before
 the squared error, which then weighs every channel alike instead of the teacher's few largest
-(:class:`detkd.losses.FGDLoss` says why that matters); the automatic balance sets its scale.
+(:class:`detkd.losses.FGDLoss` says why that matters); the automatic balance sets its scale, to
+3x the detection loss (``BALANCE_FACTOR`` 3.0). Both are the defaults; ``NORMALIZE False`` with
+``BALANCE_FACTOR 1.0`` is the paper's form (the paired measurements: docs/METHODS.md).
 """
 
 import torch
@@ -30,6 +32,7 @@ class MGDDistiller(FeatureLevelDistiller):
 
     config_block = "MGD"
     name = "mgd"
+    balance_factor = 3.0
     params = (
         Param("IN_FEATURES", ["p2", "p3", "p4", "p5", "p6"], unique),
         Param("ALPHA", 5e-7, non_negative),
@@ -37,7 +40,7 @@ class MGDDistiller(FeatureLevelDistiller):
         # the masks' random seed; negative: the run's SEED (0 if that is negative too)
         Param("SEED", -1, integer),
         # the generated and the teacher's maps standardized per channel (not in the paper)
-        Param("NORMALIZE", False, one_of(True, False)),
+        Param("NORMALIZE", True, one_of(True, False)),
     )
 
     @configurable

@@ -16,15 +16,17 @@ RUN_VERSION = 3
 
 # Config keys added after runs were cached, each with the value at which training is what it was
 # before the key existed: at that value the key is left out of the fingerprint, so that adding it
-# does not train every cached run again (at any other value it counts as every key does).
+# does not train every cached run again (at any other value it counts as every key does). In the
+# block of a method that is off they are left out at any value: a new default there (FGD's and
+# MGD's NORMALIZE True) changes no run that does not train the method.
 NEUTRAL_KEYS = {
     "MODEL.DISTILL.MSSD.ADAPT": False,
     "MODEL.DISTILL.FGD.NORMALIZE": False,
     "MODEL.DISTILL.MGD.NORMALIZE": False,
     "MODEL.DISTILL.HINT.NORMALIZE": False,
     # each method the automatic balance scales (1.0: scaled to AUTO_TARGET alone, as a config
-    # without the key trains; a default other than 1.0, CWD's and PKD's 3.0, retrains the runs
-    # with that method on, as it should)
+    # without the key trains; a default other than 1.0, CWD's, PKD's, FGD's and MGD's 3.0,
+    # retrains the runs with that method on, as it should)
     **{
         f"MODEL.DISTILL.{block}.BALANCE_FACTOR": 1.0
         for block in ("CROSS_HEAD", "CWD", "FGD", "HINT", "MGD", "MSSD", "PKD")
@@ -36,14 +38,14 @@ def fingerprint(cfg) -> str:
     """Hash of what determines trained weights (not output paths or evaluation settings). A model
     that is not a ``DistillRCNN`` (a teacher trained alone) ignores ``MODEL.DISTILL``: a new detkd
     default there does not retrain it. A ``DistillRCNN``'s counts :data:`RUN_VERSION` too. Keys of
-    :data:`NEUTRAL_KEYS` at their neutral value are left out, and so is the ``BALANCE_FACTOR`` of a
-    method that is off (a method's new default factor retrains the runs of that method, not a
-    baseline's or another method's)."""
+    :data:`NEUTRAL_KEYS` at their neutral value are left out, and at any value in the block of a
+    method that is off, as is that method's ``BALANCE_FACTOR`` (a method's new default retrains the
+    runs of that method, not a baseline's or another method's)."""
     cfg = cfg.clone()
     for key, neutral in NEUTRAL_KEYS.items():
         *path, last = key.split(".")
         node = functools.reduce(lambda n, name: n.get(name, {}), path, cfg)
-        if last in node and node[last] == neutral:
+        if last in node and (node[last] == neutral or node.get("ENABLED") is False):
             del node[last]
     for block in cfg.MODEL.get("DISTILL", {}).values():
         if isinstance(block, dict) and block.get("ENABLED") is False:
