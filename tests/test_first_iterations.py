@@ -92,9 +92,12 @@ def test_every_method_stays_finite_at_any_teacher_scale(method, scale, tmp_path,
 
 
 def test_a_runaway_term_stops_the_first_iteration_naming_itself(distill_cfg):
-    # FGD's foreground term at 10^4 times its published weight, trained at the raw weights
+    # FGD's foreground term at 10^4 times its published weight, trained at the raw weights on the
+    # raw maps (the paper's form; standardized maps, the default, keep the term small)
     cfg = distill_cfg(
         "configs/demo/distill_fgd.yaml",
+        "MODEL.DISTILL.FGD.NORMALIZE",
+        False,
         "MODEL.DISTILL.BALANCE.AUTO",
         False,
         "MODEL.DISTILL.FGD.ALPHA",
