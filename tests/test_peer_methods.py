@@ -45,6 +45,53 @@ def test_pkd_standardizes_over_batch_and_positions():
     assert torch.allclose(z.var(dim=(0, 2, 3), unbiased=False), torch.ones(2), atol=1e-4)
 
 
+# two processes' maps of different sizes, and the weights of a loss sum(w * norm(x)) on each
+_SPLIT = [(2, 3, 4, 5), (1, 3, 6, 2)]
+
+
+def _split_maps():
+    g = torch.Generator().manual_seed(3)
+    scale = torch.tensor([1.0, 10.0, 0.1], dtype=torch.float64).view(1, 3, 1, 1)
+    maps = [torch.randn(*shape, generator=g, dtype=torch.float64) * scale + 2 for shape in _SPLIT]
+    weights = [torch.randn(*shape, generator=g, dtype=torch.float64) for shape in _SPLIT]
+    return maps, weights
+
+
+def _standardize_one_part(out_dir):
+    from detectron2.utils import comm
+
+    rank = comm.get_rank()
+    maps, weights = _split_maps()
+    x = maps[rank].requires_grad_(True)
+    z = channel_standardize(x)
+    (weights[rank] * z).sum().backward()
+    torch.save({"z": z.detach(), "grad": x.grad}, f"{out_dir}/{rank}.pth")
+
+
+def test_standardization_under_ddp_is_the_whole_batchs(tmp_path):
+    """Two processes (gloo) holding maps of different sizes standardize over the positions of
+    both, and the gradient of the summed loss reaches each process's maps as one process holding
+    every position computes it (DDP then averages the parameters' gradients)."""
+    from detectron2.engine import launch
+
+    launch(_standardize_one_part, 2, dist_url="auto", args=(str(tmp_path),))
+    maps, weights = _split_maps()
+    # the reference: one process, every position of both maps in one (1, C, 1, n) map
+    xs = [m.clone().requires_grad_(True) for m in maps]
+    flat = torch.cat([x.permute(1, 0, 2, 3).reshape(3, -1) for x in xs], dim=1)
+    z = channel_standardize(flat.view(1, 3, 1, -1)).view(3, -1)
+    sizes = [m.numel() // 3 for m in maps]
+    for x, w, zp in zip(xs, weights, z.split(sizes, dim=1)):
+        (w.permute(1, 0, 2, 3).reshape(3, -1) * zp).sum().backward(retain_graph=True)
+    for rank, (x, zp) in enumerate(zip(xs, z.split(sizes, dim=1))):
+        got = torch.load(tmp_path / f"{rank}.pth")
+        want = zp.detach().view(3, x.shape[0], x.shape[2], x.shape[3]).permute(1, 0, 2, 3)
+        assert torch.allclose(got["z"], want, atol=1e-10)
+        assert torch.allclose(got["grad"], x.grad, atol=1e-10)
+    # each process's own moments would differ: the split matters without the all-reduce
+    assert not torch.allclose(channel_standardize(maps[1]), got["z"], atol=1e-3)
+
+
 def test_pkd_gradient_and_constant_maps():
     s = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     t = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)

@@ -8,5 +8,5 @@ from .hint import HintLoss
 from .masks import fgd_masks, gaussian_target_mask
 from .mgd import MGDGenerator, mgd_loss, random_position_mask
 from .mssd import MSSDLoss
-from .pkd import channel_standardize, pkd_loss
+from .pkd import batch_channel_moments, channel_standardize, pkd_loss
 from .soft_ce import binary_logits_to_two_class, class_weights, weighted_soft_cross_entropy

@@ -3,8 +3,8 @@ Distillation Framework for Object Detectors via Pearson Correlation Coefficient"
 Sec. 3.2).
 
 Each channel of the student map ``S`` and the teacher map ``T`` (``N x C x H x W``) is normalised
-to zero mean and unit variance over its ``N*H*W`` values; the loss is half the mean squared error
-between the normalised maps:
+to zero mean and unit variance over its ``N*H*W`` values (the whole batch, across processes
+under DDP); the loss is half the mean squared error between the normalised maps:
 
     L_pkd = 1/2 * mean((norm(S) - norm(T))^2) = mean_c (1 - r_c)
 
@@ -16,21 +16,43 @@ heads, other normalisation) need no re-weighting. A constant channel (zero varia
 """
 
 import torch
+import torch.distributed as dist
+from detectron2.utils import comm
+from fvcore.nn.distributed import differentiable_all_reduce
 from torch.nn import functional as F
 
 from ..utils import at_least_float32
 
-__all__ = ["channel_standardize", "pkd_loss"]
+__all__ = ["batch_channel_moments", "channel_standardize", "pkd_loss"]
 
 
 def channel_standardize(feat: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``feat`` (N, C, H, W) with each channel at zero mean and unit (population) variance over
     ``N*H*W``; a constant channel becomes 0 (``eps`` inside the square root keeps its gradient
-    finite)."""
+    finite). Under DDP the batch is the global one: the moments come from
+    :func:`batch_channel_moments`, so the maps do not depend on how the batch is split."""
     feat = at_least_float32(feat)  # fp16 variances overflow (std > 256) or lose the eps
-    mean = feat.mean(dim=(0, 2, 3), keepdim=True)
-    var = feat.var(dim=(0, 2, 3), keepdim=True, unbiased=False)
+    mean, var = batch_channel_moments(feat)
     return (feat - mean) / torch.sqrt(var + eps)
+
+
+def batch_channel_moments(feat: torch.Tensor):
+    """Per-channel mean and population variance (each ``(1, C, 1, 1)``) of ``feat`` over the
+    ``N*H*W`` positions of the whole batch. With more than one process the sums are all-reduced
+    with :func:`fvcore.nn.distributed.differentiable_all_reduce` (as detectron2's
+    ``NaiveSyncBatchNorm`` does), so the gradient reaches every process's maps; processes may hold
+    maps of different sizes (the positions are counted, not assumed equal)."""
+    if comm.get_world_size() == 1:
+        return (
+            feat.mean(dim=(0, 2, 3), keepdim=True),
+            feat.var(dim=(0, 2, 3), keepdim=True, unbiased=False),
+        )
+    count = torch.tensor([feat.numel() // feat.shape[1]], dtype=torch.int64, device=feat.device)
+    dist.all_reduce(count)
+    mean = differentiable_all_reduce(feat.sum(dim=(0, 2, 3))) / count
+    mean = mean.view(1, -1, 1, 1)
+    var = differentiable_all_reduce((feat - mean).pow(2).sum(dim=(0, 2, 3))) / count
+    return mean, var.view(1, -1, 1, 1)
 
 
 def pkd_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
