@@ -57,24 +57,29 @@ def _split_maps():
     return maps, weights
 
 
-def _standardize_one_part(out_dir):
-    from detectron2.utils import comm
+def _standardize_one_part(rank, out_dir):
+    """One of two gloo processes (gloo on any machine: the maps are CPU tensors)."""
+    import torch.distributed as dist
 
-    rank = comm.get_rank()
-    maps, weights = _split_maps()
-    x = maps[rank].requires_grad_(True)
-    z = channel_standardize(x)
-    (weights[rank] * z).sum().backward()
-    torch.save({"z": z.detach(), "grad": x.grad}, f"{out_dir}/{rank}.pth")
+    dist.init_process_group(
+        "gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=2
+    )
+    try:
+        maps, weights = _split_maps()
+        x = maps[rank].requires_grad_(True)
+        z = channel_standardize(x)
+        (weights[rank] * z).sum().backward()
+        torch.save({"z": z.detach(), "grad": x.grad}, f"{out_dir}/{rank}.pth")
+    finally:
+        dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_standardization_under_ddp_is_the_whole_batchs(tmp_path):
-    """Two processes (gloo) holding maps of different sizes standardize over the positions of
-    both, and the gradient of the summed loss reaches each process's maps as one process holding
-    every position computes it (DDP then averages the parameters' gradients)."""
-    from detectron2.engine import launch
-
-    launch(_standardize_one_part, 2, dist_url="auto", args=(str(tmp_path),))
+    """Two processes holding maps of different sizes standardize over the positions of both, and
+    the gradient of the summed loss reaches each process's maps as one process holding every
+    position computes it (DDP then averages the parameters' gradients)."""
+    torch.multiprocessing.spawn(_standardize_one_part, args=(str(tmp_path),), nprocs=2)
     maps, weights = _split_maps()
     # the reference: one process, every position of both maps in one (1, C, 1, n) map
     xs = [m.clone().requires_grad_(True) for m in maps]

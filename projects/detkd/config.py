@@ -53,10 +53,10 @@ def add_detkd_config(cfg):
     # the detection loss, then fix one scale per method so that its ratio is its BALANCE_FACTOR
     # times AUTO_TARGET (each method's block has a BALANCE_FACTOR: 1.0; CWD, PKD, FGD, MGD 3.0).
     # 1.0: the size of the detection loss (FGD's authors' advice); at their published weights on
-    # the demo, FGD, MGD, MSSD and the head cross-forward start at 0.6-3x, PKD at ~15x and CWD at
-    # ~60x, and at 800-pixel COCO inputs with another teacher Chen's hint ~500x, MGD ~800x. On by
-    # default (no term can wreck the first iterations at any feature scale); AUTO False trains at
-    # the papers' exact weights
+    # the demo (raw maps), FGD, MGD, MSSD and the head cross-forward start at 0.6-3x, PKD at ~15x
+    # and CWD at ~60x, and at 800-pixel COCO inputs with another teacher Chen's hint ~500x, MGD
+    # ~800x. On by default (no term can wreck the first iterations at any feature scale); AUTO
+    # False trains at the papers' exact weights
     _C.MODEL.DISTILL.BALANCE.AUTO = True
     _C.MODEL.DISTILL.BALANCE.AUTO_ITERS = 50
     _C.MODEL.DISTILL.BALANCE.AUTO_TARGET = 1.0
