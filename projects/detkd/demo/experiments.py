@@ -250,6 +250,18 @@ DIAGNOSIS = {
             False,
         ),
     ),
+    "baseline_pafpn_noclip": (
+        "baseline_pafpn",
+        "the PAFPN student without the global-norm gradient clip (the baseline of mssd_noclip)",
+        ("SOLVER.GLOBAL_GRAD_CLIP_NORM", 0.0),
+    ),
+    "mssd_noclip": (
+        "mssd",
+        "MSSD without the global-norm gradient clip (35): does MSSD's gradient take the clip, "
+        "scaling the detection loss's gradient down whatever MSSD's weight?",
+        ("SOLVER.GLOBAL_GRAD_CLIP_NORM", 0.0),
+        "baseline_pafpn_noclip",
+    ),
     "mssd_stop75": (
         "mssd",
         "MSSD stopped at iteration 75, half the shapes students' schedule (is its cost undone "
