@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 
 from detkd.data.register import register_shapes_datasets
@@ -166,3 +166,43 @@ def test_teacher_from_student_r2_on_demo_models(tmp_path):
     assert all(x == pytest.approx(1.0, abs=1e-3) for x in own_fitted)
     text = features.format_r2(r2, "t")
     assert text.count("\n| p") == len(features.LEVELS) and "too few cells" in text
+
+
+def test_pan_scale_of_a_saved_pafpn_student(tmp_path):
+    """A PAFPN student's checkpoint (student weights under ``student.``) is read back as a PAFPN
+    detector; per level of its bottom-up path the mean squares of ``N_l`` and ``P_l`` and their
+    distance equal the same sums taken by hand over the images' maps, and an FPN student is refused
+    by ``--pafpn``."""
+    data = demo_data("shapes")
+    register_shapes_datasets(kind=data.kind)
+    opts = data.opts(teacher=False) + ["MODEL.BACKBONE.NAME", "build_resnet_pafpn_backbone"]
+    cfg = demo_config(f"{CONFIG_DIR}/student.yaml", opts)
+    torch.manual_seed(2)
+    student = build_model(cfg).student.eval()
+    state = {f"student.{k}": v for k, v in student.state_dict().items()}
+    torch.save({"model": state}, tmp_path / "model_final.pth")
+    detector, _ = features.student_detector(str(tmp_path), data)
+    dicts = DatasetCatalog.get(data.val)[:3]
+    scale = features.pan_scale(detector, dicts, cfg)
+    assert list(scale) == ["p3", "p4", "p5"]  # N_2 = P_2: left out
+    mapper = DatasetMapper(cfg, is_train=False)
+    with torch.no_grad():
+        maps = [student.backbone(student.preprocess_image([mapper(d)]).tensor) for d in dicts]
+    for lvl, v in scale.items():
+        n = torch.cat([m[lvl].flatten() for m in maps]).double()
+        p = torch.cat([m[f"fpn_{lvl}"].flatten() for m in maps]).double()
+        assert v["pan"] == pytest.approx(n.pow(2).mean().item(), rel=1e-5)
+        assert v["fpn"] == pytest.approx(p.pow(2).mean().item(), rel=1e-5)
+        assert v["distance"] == pytest.approx(
+            ((n - p).pow(2).sum() / p.pow(2).sum()).item(), rel=1e-5
+        )
+        assert v["distance"] > 0
+    text = features.format_pan_scale(scale, "t")
+    assert text.count("\n| p") == 3
+    fpn = build_model(demo_config(f"{CONFIG_DIR}/student.yaml", data.opts(teacher=False))).student
+    torch.save(
+        {"model": {f"student.{k}": v for k, v in fpn.state_dict().items()}},
+        tmp_path / "model_final.pth",
+    )
+    with pytest.raises(SystemExit, match="FPN student, not a PAFPN one"):
+        features.main(["--dataset", "shapes", "--pafpn", str(tmp_path), "--images", "1"])

@@ -222,6 +222,17 @@ DIAGNOSIS = {
         "the start) instead of being pulled onto them",
         ("MODEL.DISTILL.MSSD.ADAPT", True),
     ),
+    "mssd_adapt_sd_only": (
+        "mssd",
+        "MSSD's self-distillation alone through the 1x1 adaptation layer (mask term off): does "
+        "the adapted form cost once the mask term, which alone costs as much as both, is gone?",
+        (
+            "MODEL.DISTILL.MSSD.ADAPT",
+            True,
+            "MODEL.DISTILL.MSSD.MASK_WEIGHTS",
+            [0.0, 0.0, 0.0, 0.0],
+        ),
+    ),
     "mssd_mask_only": (
         "mssd",
         "MSSD's Gaussian mask term alone (self-distillation off)",

@@ -24,6 +24,9 @@ that run and its own align layers: what is left to imitate. Writes ``teacher_fea
 ``--r2 RUN_DIR`` (any demo student run) measures instead how much of the teacher's maps the
 student's already hold: the R² of the teacher's maps from the student's through one linear map per
 level, fitted on half the images and measured on the other half, on objects and background.
+``--pafpn RUN_DIR ...`` (PAFPN student runs: the PAFPN baseline, MSSD) measures the scale of each
+bottom-up output ``N_l`` against the top-down map ``P_l`` it starts from, what MSSD's
+self-distillation pulls together.
 """
 
 import argparse
@@ -42,6 +45,7 @@ from torch.nn import functional as F
 from ..data.register import register_shapes_datasets
 from ..losses import channel_attention, channel_standardize, fgd_masks, spatial_attention
 from ..modeling.heads import run_backbone
+from ..modeling.pafpn import PAFPN
 from .experiments import CONFIG_DIR
 from .training import demo_config, demo_data
 
@@ -57,6 +61,8 @@ __all__ = [
     "linear_r2",
     "teacher_from_student_r2",
     "format_r2",
+    "pan_scale",
+    "format_pan_scale",
     "main",
 ]
 
@@ -209,12 +215,16 @@ def format_feature_stats(stats: Dict[str, Dict], title: str, error: str = "T^2")
 
 def student_detector(run_dir: str, data):
     """The student detector saved in ``run_dir/model_final.pth`` (any demo student run of the
-    ResNet-18/FPN student, at the FPN width its weights have) and the run's whole state dict."""
+    ResNet-18 student, FPN or PAFPN, at the FPN width its weights have) and the run's whole state
+    dict."""
     path = os.path.join(run_dir, "model_final.pth")
     state = torch.load(path, map_location="cpu", weights_only=True)["model"]
-    lateral = state.get("student.backbone.fpn_lateral2.weight")
-    width = [] if lateral is None else ["MODEL.FPN.OUT_CHANNELS", lateral.shape[0]]
-    cfg = demo_config(os.path.join(CONFIG_DIR, "student.yaml"), data.opts(teacher=False) + width)
+    pafpn = "student.backbone.fpn.fpn_lateral2.weight" in state
+    lateral = state.get(f"student.backbone.{'fpn.' if pafpn else ''}fpn_lateral2.weight")
+    opts = [] if lateral is None else ["MODEL.FPN.OUT_CHANNELS", lateral.shape[0]]
+    if pafpn:
+        opts += ["MODEL.BACKBONE.NAME", "build_resnet_pafpn_backbone"]
+    cfg = demo_config(os.path.join(CONFIG_DIR, "student.yaml"), data.opts(teacher=False) + opts)
     model = build_model(cfg)  # a DistillRCNN without a teacher: its student is the detector
     saved = {k: v for k, v in state.items() if k.startswith("student.")}
     missing = [k for k in model.state_dict() if k.startswith("student.") and k not in saved]
@@ -262,6 +272,49 @@ def student_maps(run_dir: str, data) -> Callable:
         return run_backbone(model.backbone, model.preprocess_image(batch).tensor)
 
     return maps
+
+
+def pan_scale(detector, dicts: List[Dict], cfg) -> Dict[str, Dict]:
+    """On a PAFPN student (``detector``, a ``GeneralizedRCNN`` whose backbone is
+    :class:`detkd.modeling.pafpn.PAFPN`), per level of its bottom-up path: the mean square of its
+    output ``N_l`` (``pan``), of the top-down FPN map ``P_l`` it starts from (``fpn``), and their
+    distance ``mean((N_l - P_l)^2) / mean(P_l^2)`` (``distance``), over ``dicts`` at the
+    evaluation's resize, one image at a time (no batch padding enters the sums). MSSD's
+    self-distillation, ``mean((N_l - P_l)^2)``, drives ``distance`` to 0; ``p2`` is left out
+    (``N_2 = P_2``)."""
+    detector.eval()
+    mapper = DatasetMapper(cfg, is_train=False)
+    sums = {}
+    with torch.no_grad():
+        for d in dicts:
+            maps = detector.backbone(detector.preprocess_image([mapper(d)]).tensor)
+            for lvl in detector.backbone.path_features[1:]:
+                n, p = maps[lvl].double(), maps[f"fpn_{lvl}"].double()
+                acc = sums.setdefault(lvl, torch.zeros(4, dtype=torch.float64))
+                acc += torch.stack(
+                    [n.pow(2).sum(), p.pow(2).sum(), (n - p).pow(2).sum(), n.new_tensor(n.numel())]
+                )
+    return {
+        lvl: {"pan": (n2 / count).item(), "fpn": (p2 / count).item(), "distance": (d2 / p2).item()}
+        for lvl, (n2, p2, d2, count) in sums.items()
+    }
+
+
+def format_pan_scale(scale: Dict[str, Dict], title: str) -> str:
+    """A markdown table of :func:`pan_scale`."""
+    lines = [
+        f"# {title}",
+        "",
+        "Per level of the bottom-up path: the mean square of its output N_l and of the top-down "
+        "FPN map P_l it starts from, and mean((N_l - P_l)^2) / mean(P_l^2) (MSSD's "
+        "self-distillation drives it to 0).",
+        "",
+        "| level | mean N_l^2 | mean P_l^2 | distance |",
+        "|---|---|---|---|",
+    ]
+    for lvl, v in scale.items():
+        lines.append(f"| {lvl} | {v['pan']:.3g} | {v['fpn']:.3g} | {v['distance']:.3g} |")
+    return "\n".join(lines) + "\n"
 
 
 def linear_r2(
@@ -391,11 +444,33 @@ def main(argv=None):
         "maps a linear map of that student's predicts (R², fitted on half the images, measured "
         "on the other half), written to RUN_DIR/teacher_from_student.md",
     )
+    parser.add_argument(
+        "--pafpn",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="PAFPN student runs (the PAFPN baseline, MSSD): instead of the teacher's maps, the "
+        "scale of each bottom-up output against the FPN map it starts from (pan_scale), written "
+        "to RUN_DIR/pan_scale.md; needs no teacher",
+    )
     args = parser.parse_args(argv)
-    if args.r2 and args.student:
-        parser.error("--r2 and --student measure different things: give one")
+    if sum(map(bool, (args.r2, args.student, args.pafpn))) > 1:
+        parser.error("--r2, --student and --pafpn measure different things: give one")
     data = demo_data(args.dataset)
     register_shapes_datasets(kind=data.kind)
+    dicts = DatasetCatalog.get(data.val)[: args.images]
+    if args.pafpn:
+        scales = {}
+        for run_dir in args.pafpn:
+            detector, _ = student_detector(run_dir, data)
+            if not isinstance(detector.backbone, PAFPN):
+                raise SystemExit(f"features: {run_dir} holds an FPN student, not a PAFPN one")
+            cfg = demo_config(os.path.join(CONFIG_DIR, "student.yaml"), data.opts(teacher=False))
+            scales[run_dir] = pan_scale(detector, dicts, cfg)
+            text = format_pan_scale(scales[run_dir], f"{run_dir} ({len(dicts)} validation images)")
+            with open(os.path.join(run_dir, "pan_scale.md"), "w") as f:
+                f.write(text)
+            print(text, flush=True)
+        return scales
     run = args.output if data.kind == "shapes" else os.path.join(args.output, data.kind)
     weights = os.path.join(run, "teacher", "model_final.pth")
     if not os.path.isfile(weights):
@@ -406,7 +481,6 @@ def main(argv=None):
     cfg = demo_config(os.path.join(CONFIG_DIR, "teacher.yaml"), data.opts(teacher=False))
     model = build_model(cfg)
     DetectionCheckpointer(model).load(weights)
-    dicts = DatasetCatalog.get(data.val)[: args.images]
     if args.r2:
         r2 = teacher_from_student_r2(model, student_maps(args.r2, data), dicts, cfg)
         text = format_r2(
