@@ -11,7 +11,7 @@ from reference_masks import loop_gaussian_mask
 
 from detkd.batch import DistillBatch, SideOutputs
 from detkd.distillers import MSSDDistiller
-from detkd.losses import MSSDLoss, gaussian_target_mask
+from detkd.losses import MSSDLoss, channel_standardize, gaussian_target_mask
 
 
 def test_gaussian_peak_at_centre_and_zero_off_boxes():
@@ -155,3 +155,34 @@ def test_mssd_adapt_from_config_and_not_in_the_exported_student():
     assert not any("adapters" in k for k in model.student.state_dict())
     with pytest.raises(ValueError, match="MODEL.DISTILL.MSSD.ADAPT"):
         build_model(make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.ADAPT", 2))
+
+
+def test_mssd_normalize_is_mssd_on_standardized_maps_and_scale_free():
+    """With NORMALIZE both terms read the maps standardized per channel: they equal the plain
+    form's on standardized inputs, do not change when the PAN output is scaled (so neither term
+    can pull on its scale: the gradient along N itself is 0), and the predicted masks agree."""
+    g = torch.Generator().manual_seed(1)
+    pan = {"p2": (5 * torch.randn(2, 3, 4, 4, generator=g) + 2).requires_grad_(True)}
+    fpn = {"p2": torch.randn(2, 3, 4, 4, generator=g)}
+    args = ([torch.tensor([[0.0, 0.0, 8.0, 8.0]])] * 2, [(16, 16)] * 2, {"p2": 4.0})
+    loss = MSSDLoss(3, ["p2"], normalize=True)
+    plain = MSSDLoss(3, ["p2"])
+    plain.mask_heads.load_state_dict(loss.mask_heads.state_dict())
+    norm = {k: channel_standardize(v) for k, v in pan.items()}
+    want = plain(norm, {k: channel_standardize(v) for k, v in fpn.items()}, *args)
+    got = loss(pan, fpn, *args)
+    for term in ("sd_p2", "mask_p2"):
+        assert got[term].item() == pytest.approx(want[term].item(), rel=1e-5), term
+    scaled = loss({"p2": 10 * pan["p2"]}, fpn, *args)
+    for term in ("sd_p2", "mask_p2"):
+        assert scaled[term].item() == pytest.approx(got[term].item(), rel=1e-4), term
+    (got["sd_p2"] + got["mask_p2"]).backward()
+    along_scale = (pan["p2"].grad * pan["p2"].detach()).sum().item()
+    assert abs(along_scale) < 1e-4 * pan["p2"].grad.norm().item() * pan["p2"].norm().item()
+    mask = loss.predicted_mask("p2", pan["p2"])
+    assert torch.allclose(mask, torch.sigmoid(loss.mask_heads["p2"](norm["p2"]))[:, 0], atol=1e-6)
+    # from the config, and a bad value named
+    cfg = make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.NORMALIZE", True)
+    assert build_model(cfg).distillers["mssd"].loss.normalize
+    with pytest.raises(ValueError, match="MODEL.DISTILL.MSSD.NORMALIZE"):
+        build_model(make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.NORMALIZE", 2))

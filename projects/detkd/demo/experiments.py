@@ -233,6 +233,12 @@ DIAGNOSIS = {
             [0.0, 0.0, 0.0, 0.0],
         ),
     ),
+    "mssd_norm": (
+        "mssd",
+        "MSSD with both terms on the maps standardized per channel (MSSD.NORMALIZE): does MSSD "
+        "stop costing once neither term can move the scale of the PAN outputs?",
+        ("MODEL.DISTILL.MSSD.NORMALIZE", True),
+    ),
     "mssd_mask_only": (
         "mssd",
         "MSSD's Gaussian mask term alone (self-distillation off)",

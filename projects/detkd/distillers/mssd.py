@@ -6,7 +6,6 @@ Config block ``MODEL.DISTILL.MSSD``; needs no teacher, but a student backbone wi
 weighted per level by ``WEIGHTS`` and ``MASK_WEIGHTS``.
 """
 
-import torch
 from detectron2.config import configurable
 
 from ..losses import MSSDLoss
@@ -45,6 +44,8 @@ class MSSDDistiller(Distiller):
         # the PAN output reaches its FPN map through a trained 1x1 conv (identity at the start)
         # instead of being pulled onto it (detkd.losses.MSSDLoss)
         Param("ADAPT", False, one_of(True, False)),
+        # both terms on the maps standardized per channel (not in the paper; detkd.losses.MSSDLoss)
+        Param("NORMALIZE", False, one_of(True, False)),
     )
 
     @configurable
@@ -54,7 +55,9 @@ class MSSDDistiller(Distiller):
         self.in_features = list(self.in_features)
         self.weights = dict(zip(self.in_features, map(float, self.weights)))
         self.mask_weights = dict(zip(self.in_features, map(float, self.mask_weights)))
-        self.loss = MSSDLoss(channels, self.in_features, adapt=bool(self.adapt))
+        self.loss = MSSDLoss(
+            channels, self.in_features, adapt=bool(self.adapt), normalize=bool(self.normalize)
+        )
 
     @classmethod
     def shape_args(cls, cfg, student_shapes, teacher_shapes=None):
@@ -82,9 +85,7 @@ class MSSDDistiller(Distiller):
     def predicted_masks(self, features):
         """``{level: (N, H, W)}`` masks the mask heads predict from the PAN outputs ``features``."""
         return {
-            f: torch.sigmoid(self.loss.mask_heads[f](features[f]))[:, 0]
-            for f in self.in_features
-            if f in features
+            f: self.loss.predicted_mask(f, features[f]) for f in self.in_features if f in features
         }
 
     def forward(self, batch):

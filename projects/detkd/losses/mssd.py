@@ -23,6 +23,13 @@ the Gaussian encoding of the GT boxes on that grid
 The sigmoid keeps the mask loss and its gradient bounded whatever the scale of the features: with
 a plain linear head, un-normalized FPN features made it diverge on the demo.
 
+With ``normalize`` (not in the paper) both terms read the maps standardized per channel
+(:func:`detkd.losses.channel_standardize`): the self-distillation compares ``norm(N_l)`` with
+``norm(P_l)`` and the mask head reads ``norm(N_l)``, so neither term can be lowered by changing
+the scale of ``N_l``. On the shapes the paper's form moves that scale by an order of magnitude or
+more: the self-distillation shrinks the PAN outputs onto the FPN maps' scale, the mask term alone
+grows them (DEMO.md, *MSSD: what each term does to the PAN outputs*).
+
 Neither changes the detector at inference: the adaptation layers are dropped at export.
 """
 
@@ -33,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .masks import gaussian_target_mask
+from .pkd import channel_standardize
 
 __all__ = ["MSSDLoss"]
 
@@ -54,12 +62,20 @@ class MSSDLoss(nn.Module):
     ``{"sd_<level>": mean((N_l - P_l)^2), "mask_<level>": mean((sigmoid(adapt_l(N_l)) - G_l)^2)}``;
     the per-level weights ``w_l``, ``v_l`` are applied by :class:`detkd.distillers.MSSDDistiller`.
     ``adapt``: the self-distillation term compares ``adapt_sd_l(N_l)`` (a 1x1 conv per level,
-    starting as the identity) with ``P_l``.
+    starting as the identity) with ``P_l``. ``normalize``: both terms on the maps standardized per
+    channel.
     """
 
-    def __init__(self, channels: int, level_names: Sequence[str], adapt: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        level_names: Sequence[str],
+        adapt: bool = False,
+        normalize: bool = False,
+    ):
         super().__init__()
         self.level_names = list(level_names)
+        self.normalize = normalize
         self.mask_heads = nn.ModuleDict(
             {name: nn.Conv2d(channels, 1, kernel_size=1) for name in level_names}
         )
@@ -77,10 +93,18 @@ class MSSDLoss(nn.Module):
     ) -> Dict[str, torch.Tensor]:
         losses = {}
         for name in self.level_names:
-            out = student_feats[name]
+            out, teacher = student_feats[name], teacher_feats[name].detach()
+            if self.normalize:
+                out, teacher = channel_standardize(out), channel_standardize(teacher)
             student = self.adapters[name](out) if self.adapters else out
-            losses[f"sd_{name}"] = F.mse_loss(student, teacher_feats[name].detach())
+            losses[f"sd_{name}"] = F.mse_loss(student, teacher)
             target = gaussian_target_mask(gt_boxes, image_sizes, out.shape[-2:], strides.get(name))
-            pred = torch.sigmoid(self.mask_heads[name](out)[:, 0])
-            losses[f"mask_{name}"] = F.mse_loss(pred, target)
+            losses[f"mask_{name}"] = F.mse_loss(self._mask(name, out), target)
         return losses
+
+    def predicted_mask(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        """The ``(N, H, W)`` mask the level's head predicts from the PAN output ``out``."""
+        return self._mask(name, channel_standardize(out) if self.normalize else out)
+
+    def _mask(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.mask_heads[name](out)[:, 0])

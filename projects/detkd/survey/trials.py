@@ -21,6 +21,7 @@ RUN_VERSION = 3
 # MGD's NORMALIZE True) changes no run that does not train the method.
 NEUTRAL_KEYS = {
     "MODEL.DISTILL.MSSD.ADAPT": False,
+    "MODEL.DISTILL.MSSD.NORMALIZE": False,
     "MODEL.DISTILL.FGD.NORMALIZE": False,
     "MODEL.DISTILL.MGD.NORMALIZE": False,
     "MODEL.DISTILL.HINT.NORMALIZE": False,
