@@ -158,6 +158,7 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
     assert len(factors) == 7
     assert NEUTRAL_KEYS == {
         "MODEL.DISTILL.MSSD.ADAPT": False,
+        "MODEL.DISTILL.MSSD.NORMALIZE": False,
         "MODEL.DISTILL.FGD.NORMALIZE": False,
         "MODEL.DISTILL.MGD.NORMALIZE": False,
         "MODEL.DISTILL.HINT.NORMALIZE": False,
@@ -165,6 +166,7 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
     }
     for key, config, other in (
         ("MODEL.DISTILL.MSSD.ADAPT", "distill_mssd.yaml", True),
+        ("MODEL.DISTILL.MSSD.NORMALIZE", "distill_mssd.yaml", True),
         ("MODEL.DISTILL.FGD.NORMALIZE", "distill_fgd.yaml", True),
         ("MODEL.DISTILL.MGD.NORMALIZE", "distill_mgd.yaml", True),
         ("MODEL.DISTILL.MGD.BALANCE_FACTOR", "distill_mgd.yaml", 3.0),

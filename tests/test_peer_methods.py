@@ -2,6 +2,8 @@
 degenerate cases, and training steps with a heterogeneous pair and a low-resolution student."""
 
 import math
+import socket
+import time
 
 import pytest
 import torch
@@ -57,21 +59,18 @@ def _split_maps():
     return maps, weights
 
 
-def _standardize_one_part(rank, out_dir):
-    """One of two gloo processes (gloo on any machine: the maps are CPU tensors)."""
+def _standardize_one_part(rank, out_dir, port):
+    """One of two gloo processes (gloo on any machine: the maps are CPU tensors); it returns
+    without tearing the group down, as detectron2's launched workers do."""
     import torch.distributed as dist
 
-    dist.init_process_group(
-        "gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank, world_size=2
-    )
-    try:
-        maps, weights = _split_maps()
-        x = maps[rank].requires_grad_(True)
-        z = channel_standardize(x)
-        (weights[rank] * z).sum().backward()
-        torch.save({"z": z.detach(), "grad": x.grad}, f"{out_dir}/{rank}.pth")
-    finally:
-        dist.destroy_process_group()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    maps, weights = _split_maps()
+    x = maps[rank].requires_grad_(True)
+    z = channel_standardize(x)
+    (weights[rank] * z).sum().backward()
+    torch.save({"z": z.detach(), "grad": x.grad}, f"{out_dir}/{rank}.pth")
+    dist.barrier()
 
 
 @pytest.mark.slow
@@ -79,7 +78,18 @@ def test_standardization_under_ddp_is_the_whole_batchs(tmp_path):
     """Two processes holding maps of different sizes standardize over the positions of both, and
     the gradient of the summed loss reaches each process's maps as one process holding every
     position computes it (DDP then averages the parameters' gradients)."""
-    torch.multiprocessing.spawn(_standardize_one_part, args=(str(tmp_path),), nprocs=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workers = torch.multiprocessing.spawn(
+        _standardize_one_part, args=(str(tmp_path), port), nprocs=2, join=False
+    )
+    deadline = time.monotonic() + 120
+    while not workers.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in workers.processes:
+                p.kill()
+            pytest.fail("the two gloo processes did not finish within 120 s")
     maps, weights = _split_maps()
     # the reference: one process, every position of both maps in one (1, C, 1, n) map
     xs = [m.clone().requires_grad_(True) for m in maps]
