@@ -185,7 +185,7 @@ def test_mgd_distiller_masks_are_seeded_and_gradients_reach_student_and_generato
     g = torch.Generator().manual_seed(2)
     s = torch.randn(2, 4, 6, 6, generator=g, requires_grad=True)
     t = torch.randn(2, 8, 6, 6, generator=g)
-    a = MGDDistiller(
+    config = dict(
         in_features=["p3"],
         student_channels=[4],
         teacher_channels=[8],
@@ -193,14 +193,7 @@ def test_mgd_distiller_masks_are_seeded_and_gradients_reach_student_and_generato
         seed=5,
         normalize=False,
     )
-    b = MGDDistiller(
-        in_features=["p3"],
-        student_channels=[4],
-        teacher_channels=[8],
-        alpha=2.0,
-        seed=5,
-        normalize=False,
-    )
+    a, b = MGDDistiller(**config), MGDDistiller(**config)
     b.load_state_dict(a.state_dict())
     first = [a(_mgd_batch(s, t))["loss_mgd_p3"] for _ in range(2)]
     assert first[0].item() != first[1].item()  # a new mask every step
