@@ -153,12 +153,15 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
         changed = {k for k in mine if mine[k] != theirs[k]} - {"OUTPUT_DIR"}
         # a variant that changes the backbone starts from the trunk's copy for that backbone
         moved = {"MODEL.WEIGHTS"} if "MODEL.BACKBONE.NAME" in opts[::2] else set()
-        # a key set to its method's own value pins it against a later default: only FGD's and
-        # MGD's NORMALIZE, which the variants on standardized maps set since before it was on
+        # a key set to its method's own value pins it against a later default: only FGD's, MGD's
+        # and MSSD's NORMALIZE, which the variants on standardized maps set since before it was on
         pinned = set(opts[::2]) - changed - moved
-        assert pinned <= {"MODEL.DISTILL.FGD.NORMALIZE", "MODEL.DISTILL.MGD.NORMALIZE"}, name
-        assert changed == (set(opts[::2]) - pinned) | moved and changed, name
-        assert trials[name, 0].key != trials[method, 0].key
+        assert pinned <= {f"MODEL.DISTILL.{m}.NORMALIZE" for m in ("FGD", "MGD", "MSSD")}, name
+        # mssd_norm measured the setting MSSD ships at since: it is its method, kept by name for
+        # the runs it cached
+        assert changed == (set(opts[::2]) - pinned) | moved, name
+        assert bool(changed) == (name != "mssd_norm"), name
+        assert (trials[name, 0].key != trials[method, 0].key) == (name != "mssd_norm"), name
     assert trials["fgd_t0.1", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 0.1
     assert trials["cwd_t3", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 3.0
     # CWD ships at 3x; the variants measured at 1x pin its factor there, so their runs stay cached
@@ -193,6 +196,19 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     for name in ("mgd_norm", "mgd_norm_t3"):
         mgd = trials[name, 0].cfg.MODEL.DISTILL.MGD
         assert mgd.NORMALIZE and mgd.BALANCE_FACTOR == 1.0, name
+    # MSSD ships standardized; the variants measured before pin the paper's form
+    assert trials["mssd", 0].cfg.MODEL.DISTILL.MSSD.NORMALIZE
+    assert trials["mssd_norm", 0].cfg.MODEL.DISTILL.MSSD.NORMALIZE
+    for name in (
+        "mssd_paper",
+        "mssd_adapt",
+        "mssd_adapt_sd_only",
+        "mssd_mask_only",
+        "mssd_sd_only",
+    ):
+        assert not trials[name, 0].cfg.MODEL.DISTILL.MSSD.NORMALIZE, name
+    for name in ("mssd_t0.1", "mssd_zero", "mssd_noclip", "mssd_stop75", "mssd_w0", "mssd_t0.1_w0"):
+        assert not trials[name, 0].cfg.MODEL.DISTILL.MSSD.NORMALIZE, name
     # the head cross-forward with CWD: both on, CWD at its own default 3x
     both = trials["cross_head_cwd", 0].cfg.MODEL.DISTILL
     assert both.CROSS_HEAD.ENABLED and both.CWD.ENABLED and both.CWD.BALANCE_FACTOR == 3.0

@@ -68,8 +68,12 @@ def test_pafpn_shapes_per_level():
 
 
 def test_mssd_terms_weights_and_detached_teacher():
-    mssd = MSSDDistiller(
-        in_features=["p2", "p3"], channels=4, weights=[2.0, 0.0], mask_weights=[1.0, 3.0]
+    mssd = MSSDDistiller(  # the paper's form (NORMALIZE on: test_mssd_normalize_...)
+        in_features=["p2", "p3"],
+        channels=4,
+        weights=[2.0, 0.0],
+        mask_weights=[1.0, 3.0],
+        normalize=False,
     )
     fpn = {k: torch.randn(1, 4, 4, 4, requires_grad=True) for k in ("p2", "p3")}
     pan = {k: torch.randn(1, 4, 4, 4, requires_grad=True) for k in ("p2", "p3")}
@@ -181,8 +185,9 @@ def test_mssd_normalize_is_mssd_on_standardized_maps_and_scale_free():
     assert abs(along_scale) < 1e-4 * pan["p2"].grad.norm().item() * pan["p2"].norm().item()
     mask = loss.predicted_mask("p2", pan["p2"])
     assert torch.allclose(mask, torch.sigmoid(loss.mask_heads["p2"](norm["p2"]))[:, 0], atol=1e-6)
-    # from the config, and a bad value named
-    cfg = make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.NORMALIZE", True)
-    assert build_model(cfg).distillers["mssd"].loss.normalize
+    # from the config (on by default; False is the paper's form), and a bad value named
+    assert build_model(make_cfg("configs/demo/distill_mssd.yaml")).distillers["mssd"].loss.normalize
+    cfg = make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.NORMALIZE", False)
+    assert not build_model(cfg).distillers["mssd"].loss.normalize
     with pytest.raises(ValueError, match="MODEL.DISTILL.MSSD.NORMALIZE"):
         build_model(make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.NORMALIZE", 2))

@@ -108,6 +108,9 @@ _FGD_PAPER = ("MODEL.DISTILL.FGD.NORMALIZE", False, "MODEL.DISTILL.FGD.BALANCE_F
 _FGD_1X = ("MODEL.DISTILL.FGD.BALANCE_FACTOR", 1.0)
 _MGD_PAPER = ("MODEL.DISTILL.MGD.NORMALIZE", False, "MODEL.DISTILL.MGD.BALANCE_FACTOR", 1.0)
 _MGD_1X = ("MODEL.DISTILL.MGD.BALANCE_FACTOR", 1.0)
+# MSSD's former default, the paper's form (NORMALIZE False): the variants measured before MSSD
+# shipped on standardized maps pin it
+_MSSD_PAPER = ("MODEL.DISTILL.MSSD.NORMALIZE", False)
 
 # Chen's hint alone (its output terms off) balanced to 3x the detection loss
 _CHEN_HINT_ALONE_T3 = (
@@ -123,7 +126,7 @@ _CHEN_HINT_ALONE_T3 = (
 # config with one change, in one key or a few (or one change on top of another variant's:
 # fgd_norm_no_bg is fgd_norm without its background term; a CWD or PKD variant measured at the
 # method's former 1x pins its BALANCE_FACTOR at 1.0, an FGD or MGD variant the paper's form at 1x
-# or its 1x, so it trains, and is cached, as measured),
+# or its 1x, an MSSD variant the paper's form, so it trains, and is cached, as measured),
 # answering one hypothesis, paired with the method's baseline under the same seeds. name ->
 # (survey method or baseline, what it changes and why, KEY VALUE overrides[, the experiment it is
 # compared with when not the method's baseline]). Run by name, beside its method and baseline:
@@ -220,13 +223,14 @@ DIAGNOSIS = {
         "mssd",
         "MSSD's PAN outputs reach their FPN maps through a 1x1 adaptation layer (identity at "
         "the start) instead of being pulled onto them",
-        ("MODEL.DISTILL.MSSD.ADAPT", True),
+        _MSSD_PAPER + ("MODEL.DISTILL.MSSD.ADAPT", True),
     ),
     "mssd_adapt_sd_only": (
         "mssd",
         "MSSD's self-distillation alone through the 1x1 adaptation layer (mask term off): does "
         "the adapted form cost once the mask term, which alone costs as much as both, is gone?",
-        (
+        _MSSD_PAPER
+        + (
             "MODEL.DISTILL.MSSD.ADAPT",
             True,
             "MODEL.DISTILL.MSSD.MASK_WEIGHTS",
@@ -236,29 +240,37 @@ DIAGNOSIS = {
     "mssd_norm": (
         "mssd",
         "MSSD with both terms on the maps standardized per channel (MSSD.NORMALIZE): does MSSD "
-        "stop costing once neither term can move the scale of the PAN outputs?",
+        "stop costing once neither term can move the scale of the PAN outputs? The runs that "
+        "made it MSSD's default, which trains the same (cached apart)",
         ("MODEL.DISTILL.MSSD.NORMALIZE", True),
+    ),
+    "mssd_paper": (
+        "mssd",
+        "MSSD at its former default, the paper's form (NORMALIZE False): what the mssd rows of "
+        "DEMO.md's tables before the switch measured",
+        _MSSD_PAPER,
     ),
     "mssd_mask_only": (
         "mssd",
         "MSSD's Gaussian mask term alone (self-distillation off)",
-        ("MODEL.DISTILL.MSSD.WEIGHTS", [0.0, 0.0, 0.0, 0.0]),
+        _MSSD_PAPER + ("MODEL.DISTILL.MSSD.WEIGHTS", [0.0, 0.0, 0.0, 0.0]),
     ),
     "mssd_sd_only": (
         "mssd",
         "MSSD's self-distillation alone (Gaussian mask term off)",
-        ("MODEL.DISTILL.MSSD.MASK_WEIGHTS", [0.0, 0.0, 0.0, 0.0]),
+        _MSSD_PAPER + ("MODEL.DISTILL.MSSD.MASK_WEIGHTS", [0.0, 0.0, 0.0, 0.0]),
     ),
     "mssd_t0.1": (
         "mssd",
         "MSSD balanced to 0.1x the detection loss (does its share, not its form, cost?)",
-        ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
+        _MSSD_PAPER + ("MODEL.DISTILL.BALANCE.AUTO_TARGET", 0.1),
     ),
     "mssd_zero": (
         "mssd",
         "MSSD built and run with both terms' weights at 0 and the balance off: its machinery "
         "alone (does enabling MSSD change the student apart from its loss?)",
-        (
+        _MSSD_PAPER
+        + (
             "MODEL.DISTILL.MSSD.WEIGHTS",
             [0.0, 0.0, 0.0, 0.0],
             "MODEL.DISTILL.MSSD.MASK_WEIGHTS",
@@ -276,26 +288,27 @@ DIAGNOSIS = {
         "mssd",
         "MSSD without the global-norm gradient clip (35): does MSSD's gradient take the clip, "
         "scaling the detection loss's gradient down whatever MSSD's weight?",
-        ("SOLVER.GLOBAL_GRAD_CLIP_NORM", 0.0),
+        _MSSD_PAPER + ("SOLVER.GLOBAL_GRAD_CLIP_NORM", 0.0),
         "baseline_pafpn_noclip",
     ),
     "mssd_stop75": (
         "mssd",
         "MSSD stopped at iteration 75, half the shapes students' schedule (is its cost undone "
         "when the student trains on without it?)",
-        ("MODEL.DISTILL.SCHEDULE.STOP_ITER", 75),
+        _MSSD_PAPER + ("MODEL.DISTILL.SCHEDULE.STOP_ITER", 75),
     ),
     "mssd_w0": (
         "mssd",
         "MSSD scaled to the detection loss from the first step (AUTO_WINDOW_MAX_RATIO 0), not "
         "at its raw weights (2-3x) while the balance measures: is its cost done in those steps?",
-        ("MODEL.DISTILL.BALANCE.AUTO_WINDOW_MAX_RATIO", 0.0),
+        _MSSD_PAPER + ("MODEL.DISTILL.BALANCE.AUTO_WINDOW_MAX_RATIO", 0.0),
     ),
     "mssd_t0.1_w0": (
         "mssd",
         "MSSD at 0.1x the detection loss from the first step (AUTO_TARGET 0.1, "
         "AUTO_WINDOW_MAX_RATIO 0)",
-        (
+        _MSSD_PAPER
+        + (
             "MODEL.DISTILL.BALANCE.AUTO_TARGET",
             0.1,
             "MODEL.DISTILL.BALANCE.AUTO_WINDOW_MAX_RATIO",

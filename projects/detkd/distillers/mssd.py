@@ -3,7 +3,10 @@ maps teach its bottom-up PAN outputs; the loss is :class:`detkd.losses.MSSDLoss`
 
 Config block ``MODEL.DISTILL.MSSD``; needs no teacher, but a student backbone with a bottom-up path
 (``MODEL.BACKBONE.NAME: build_resnet_pafpn_backbone``); terms ``loss_mssd_{sd,mask}_<level>``,
-weighted per level by ``WEIGHTS`` and ``MASK_WEIGHTS``.
+weighted per level by ``WEIGHTS`` and ``MASK_WEIGHTS``. ``NORMALIZE`` (on by default; not in the
+paper) computes both terms on the maps standardized per channel, where the paper's form moves the
+scale of the PAN outputs and costs AP on every embedded set (docs/METHODS.md); ``NORMALIZE False``
+is the paper's form.
 """
 
 from detectron2.config import configurable
@@ -45,7 +48,7 @@ class MSSDDistiller(Distiller):
         # instead of being pulled onto it (detkd.losses.MSSDLoss)
         Param("ADAPT", False, one_of(True, False)),
         # both terms on the maps standardized per channel (not in the paper; detkd.losses.MSSDLoss)
-        Param("NORMALIZE", False, one_of(True, False)),
+        Param("NORMALIZE", True, one_of(True, False)),
     )
 
     @configurable
