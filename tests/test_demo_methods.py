@@ -209,6 +209,9 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
         assert not trials[name, 0].cfg.MODEL.DISTILL.MSSD.NORMALIZE, name
     for name in ("mssd_t0.1", "mssd_zero", "mssd_noclip", "mssd_stop75", "mssd_w0", "mssd_t0.1_w0"):
         assert not trials[name, 0].cfg.MODEL.DISTILL.MSSD.NORMALIZE, name
+    shipped, paper = trials["all", 0].cfg.MODEL.DISTILL, trials["all_paper", 0].cfg.MODEL.DISTILL
+    assert shipped.MSSD.NORMALIZE and shipped.FGD.NORMALIZE and shipped.FGD.BALANCE_FACTOR == 3.0
+    assert not paper.MSSD.NORMALIZE and not paper.FGD.NORMALIZE and paper.FGD.BALANCE_FACTOR == 1.0
     # the head cross-forward with CWD: both on, CWD at its own default 3x
     both = trials["cross_head_cwd", 0].cfg.MODEL.DISTILL
     assert both.CROSS_HEAD.ENABLED and both.CWD.ENABLED and both.CWD.BALANCE_FACTOR == 3.0

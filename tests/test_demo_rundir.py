@@ -179,8 +179,8 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
         *path, last = key.split(".")
         node_of = lambda c: functools.reduce(getattr, path, c)  # noqa: E731
         neutral = NEUTRAL_KEYS[key]
-        # a default shipped off its neutral value (CWD's, PKD's, FGD's factor 3.0; FGD's and MGD's
-        # NORMALIZE True) trains anew; a config at the neutral value finds the cached runs
+        # a default shipped off its neutral value (CWD's, PKD's, FGD's factor 3.0; FGD's, MGD's and
+        # MSSD's NORMALIZE True) trains anew; a config at the neutral value finds the cached runs
         shipped = {
             "MODEL.DISTILL.CWD.BALANCE_FACTOR": 3.0,
             "MODEL.DISTILL.PKD.BALANCE_FACTOR": 3.0,
@@ -188,6 +188,7 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
             "MODEL.DISTILL.MGD.BALANCE_FACTOR": 3.0,
             "MODEL.DISTILL.FGD.NORMALIZE": True,
             "MODEL.DISTILL.MGD.NORMALIZE": True,
+            "MODEL.DISTILL.MSSD.NORMALIZE": True,
         }.get(key, neutral)
         assert node_of(cfg)[last] == shipped and type(node_of(cfg)[last]) is type(neutral), key
         default_fingerprint = fingerprint(cfg)

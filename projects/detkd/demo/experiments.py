@@ -250,6 +250,12 @@ DIAGNOSIS = {
         "DEMO.md's tables before the switch measured",
         _MSSD_PAPER,
     ),
+    "all_paper": (
+        "all",
+        "`all` at its former defaults, FGD's and MSSD's paper forms (FGD at 1x): what the all "
+        "rows of DEMO.md's tables before the two switches measured",
+        _FGD_PAPER + _MSSD_PAPER,
+    ),
     "mssd_mask_only": (
         "mssd",
         "MSSD's Gaussian mask term alone (self-distillation off)",

@@ -16,9 +16,10 @@ RUN_VERSION = 3
 
 # Config keys added after runs were cached, each with the value at which training is what it was
 # before the key existed: at that value the key is left out of the fingerprint, so that adding it
-# does not train every cached run again (at any other value it counts as every key does). In the
-# block of a method that is off they are left out at any value: a new default there (FGD's and
-# MGD's NORMALIZE True) changes no run that does not train the method.
+# does not train every cached run again (at any other value it counts as every key does). The
+# neutral value is not always the default: FGD's, MGD's and MSSD's NORMALIZE ship True. In the
+# block of a method that is off they are left out at any value: a new default there (FGD's, MGD's
+# and MSSD's NORMALIZE True) changes no run that does not train the method.
 NEUTRAL_KEYS = {
     "MODEL.DISTILL.MSSD.ADAPT": False,
     "MODEL.DISTILL.MSSD.NORMALIZE": False,
