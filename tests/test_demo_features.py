@@ -188,6 +188,12 @@ def test_pan_scale_of_a_saved_pafpn_student(tmp_path):
     mapper = DatasetMapper(cfg, is_train=False)
     with torch.no_grad():
         maps = [student.backbone(student.preprocess_image([mapper(d)]).tensor) for d in dicts]
+
+    def standardized(x):  # each channel over the image's own H*W, by hand
+        x = x.double()
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        return (x - mean) / x.var(dim=(2, 3), unbiased=False, keepdim=True).sqrt()
+
     for lvl, v in scale.items():
         n = torch.cat([m[lvl].flatten() for m in maps]).double()
         p = torch.cat([m[f"fpn_{lvl}"].flatten() for m in maps]).double()
@@ -197,8 +203,15 @@ def test_pan_scale_of_a_saved_pafpn_student(tmp_path):
             ((n - p).pow(2).sum() / p.pow(2).sum()).item(), rel=1e-5
         )
         assert v["distance"] > 0
+        norm_d2 = (
+            sum((standardized(m[lvl]) - standardized(m[f"fpn_{lvl}"])).pow(2).sum() for m in maps)
+            / n.numel()
+        )
+        assert v["norm_distance"] == pytest.approx(norm_d2.item(), rel=1e-5)
+        assert 0 < v["norm_distance"] < 4
     text = features.format_pan_scale(scale, "t")
     assert text.count("\n| p") == 3
+    assert "| distance | standardized distance |" in text
     fpn = build_model(demo_config(f"{CONFIG_DIR}/student.yaml", data.opts(teacher=False))).student
     torch.save(
         {"model": {f"student.{k}": v for k, v in fpn.state_dict().items()}},

@@ -199,8 +199,22 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     # MSSD ships standardized; the variants measured before pin the paper's form
     assert trials["mssd", 0].cfg.MODEL.DISTILL.MSSD.NORMALIZE
     assert trials["mssd_norm", 0].cfg.MODEL.DISTILL.MSSD.NORMALIZE
+    # the variants on standardized maps, the rest pinned to the paper's form
+    standardized = ["mssd_norm", "mssd_norm_mask_only", "mssd_norm_sd_only"]
+    standardized += ["mssd_norm_adapt", "mssd_norm_adapt_sd_only"]
+    for name in standardized:
+        mssd = trials[name, 0].cfg.MODEL.DISTILL.MSSD
+        assert mssd.NORMALIZE and mssd.ADAPT == ("adapt" in name), name
+    # each term alone: the other's weights at 0, its own at configs/demo/distill_mssd.yaml's
+    mssd = trials["mssd_norm_mask_only", 0].cfg.MODEL.DISTILL.MSSD
+    assert mssd.WEIGHTS == [0.0] * 4 and mssd.MASK_WEIGHTS == [1.0] * 4
+    mssd = trials["mssd_norm_adapt", 0].cfg.MODEL.DISTILL.MSSD
+    assert mssd.WEIGHTS == [0.1] * 4 and mssd.MASK_WEIGHTS == [1.0] * 4
+    for name in ("mssd_norm_sd_only", "mssd_norm_adapt_sd_only"):
+        mssd = trials[name, 0].cfg.MODEL.DISTILL.MSSD
+        assert mssd.WEIGHTS == [0.1] * 4 and mssd.MASK_WEIGHTS == [0.0] * 4, name
     paper_form = [n for n, (method, *_) in DIAGNOSIS.items() if method == "mssd"]
-    paper_form.remove("mssd_norm")
+    paper_form = [n for n in paper_form if n not in standardized]
     assert len(paper_form) == 11 and "mssd_paper" in paper_form
     for name in paper_form:
         assert not trials[name, 0].cfg.MODEL.DISTILL.MSSD.NORMALIZE, name

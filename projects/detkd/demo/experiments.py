@@ -244,6 +244,44 @@ DIAGNOSIS = {
         "made it MSSD's default, which trains the same (cached apart)",
         ("MODEL.DISTILL.MSSD.NORMALIZE", True),
     ),
+    "mssd_norm_mask_only": (
+        "mssd",
+        "MSSD as it ships (standardized maps) with its Gaussian mask term alone (self-distillation "
+        "off): which of its two terms costs on the glyphs?",
+        ("MODEL.DISTILL.MSSD.NORMALIZE", True, "MODEL.DISTILL.MSSD.WEIGHTS", [0.0, 0.0, 0.0, 0.0]),
+    ),
+    "mssd_norm_sd_only": (
+        "mssd",
+        "MSSD as it ships (standardized maps) with its self-distillation alone (Gaussian mask "
+        "term off): which of its two terms costs on the glyphs?",
+        (
+            "MODEL.DISTILL.MSSD.NORMALIZE",
+            True,
+            "MODEL.DISTILL.MSSD.MASK_WEIGHTS",
+            [0.0, 0.0, 0.0, 0.0],
+        ),
+    ),
+    "mssd_norm_adapt": (
+        "mssd",
+        "MSSD as it ships (standardized maps) with its self-distillation through the 1x1 "
+        "adaptation layer: the PAN outputs of a PAFPN student are uncorrelated, channel by "
+        "channel, with the FPN maps they start from; does a learned map between the two bases "
+        "stop the self-distillation costing?",
+        ("MODEL.DISTILL.MSSD.NORMALIZE", True, "MODEL.DISTILL.MSSD.ADAPT", True),
+    ),
+    "mssd_norm_adapt_sd_only": (
+        "mssd",
+        "mssd_norm_adapt with its self-distillation alone (Gaussian mask term off): the "
+        "adaptation layer against the self-distillation's whole cost",
+        (
+            "MODEL.DISTILL.MSSD.NORMALIZE",
+            True,
+            "MODEL.DISTILL.MSSD.ADAPT",
+            True,
+            "MODEL.DISTILL.MSSD.MASK_WEIGHTS",
+            [0.0, 0.0, 0.0, 0.0],
+        ),
+    ),
     "mssd_paper": (
         "mssd",
         "MSSD at its former default, the paper's form (NORMALIZE False): what the mssd rows of "

@@ -278,10 +278,13 @@ def pan_scale(detector, dicts: List[Dict], cfg) -> Dict[str, Dict]:
     """On a PAFPN student (``detector``, a ``GeneralizedRCNN`` whose backbone is
     :class:`detkd.modeling.pafpn.PAFPN`), per level of its bottom-up path: the mean square of its
     output ``N_l`` (``pan``), of the top-down FPN map ``P_l`` it starts from (``fpn``), and their
-    distance ``mean((N_l - P_l)^2) / mean(P_l^2)`` (``distance``), over ``dicts`` at the
-    evaluation's resize, one image at a time (no batch padding enters the sums). MSSD's
-    self-distillation, ``mean((N_l - P_l)^2)``, drives ``distance`` to 0; ``p2`` is left out
-    (``N_2 = P_2``)."""
+    distance ``mean((N_l - P_l)^2) / mean(P_l^2)`` (``distance``), and their distance on the
+    maps standardized per channel, ``mean((norm(N_l) - norm(P_l))^2)`` (``norm_distance``: 2
+    where each channel of ``N_l`` is uncorrelated with ``P_l``'s over the image, 0 where it copies
+    its pattern), over ``dicts`` at the evaluation's resize, one image at a time (no batch padding
+    enters the sums; ``norm`` standardizes over the image, as ``MSSD.NORMALIZE`` does over a batch
+    of one). MSSD's self-distillation drives ``distance`` to 0, on standardized maps
+    ``norm_distance``; ``p2`` is left out (``N_2 = P_2``)."""
     detector.eval()
     mapper = DatasetMapper(cfg, is_train=False)
     sums = {}
@@ -290,13 +293,25 @@ def pan_scale(detector, dicts: List[Dict], cfg) -> Dict[str, Dict]:
             maps = detector.backbone(detector.preprocess_image([mapper(d)]).tensor)
             for lvl in detector.backbone.path_features[1:]:
                 n, p = maps[lvl].double(), maps[f"fpn_{lvl}"].double()
-                acc = sums.setdefault(lvl, torch.zeros(4, dtype=torch.float64))
+                norm_d2 = (channel_standardize(n) - channel_standardize(p)).pow(2).sum()
+                acc = sums.setdefault(lvl, torch.zeros(5, dtype=torch.float64))
                 acc += torch.stack(
-                    [n.pow(2).sum(), p.pow(2).sum(), (n - p).pow(2).sum(), n.new_tensor(n.numel())]
+                    [
+                        n.pow(2).sum(),
+                        p.pow(2).sum(),
+                        (n - p).pow(2).sum(),
+                        norm_d2,
+                        n.new_tensor(n.numel()),
+                    ]
                 )
     return {
-        lvl: {"pan": (n2 / count).item(), "fpn": (p2 / count).item(), "distance": (d2 / p2).item()}
-        for lvl, (n2, p2, d2, count) in sums.items()
+        lvl: {
+            "pan": (n2 / count).item(),
+            "fpn": (p2 / count).item(),
+            "distance": (d2 / p2).item(),
+            "norm_distance": (norm_d2 / count).item(),
+        }
+        for lvl, (n2, p2, d2, norm_d2, count) in sums.items()
     }
 
 
@@ -306,14 +321,19 @@ def format_pan_scale(scale: Dict[str, Dict], title: str) -> str:
         f"# {title}",
         "",
         "Per level of the bottom-up path: the mean square of its output N_l and of the top-down "
-        "FPN map P_l it starts from, and mean((N_l - P_l)^2) / mean(P_l^2) (MSSD's "
-        "self-distillation drives it to 0).",
+        "FPN map P_l it starts from, mean((N_l - P_l)^2) / mean(P_l^2) (MSSD's "
+        "self-distillation drives it to 0), and mean((norm(N_l) - norm(P_l))^2) on the maps "
+        "standardized per channel over each image (MSSD.NORMALIZE's self-distillation drives it "
+        "to 0; 2: uncorrelated).",
         "",
-        "| level | mean N_l^2 | mean P_l^2 | distance |",
-        "|---|---|---|---|",
+        "| level | mean N_l^2 | mean P_l^2 | distance | standardized distance |",
+        "|---|---|---|---|---|",
     ]
     for lvl, v in scale.items():
-        lines.append(f"| {lvl} | {v['pan']:.3g} | {v['fpn']:.3g} | {v['distance']:.3g} |")
+        lines.append(
+            f"| {lvl} | {v['pan']:.3g} | {v['fpn']:.3g} | {v['distance']:.3g} "
+            f"| {v['norm_distance']:.3g} |"
+        )
     return "\n".join(lines) + "\n"
 
 
