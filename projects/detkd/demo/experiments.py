@@ -111,6 +111,11 @@ _MGD_1X = ("MODEL.DISTILL.MGD.BALANCE_FACTOR", 1.0)
 # MSSD's former default, the paper's form (NORMALIZE False): the variants measured before MSSD
 # shipped on standardized maps pin it
 _MSSD_PAPER = ("MODEL.DISTILL.MSSD.NORMALIZE", False)
+# the variants measured on standardized maps pin them; either term off, for its partner alone
+_MSSD_NORM = ("MODEL.DISTILL.MSSD.NORMALIZE", True)
+_MSSD_SD_OFF = ("MODEL.DISTILL.MSSD.WEIGHTS", [0.0, 0.0, 0.0, 0.0])
+_MSSD_MASK_OFF = ("MODEL.DISTILL.MSSD.MASK_WEIGHTS", [0.0, 0.0, 0.0, 0.0])
+_MSSD_ADAPT = ("MODEL.DISTILL.MSSD.ADAPT", True)
 
 # Chen's hint alone (its output terms off) balanced to 3x the detection loss
 _CHEN_HINT_ALONE_T3 = (
@@ -223,19 +228,13 @@ DIAGNOSIS = {
         "mssd",
         "MSSD's PAN outputs reach their FPN maps through a 1x1 adaptation layer (identity at "
         "the start) instead of being pulled onto them",
-        _MSSD_PAPER + ("MODEL.DISTILL.MSSD.ADAPT", True),
+        _MSSD_PAPER + _MSSD_ADAPT,
     ),
     "mssd_adapt_sd_only": (
         "mssd",
         "MSSD's self-distillation alone through the 1x1 adaptation layer (mask term off): does "
         "the adapted form cost once the mask term, which alone costs as much as both, is gone?",
-        _MSSD_PAPER
-        + (
-            "MODEL.DISTILL.MSSD.ADAPT",
-            True,
-            "MODEL.DISTILL.MSSD.MASK_WEIGHTS",
-            [0.0, 0.0, 0.0, 0.0],
-        ),
+        _MSSD_PAPER + _MSSD_ADAPT + _MSSD_MASK_OFF,
     ),
     "mssd_norm": (
         "mssd",
@@ -248,18 +247,13 @@ DIAGNOSIS = {
         "mssd",
         "MSSD as it ships (standardized maps) with its Gaussian mask term alone (self-distillation "
         "off): which of its two terms costs on the glyphs?",
-        ("MODEL.DISTILL.MSSD.NORMALIZE", True, "MODEL.DISTILL.MSSD.WEIGHTS", [0.0, 0.0, 0.0, 0.0]),
+        _MSSD_NORM + _MSSD_SD_OFF,
     ),
     "mssd_norm_sd_only": (
         "mssd",
         "MSSD as it ships (standardized maps) with its self-distillation alone (Gaussian mask "
         "term off): which of its two terms costs on the glyphs?",
-        (
-            "MODEL.DISTILL.MSSD.NORMALIZE",
-            True,
-            "MODEL.DISTILL.MSSD.MASK_WEIGHTS",
-            [0.0, 0.0, 0.0, 0.0],
-        ),
+        _MSSD_NORM + _MSSD_MASK_OFF,
     ),
     "mssd_norm_adapt": (
         "mssd",
@@ -267,20 +261,13 @@ DIAGNOSIS = {
         "adaptation layer: the PAN outputs of a PAFPN student are uncorrelated, channel by "
         "channel, with the FPN maps they start from; does a learned map between the two bases "
         "stop the self-distillation costing?",
-        ("MODEL.DISTILL.MSSD.NORMALIZE", True, "MODEL.DISTILL.MSSD.ADAPT", True),
+        _MSSD_NORM + _MSSD_ADAPT,
     ),
     "mssd_norm_adapt_sd_only": (
         "mssd",
         "mssd_norm_adapt with its self-distillation alone (Gaussian mask term off): the "
         "adaptation layer against the self-distillation's whole cost",
-        (
-            "MODEL.DISTILL.MSSD.NORMALIZE",
-            True,
-            "MODEL.DISTILL.MSSD.ADAPT",
-            True,
-            "MODEL.DISTILL.MSSD.MASK_WEIGHTS",
-            [0.0, 0.0, 0.0, 0.0],
-        ),
+        _MSSD_NORM + _MSSD_ADAPT + _MSSD_MASK_OFF,
     ),
     "mssd_paper": (
         "mssd",
@@ -297,12 +284,12 @@ DIAGNOSIS = {
     "mssd_mask_only": (
         "mssd",
         "MSSD's Gaussian mask term alone (self-distillation off)",
-        _MSSD_PAPER + ("MODEL.DISTILL.MSSD.WEIGHTS", [0.0, 0.0, 0.0, 0.0]),
+        _MSSD_PAPER + _MSSD_SD_OFF,
     ),
     "mssd_sd_only": (
         "mssd",
         "MSSD's self-distillation alone (Gaussian mask term off)",
-        _MSSD_PAPER + ("MODEL.DISTILL.MSSD.MASK_WEIGHTS", [0.0, 0.0, 0.0, 0.0]),
+        _MSSD_PAPER + _MSSD_MASK_OFF,
     ),
     "mssd_t0.1": (
         "mssd",
@@ -313,15 +300,7 @@ DIAGNOSIS = {
         "mssd",
         "MSSD built and run with both terms' weights at 0 and the balance off: its machinery "
         "alone (does enabling MSSD change the student apart from its loss?)",
-        _MSSD_PAPER
-        + (
-            "MODEL.DISTILL.MSSD.WEIGHTS",
-            [0.0, 0.0, 0.0, 0.0],
-            "MODEL.DISTILL.MSSD.MASK_WEIGHTS",
-            [0.0, 0.0, 0.0, 0.0],
-            "MODEL.DISTILL.BALANCE.AUTO",
-            False,
-        ),
+        _MSSD_PAPER + _MSSD_SD_OFF + _MSSD_MASK_OFF + ("MODEL.DISTILL.BALANCE.AUTO", False),
     ),
     "baseline_pafpn_noclip": (
         "baseline_pafpn",
