@@ -154,14 +154,18 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
         # a variant that changes the backbone starts from the trunk's copy for that backbone
         moved = {"MODEL.WEIGHTS"} if "MODEL.BACKBONE.NAME" in opts[::2] else set()
         # a key set to its method's own value pins it against a later default: only FGD's, MGD's
-        # and MSSD's NORMALIZE, which the variants on standardized maps set since before it was on
+        # and MSSD's NORMALIZE, which the variants on standardized maps set since before it was
+        # on, and MSSD's WEIGHTS, which the variants with its self-distillation off set since
+        # before it shipped off
         pinned = set(opts[::2]) - changed - moved
-        assert pinned <= {f"MODEL.DISTILL.{m}.NORMALIZE" for m in ("FGD", "MGD", "MSSD")}, name
-        # mssd_norm measured the setting MSSD ships at since: it is its method, kept by name for
-        # the runs it cached
+        allowed = {f"MODEL.DISTILL.{m}.NORMALIZE" for m in ("FGD", "MGD", "MSSD")}
+        assert pinned <= allowed | {"MODEL.DISTILL.MSSD.WEIGHTS"}, name
+        # mssd_norm_mask_only measured the setting MSSD ships at since: it is its method, kept by
+        # name for the runs it cached
         assert changed == (set(opts[::2]) - pinned) | moved, name
-        assert bool(changed) == (name != "mssd_norm"), name
-        assert (trials[name, 0].key != trials[method, 0].key) == (name != "mssd_norm"), name
+        assert bool(changed) == (name != "mssd_norm_mask_only"), name
+        same_key = trials[name, 0].key == trials[method, 0].key
+        assert same_key == (name == "mssd_norm_mask_only"), name
     assert trials["fgd_t0.1", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 0.1
     assert trials["cwd_t3", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 3.0
     # CWD ships at 3x; the variants measured at 1x pin its factor there, so their runs stay cached
@@ -196,9 +200,12 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     for name in ("mgd_norm", "mgd_norm_t3"):
         mgd = trials[name, 0].cfg.MODEL.DISTILL.MGD
         assert mgd.NORMALIZE and mgd.BALANCE_FACTOR == 1.0, name
-    # MSSD ships standardized; the variants measured before pin the paper's form
-    assert trials["mssd", 0].cfg.MODEL.DISTILL.MSSD.NORMALIZE
+    # MSSD ships standardized with its self-distillation off (its Gaussian mask term alone); the
+    # variants measured before pin the paper's form, and both terms at the demo's 0.1 per level
+    shipped = trials["mssd", 0].cfg.MODEL.DISTILL.MSSD
+    assert shipped.NORMALIZE and shipped.WEIGHTS == [0.0] * 4 and shipped.MASK_WEIGHTS == [1.0] * 4
     assert trials["mssd_norm", 0].cfg.MODEL.DISTILL.MSSD.NORMALIZE
+    assert trials["mssd_norm", 0].cfg.MODEL.DISTILL.MSSD.WEIGHTS == [0.1] * 4
     # the variants on standardized maps, the rest pinned to the paper's form
     standardized = ["mssd_norm", "mssd_norm_mask_only", "mssd_norm_sd_only"]
     standardized += ["mssd_norm_adapt", "mssd_norm_adapt_sd_only"]
@@ -217,10 +224,16 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     paper_form = [n for n in paper_form if n not in standardized]
     assert len(paper_form) == 11 and "mssd_paper" in paper_form
     for name in paper_form:
-        assert not trials[name, 0].cfg.MODEL.DISTILL.MSSD.NORMALIZE, name
+        mssd = trials[name, 0].cfg.MODEL.DISTILL.MSSD
+        assert not mssd.NORMALIZE, name
+        # the self-distillation at the demo's 0.1 per level, but where a variant turns it off
+        sd_off = name in ("mssd_mask_only", "mssd_zero")
+        assert mssd.WEIGHTS == [0.0 if sd_off else 0.1] * 4, name
     shipped, paper = trials["all", 0].cfg.MODEL.DISTILL, trials["all_paper", 0].cfg.MODEL.DISTILL
     assert shipped.MSSD.NORMALIZE and shipped.FGD.NORMALIZE and shipped.FGD.BALANCE_FACTOR == 3.0
     assert not paper.MSSD.NORMALIZE and not paper.FGD.NORMALIZE and paper.FGD.BALANCE_FACTOR == 1.0
+    # `all` carries MSSD as it ships; all_paper its two terms as measured
+    assert shipped.MSSD.WEIGHTS == [0.0] * 4 and paper.MSSD.WEIGHTS == [0.1] * 4
     # the head cross-forward with CWD: both on, CWD at its own default 3x
     both = trials["cross_head_cwd", 0].cfg.MODEL.DISTILL
     assert both.CROSS_HEAD.ENABLED and both.CWD.ENABLED and both.CWD.BALANCE_FACTOR == 3.0

@@ -246,6 +246,34 @@ def test_a_method_that_is_off_leaves_its_balance_factor_out():
     assert baseline.MODEL.DISTILL.CWD.BALANCE_FACTOR == 3.0  # the fingerprint changes no config
 
 
+def test_a_changed_default_retrains_only_the_runs_of_its_method():
+    """MSSD's WEIGHTS went from 1.0 per level to 0 (FORMER_DEFAULTS): where MSSD is off (the
+    baseline, every other method) the key trains nothing and counts at its former value, so the
+    runs cached before keep their fingerprint; a run that trains MSSD gets a new one."""
+    from detkd.demo.training import demo_config
+    from detkd.survey.trials import FORMER_DEFAULTS, fingerprint
+
+    assert FORMER_DEFAULTS == {"MODEL.DISTILL.MSSD.WEIGHTS": [1.0] * 4}
+    for config in ("student.yaml", "distill_cwd.yaml", "distill_chen.yaml"):
+        cfg = demo_config(os.path.join(REPO, "configs/demo", config), [])
+        assert not cfg.MODEL.DISTILL.MSSD.ENABLED and cfg.MODEL.DISTILL.MSSD.WEIGHTS == [0.0] * 4
+        for value in (1.0, 0.1, 0.0):  # 1.0: the config cached before the change
+            other = cfg.clone()
+            other.defrost()
+            other.MODEL.DISTILL.MSSD.WEIGHTS = [value] * 4
+            assert fingerprint(other) == fingerprint(cfg), (config, value)
+        assert cfg.MODEL.DISTILL.MSSD.WEIGHTS == [0.0] * 4  # the fingerprint changes no config
+    # MSSD on: each weight trains other weights
+    mssd = demo_config(os.path.join(REPO, "configs/demo/distill_mssd.yaml"), [])
+    keys = set()
+    for value in (0.0, 0.1, 1.0):
+        other = mssd.clone()
+        other.defrost()
+        other.MODEL.DISTILL.MSSD.WEIGHTS = [value] * 4
+        keys.add(fingerprint(other))
+    assert len(keys) == 3 and fingerprint(mssd) in keys
+
+
 def test_a_run_is_trained_from_its_seed(tmp_path):
     """The demo builds its trainer itself (train_net's default_setup never runs), so it seeds
     torch, numpy and random from cfg.SEED: two runs of seed 0 end with the same weights, a run of

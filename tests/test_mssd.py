@@ -4,7 +4,8 @@ import math
 
 import pytest
 import torch
-from conftest import make_cfg, train_batch
+from conftest import REPO, make_cfg, train_batch
+from detectron2.config import LazyConfig
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from reference_masks import loop_gaussian_mask
@@ -103,6 +104,46 @@ def test_mssd_terms_weights_and_detached_teacher():
         MSSDDistiller(in_features=["p2", "p3"], channels=4, weights=[1.0], mask_weights=[1.0, 1.0])
 
 
+def test_mssd_ships_with_its_gaussian_mask_term_alone():
+    """MSSD's defaults (docs/METHODS.md, `MSSD WEIGHTS`): both terms on standardized maps, the
+    self-distillation weighted 0, so the PAN outputs learn from the Gaussian mask term alone; the
+    yaml, the LazyConfig and a distiller built from its defaults agree."""
+    cfg = make_cfg("configs/demo/student.yaml").MODEL.DISTILL.MSSD
+    assert cfg.WEIGHTS == [0.0] * 4 and cfg.MASK_WEIGHTS == [1.0] * 4 and cfg.NORMALIZE
+    assert make_cfg("configs/demo/distill_mssd.yaml").MODEL.DISTILL.MSSD.WEIGHTS == [0.0] * 4
+    lazy = LazyConfig.load(f"{REPO}/configs/lazy/demo_distill_mssd.py")
+    assert lazy.model.distillers[0].weights == [0.0] * 4
+    mssd = MSSDDistiller(channels=4)
+    levels = ["p2", "p3", "p4", "p5"]
+    fpn = {k: torch.randn(1, 4, 8 // 2**i + 1, 8 // 2**i + 1) for i, k in enumerate(levels)}
+    pan = {k: torch.randn_like(v, requires_grad=True) for k, v in fpn.items()}
+    features = {**pan, **{f"fpn_{k}": v for k, v in fpn.items()}}
+    strides = {k: 4.0 * 2**i for i, k in enumerate(levels)}
+    batch = DistillBatch(
+        student=SideOutputs(features),
+        teacher=None,
+        gt_boxes=[torch.tensor([[0.0, 0.0, 20.0, 12.0]])],
+        image_sizes=[(36, 36)],
+        strides=strides,
+    )
+    out = mssd(batch)
+    assert all(out[f"loss_mssd_sd_{k}"].item() == 0.0 for k in levels)
+    # the whole loss is the mask term: the sum of each level's MSE to its Gaussian target
+    for k in levels:
+        hw = pan[k].shape[-2:]
+        target = gaussian_target_mask(batch.gt_boxes, batch.image_sizes, hw, strides[k])
+        pred = torch.sigmoid(mssd.loss.mask_heads[k](channel_standardize(pan[k]))[:, 0])
+        assert out[f"loss_mssd_mask_{k}"].item() == pytest.approx(
+            ((pred - target) ** 2).mean().item(), rel=1e-5
+        ), k
+    total = sum(out.values())
+    grads = torch.autograd.grad(total, list(pan.values()), retain_graph=True)
+    mask_only = sum(out[f"loss_mssd_mask_{k}"] for k in levels)
+    assert all(g.abs().sum() > 0 for g in grads)
+    for g, h in zip(grads, torch.autograd.grad(mask_only, list(pan.values()))):
+        assert torch.equal(g, h)
+
+
 def test_mssd_needs_a_pafpn_student():
     cfg = make_cfg(
         "configs/demo/distill_mssd.yaml", "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone"
@@ -148,7 +189,8 @@ def test_mssd_adapt_starts_at_the_paper_form_and_trains_the_adapter():
 
 
 def test_mssd_adapt_from_config_and_not_in_the_exported_student():
-    cfg = make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.ADAPT", True)
+    sd = ("MODEL.DISTILL.MSSD.WEIGHTS", [0.1] * 4)  # the self-distillation it adapts, on
+    cfg = make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.ADAPT", True, *sd)
     model = build_model(cfg).train()
     mssd = model.distillers["mssd"]
     assert set(mssd.loss.adapters) == {"p2", "p3", "p4", "p5"}
@@ -158,7 +200,12 @@ def test_mssd_adapt_from_config_and_not_in_the_exported_student():
     assert mssd.loss.adapters["p3"].weight.grad.abs().sum() > 0
     assert not any("adapters" in k for k in model.student.state_dict())
     with pytest.raises(ValueError, match="MODEL.DISTILL.MSSD.ADAPT"):
-        build_model(make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.ADAPT", 2))
+        build_model(make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.ADAPT", 2, *sd))
+    # at MSSD's default WEIGHTS 0 there is no self-distillation to adapt: named, not trained idle
+    with pytest.raises(
+        ValueError, match="ADAPT True adapts the self-distillation term, which WEIGHTS 0"
+    ):
+        build_model(make_cfg("configs/demo/distill_mssd.yaml", "MODEL.DISTILL.MSSD.ADAPT", True))
 
 
 def test_mssd_normalize_is_mssd_on_standardized_maps_and_scale_free():

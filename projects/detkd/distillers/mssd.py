@@ -6,7 +6,9 @@ Config block ``MODEL.DISTILL.MSSD``; needs no teacher, but a student backbone wi
 weighted per level by ``WEIGHTS`` and ``MASK_WEIGHTS``. ``NORMALIZE`` (on by default; not in the
 paper) computes both terms on the maps standardized per channel, where the paper's form moves the
 scale of the PAN outputs and costs AP on every embedded set (docs/METHODS.md); ``NORMALIZE False``
-is the paper's form.
+is the paper's form. ``WEIGHTS`` ships at 0, the self-distillation off, which leaves the Gaussian
+mask term on the PAN outputs: measured term by term, the self-distillation is what costs
+(docs/METHODS.md); set ``WEIGHTS`` (the demo's runs used 0.1 per level) for the paper's two terms.
 """
 
 from detectron2.config import configurable
@@ -37,8 +39,10 @@ class MSSDDistiller(Distiller):
     needs_teacher = False
     params = (
         Param("IN_FEATURES", ["p2", "p3", "p4", "p5"], unique),
-        # per level, large maps (small objects) first
-        Param("WEIGHTS", [1.0] * 4, (each(non_negative), one_per("in_features", "IN_FEATURES"))),
+        # per level, large maps (small objects) first. The self-distillation ships off (0): on
+        # every embedded set MSSD ends higher without it, and on the converged glyphs it costs AP
+        # alone (docs/METHODS.md); the demo measured the paper's two terms at 0.1 per level
+        Param("WEIGHTS", [0.0] * 4, (each(non_negative), one_per("in_features", "IN_FEATURES"))),
         Param(
             "MASK_WEIGHTS",
             [1.0] * 4,
@@ -58,6 +62,12 @@ class MSSDDistiller(Distiller):
         self.in_features = list(self.in_features)
         self.weights = dict(zip(self.in_features, map(float, self.weights)))
         self.mask_weights = dict(zip(self.in_features, map(float, self.mask_weights)))
+        if self.adapt and not any(self.weights.values()):
+            raise ValueError(
+                "MODEL.DISTILL.MSSD.ADAPT True adapts the self-distillation term, which WEIGHTS 0 "
+                "(MSSD's default) turns off: the adaptation layers would train nothing. Set "
+                "MSSD.WEIGHTS above 0 (e.g. 0.1 per level) or ADAPT False"
+            )
         self.loss = MSSDLoss(
             channels, self.in_features, adapt=bool(self.adapt), normalize=bool(self.normalize)
         )
