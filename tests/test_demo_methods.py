@@ -188,6 +188,9 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
         assert shipped.NORMALIZE and shipped.BALANCE_FACTOR == 3.0, method
         paper = trials[f"{method}_paper", 0].cfg.MODEL.DISTILL[block]
         assert not paper.NORMALIZE and paper.BALANCE_FACTOR == 1.0, method
+    # all_no_mssd's MSSD is off at the weights `all` carried when it was measured (its cache key)
+    assert trials["all_no_mssd", 0].cfg.MODEL.DISTILL.MSSD.WEIGHTS == [0.1] * 4
+    assert not trials["all_no_mssd", 0].cfg.MODEL.DISTILL.MSSD.ENABLED
     for name in ("fgd_t0.1", "fgd_no_bg", "fgd_p3_p6", "fgd_scratch", "all_no_mssd"):
         fgd = trials[name, 0].cfg.MODEL.DISTILL.FGD
         assert not fgd.NORMALIZE and fgd.BALANCE_FACTOR == 1.0, name

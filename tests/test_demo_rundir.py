@@ -246,32 +246,44 @@ def test_a_method_that_is_off_leaves_its_balance_factor_out():
     assert baseline.MODEL.DISTILL.CWD.BALANCE_FACTOR == 3.0  # the fingerprint changes no config
 
 
-def test_a_changed_default_retrains_only_the_runs_of_its_method():
-    """MSSD's WEIGHTS went from 1.0 per level to 0 (FORMER_DEFAULTS): where MSSD is off (the
-    baseline, every other method) the key trains nothing and counts at its former value, so the
-    runs cached before keep their fingerprint; a run that trains MSSD gets a new one."""
+def test_a_changed_default_retrains_only_the_runs_of_its_method(monkeypatch):
+    """MSSD's WEIGHTS default is 0, where runs were cached under 1.0 per level (FORMER_DEFAULTS):
+    where MSSD is off (the baseline, every other method) a config at the default keeps the
+    fingerprint it had under the earlier default, so those runs stay cached, and any other value
+    counts as before; a run that trains MSSD counts its weights."""
     from detkd.demo.training import demo_config
+    from detkd.survey import trials
     from detkd.survey.trials import FORMER_DEFAULTS, fingerprint
 
-    assert FORMER_DEFAULTS == {"MODEL.DISTILL.MSSD.WEIGHTS": [1.0] * 4}
+    assert FORMER_DEFAULTS == {"MODEL.DISTILL.MSSD.WEIGHTS": ([1.0] * 4, [0.0] * 4)}
+
+    def earlier(cfg, weights):
+        """The fingerprint the config had under the earlier default, its MSSD at ``weights``."""
+        other = cfg.clone()
+        other.defrost()
+        other.MODEL.DISTILL.MSSD.WEIGHTS = weights
+        with monkeypatch.context() as m:
+            m.setattr(trials, "FORMER_DEFAULTS", {})
+            return fingerprint(other)
+
+    def at(cfg, weights):
+        other = cfg.clone()
+        other.defrost()
+        other.MODEL.DISTILL.MSSD.WEIGHTS = weights
+        return fingerprint(other)
+
     for config in ("student.yaml", "distill_cwd.yaml", "distill_chen.yaml"):
         cfg = demo_config(os.path.join(REPO, "configs/demo", config), [])
         assert not cfg.MODEL.DISTILL.MSSD.ENABLED and cfg.MODEL.DISTILL.MSSD.WEIGHTS == [0.0] * 4
-        for value in (1.0, 0.1, 0.0):  # 1.0: the config cached before the change
-            other = cfg.clone()
-            other.defrost()
-            other.MODEL.DISTILL.MSSD.WEIGHTS = [value] * 4
-            assert fingerprint(other) == fingerprint(cfg), (config, value)
+        # at the default: the fingerprint of the same config cached under 1.0 per level
+        assert fingerprint(cfg) == earlier(cfg, [1.0] * 4) != earlier(cfg, [0.0] * 4), config
+        # set to another value in a block that is off (all_no_mssd's 0.1): as before the change
+        assert at(cfg, [0.1] * 4) == earlier(cfg, [0.1] * 4) != fingerprint(cfg), config
         assert cfg.MODEL.DISTILL.MSSD.WEIGHTS == [0.0] * 4  # the fingerprint changes no config
-    # MSSD on: each weight trains other weights
+    # MSSD on: each weight trains other weights, and the rule leaves its fingerprint alone
     mssd = demo_config(os.path.join(REPO, "configs/demo/distill_mssd.yaml"), [])
-    keys = set()
-    for value in (0.0, 0.1, 1.0):
-        other = mssd.clone()
-        other.defrost()
-        other.MODEL.DISTILL.MSSD.WEIGHTS = [value] * 4
-        keys.add(fingerprint(other))
-    assert len(keys) == 3 and fingerprint(mssd) in keys
+    keys = {at(mssd, [w] * 4) for w in (0.0, 0.1, 1.0)}
+    assert len(keys) == 3 and fingerprint(mssd) == earlier(mssd, [0.0] * 4)
 
 
 def test_a_run_is_trained_from_its_seed(tmp_path):

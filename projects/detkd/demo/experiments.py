@@ -108,14 +108,14 @@ _FGD_PAPER = ("MODEL.DISTILL.FGD.NORMALIZE", False, "MODEL.DISTILL.FGD.BALANCE_F
 _FGD_1X = ("MODEL.DISTILL.FGD.BALANCE_FACTOR", 1.0)
 _MGD_PAPER = ("MODEL.DISTILL.MGD.NORMALIZE", False, "MODEL.DISTILL.MGD.BALANCE_FACTOR", 1.0)
 _MGD_1X = ("MODEL.DISTILL.MGD.BALANCE_FACTOR", 1.0)
-# MSSD's self-distillation at the weight the demo measured it with (0.1 per level): it ships off
-# since, and the variants measured before pin it, so they train, and are cached, as measured
+# MSSD's self-distillation at the weight the demo measures it with (0.1 per level; MSSD's default
+# is 0, the term off): the variants with both terms, or the self-distillation alone, pin it, so
+# they train, and are cached, as measured
 _MSSD_SD = ("MODEL.DISTILL.MSSD.WEIGHTS", [0.1, 0.1, 0.1, 0.1])
-# MSSD's former default, the paper's form (NORMALIZE False) with both terms: the variants
-# measured before MSSD shipped on standardized maps pin it
+# the paper's form (NORMALIZE False) with both terms: the MSSD variants on raw maps pin it
 _MSSD_PAPER = ("MODEL.DISTILL.MSSD.NORMALIZE", False) + _MSSD_SD
-# the variants measured on standardized maps pin them, with both terms; either term off, for its
-# partner alone
+# both terms on standardized maps: the variants on standardized maps pin them; either term off,
+# for its partner alone
 _MSSD_NORM = ("MODEL.DISTILL.MSSD.NORMALIZE", True) + _MSSD_SD
 _MSSD_SD_OFF = ("MODEL.DISTILL.MSSD.WEIGHTS", [0.0, 0.0, 0.0, 0.0])
 _MSSD_MASK_OFF = ("MODEL.DISTILL.MSSD.MASK_WEIGHTS", [0.0, 0.0, 0.0, 0.0])
@@ -135,7 +135,8 @@ _CHEN_HINT_ALONE_T3 = (
 # config with one change, in one key or a few (or one change on top of another variant's:
 # fgd_norm_no_bg is fgd_norm without its background term; a CWD or PKD variant measured at the
 # method's former 1x pins its BALANCE_FACTOR at 1.0, an FGD or MGD variant the paper's form at 1x
-# or its 1x, an MSSD variant the paper's form, so it trains, and is cached, as measured),
+# or its 1x, an MSSD variant its form (raw or standardized maps) and its self-distillation's weight,
+# so it trains, and is cached, as measured),
 # answering one hypothesis, paired with the method's baseline under the same seeds. name ->
 # (survey method or baseline, what it changes and why, KEY VALUE overrides[, the experiment it is
 # compared with when not the method's baseline]). Run by name, beside its method and baseline:
@@ -384,7 +385,9 @@ DIAGNOSIS = {
         "all",
         "`all` without MSSD: Chen's losses and FGD on the PAFPN student (is MSSD what `all` "
         "loses against its PAFPN baseline?)",
-        _FGD_PAPER + ("MODEL.DISTILL.MSSD.ENABLED", False),
+        # MSSD's weights as `all` carried them when measured: off, they train nothing, and keep
+        # the runs cached
+        _FGD_PAPER + _MSSD_SD + ("MODEL.DISTILL.MSSD.ENABLED", False),
     ),
     "cwd_t0.1": (
         "cwd",

@@ -1,5 +1,6 @@
-"""Multi-scale self-distillation with a Gaussian mask (Jia et al., 2024): the neck's top-down FPN
-maps teach its bottom-up PAN outputs; the loss is :class:`detkd.losses.MSSDLoss`.
+"""Multi-scale self-distillation with a Gaussian mask (Jia et al., 2024): a Gaussian mask head on
+the neck's bottom-up PAN outputs and, weighted by ``WEIGHTS`` (0 as it ships), the neck's top-down
+FPN maps teaching those outputs; the loss is :class:`detkd.losses.MSSDLoss`.
 
 Config block ``MODEL.DISTILL.MSSD``; needs no teacher, but a student backbone with a bottom-up path
 (``MODEL.BACKBONE.NAME: build_resnet_pafpn_backbone``); terms ``loss_mssd_{sd,mask}_<level>``,

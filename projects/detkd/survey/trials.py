@@ -35,12 +35,13 @@ NEUTRAL_KEYS = {
     },
 }
 
-# Defaults detkd changed after runs were cached, with the value they had before. In the block of a
-# method that is off such a key trains nothing, so there it counts at its former value: the new
-# default retrains the runs that train the method (their weights change), not every other run.
-# MSSD's WEIGHTS went from 1.0 per level to 0 (its self-distillation off, docs/METHODS.md).
+# Keys whose default differs from the one runs were cached under: key -> (the default those runs
+# had, the default now). In the block of a method that is off such a key trains nothing, so there
+# the default now counts as the earlier one: a config that leaves the key at its default keeps its
+# fingerprint, and only the runs that train the method (their weights change) train again. Any
+# other value counts as it is. MSSD's WEIGHTS: 1.0 per level then, 0 now (docs/METHODS.md).
 FORMER_DEFAULTS = {
-    "MODEL.DISTILL.MSSD.WEIGHTS": [1.0, 1.0, 1.0, 1.0],
+    "MODEL.DISTILL.MSSD.WEIGHTS": ([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]),
 }
 
 
@@ -49,19 +50,19 @@ def fingerprint(cfg) -> str:
     that is not a ``DistillRCNN`` (a teacher trained alone) ignores ``MODEL.DISTILL``: a new detkd
     default there does not retrain it. A ``DistillRCNN``'s counts :data:`RUN_VERSION` too. Keys of
     :data:`NEUTRAL_KEYS` at their neutral value are left out, and at any value in the block of a
-    method that is off, as is that method's ``BALANCE_FACTOR``; keys of :data:`FORMER_DEFAULTS`
-    count at their former value in the block of a method that is off (a method's new default
-    retrains the runs of that method, not a baseline's or another method's)."""
+    method that is off, as is that method's ``BALANCE_FACTOR``; a key of :data:`FORMER_DEFAULTS` at
+    its default counts at the earlier default in the block of a method that is off (a method's new
+    default retrains the runs of that method, not a baseline's or another method's)."""
     cfg = cfg.clone()
     for key, neutral in NEUTRAL_KEYS.items():
         *path, last = key.split(".")
         node = functools.reduce(lambda n, name: n.get(name, {}), path, cfg)
         if last in node and (node[last] == neutral or node.get("ENABLED") is False):
             del node[last]
-    for key, former in FORMER_DEFAULTS.items():
+    for key, (former, now) in FORMER_DEFAULTS.items():
         *path, last = key.split(".")
         node = functools.reduce(lambda n, name: n.get(name, {}), path, cfg)
-        if last in node and node.get("ENABLED") is False:
+        if node.get("ENABLED") is False and list(node.get(last, ())) == now:
             node[last] = former
     for block in cfg.MODEL.get("DISTILL", {}).values():
         if isinstance(block, dict) and block.get("ENABLED") is False:
