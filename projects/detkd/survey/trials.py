@@ -45,6 +45,13 @@ FORMER_DEFAULTS = {
 }
 
 
+def _block_of(cfg, key: str):
+    """The config node that holds ``key`` ("A.B.C" -> ``cfg.A.B``, ``{}`` where it is missing) and
+    the key's last name."""
+    *path, last = key.split(".")
+    return functools.reduce(lambda n, name: n.get(name, {}), path, cfg), last
+
+
 def fingerprint(cfg) -> str:
     """Hash of what determines trained weights (not output paths or evaluation settings). A model
     that is not a ``DistillRCNN`` (a teacher trained alone) ignores ``MODEL.DISTILL``: a new detkd
@@ -55,13 +62,11 @@ def fingerprint(cfg) -> str:
     default retrains the runs of that method, not a baseline's or another method's)."""
     cfg = cfg.clone()
     for key, neutral in NEUTRAL_KEYS.items():
-        *path, last = key.split(".")
-        node = functools.reduce(lambda n, name: n.get(name, {}), path, cfg)
+        node, last = _block_of(cfg, key)
         if last in node and (node[last] == neutral or node.get("ENABLED") is False):
             del node[last]
     for key, (former, now) in FORMER_DEFAULTS.items():
-        *path, last = key.split(".")
-        node = functools.reduce(lambda n, name: n.get(name, {}), path, cfg)
+        node, last = _block_of(cfg, key)
         if node.get("ENABLED") is False and list(node.get(last, ())) == now:
             node[last] = former
     for block in cfg.MODEL.get("DISTILL", {}).values():
