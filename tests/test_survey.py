@@ -27,7 +27,7 @@ from detkd.survey.arms import check_arms, split_values
 from detkd.survey.cli import main, parser, plan_survey, survey_schedule
 from detkd.survey.runner import rank
 from detkd.survey.training import train_trial
-from detkd.survey.trials import load_run, plan_trials
+from detkd.survey.trials import fingerprint, load_run, names_teacher, plan_trials
 
 PKD = os.path.join(REPO, "configs/demo/distill_pkd.yaml")
 
@@ -219,9 +219,48 @@ def test_an_interrupted_survey_resumes_from_its_cache(tmp_path, teacher_weights,
     assert "\nRegime: " in report
     assert f"\n| pkd | {BASELINE} | " in report and f"\n| cwd | {BASELINE} | " in report
     assert (tmp_path / "survey" / "gains.png").is_file()
-    # a changed teacher changes every trial's key: nothing is read back under the old one
+    # a changed suffix (pretrained weights every config starts from) changes every trial's key:
+    # nothing is read back under the old one
     trial = plan_trials(again.arms, {n: 1 for n in again.arms}, again.output, "other")[0]
-    assert load_run(trial["pkd", 0]) is None
+    assert load_run(trial["pkd", 0]) is None and load_run(trial[BASELINE, 0]) is None
+    # a changed teacher changes the key of every trial that trains with it, not the baseline's
+    trials, cached, pending = plan_trials(
+        again.arms, {n: 1 for n in again.arms}, again.output, teacher_suffix="another teacher"
+    )
+    assert [(t.name, t.seed) for t in pending] == [("pkd", 0), ("cwd", 0)]
+    assert set(cached) == {(BASELINE, 0)} and trials[BASELINE, 0].key == fingerprint(
+        trials[BASELINE, 0].cfg
+    )
+    assert trials["pkd", 0].key == f"{fingerprint(trials['pkd', 0].cfg)}-another teacher"
+
+
+def test_a_run_without_a_teacher_cached_under_a_teacher_s_key_reads_back_once_rekeyed(
+    tmp_path, distill_cfg
+):
+    """A run of the student alone saved when every key joined the teacher's fingerprint reads
+    back under the same teacher and is saved again under its own key, which no teacher changes."""
+    cfg = distill_cfg("configs/demo/distill_pkd.yaml")
+    arms, _ = build_arms(cfg, parse_methods("pkd"), {})
+    assert not names_teacher(arms[BASELINE]) and names_teacher(arms["pkd"])
+    trials, _, _ = plan_trials(arms, {n: 1 for n in arms}, str(tmp_path), "trunks", "teacher")
+    base, pkd = trials[BASELINE, 0], trials["pkd", 0]
+    own = fingerprint(base.cfg)
+    assert base.key == f"{own}-trunks" and base.former_key == f"{own}-teacher-trunks"
+    assert pkd.key == f"{fingerprint(pkd.cfg)}-teacher-trunks" and pkd.former_key == ""
+    run = {"results": {}, "curve": [[2, 7.5]]}
+    for trial in (base, pkd):
+        os.makedirs(os.path.dirname(trial.cache))
+        with open(trial.cache, "w") as f:  # as the runs were saved before
+            json.dump({"key": f"{fingerprint(trial.cfg)}-teacher-trunks", "run": run}, f)
+    _, cached, pending = plan_trials(arms, {n: 1 for n in arms}, str(tmp_path), "trunks", "teacher")
+    assert cached == {(BASELINE, 0): run, ("pkd", 0): run} and pending == []
+    assert json.loads(open(base.cache).read()) == {"key": base.key, "run": run}
+    # saved again under its own key, the baseline stays cached under another teacher; pkd trains
+    _, cached, pending = plan_trials(arms, {n: 1 for n in arms}, str(tmp_path), "trunks", "new")
+    assert list(cached) == [(BASELINE, 0)] and [t.name for t in pending] == ["pkd"]
+    # another start (trunks) is no former key of it: it trains again
+    _, cached, _ = plan_trials(arms, {n: 1 for n in arms}, str(tmp_path), "other", "teacher")
+    assert cached == {}
 
 
 def test_the_report_ranks_and_writes_the_winner_as_a_config(tmp_path, distill_cfg):

@@ -73,7 +73,7 @@ def run_demo(
         os.makedirs(output, exist_ok=True)
         start = time.perf_counter()
         trunks = _pretrained_trunks(output, data, pretrain_iters)
-        teacher_run, weights, fp, cached, teacher_seed = _teacher(
+        teacher_run, weights, teacher_fp, cached, teacher_seed = _teacher(
             output, teacher_iters, extra_opts, data, trunks
         )
         trials, runs, pending = plan_students(
@@ -84,7 +84,7 @@ def run_demo(
             eval_points,
             extra_opts,
             weights,
-            fp,
+            teacher_fp,
             data,
             trunks,
             student_lr_steps,
@@ -239,7 +239,8 @@ def _teacher(
     output: str, teacher_iters: int, extra_opts: List, data: DemoData, trunks: Trunks = NO_TRUNKS
 ):
     """The teacher's run on the ``data`` set (trained, or its cached weights evaluated), its
-    weights file, its config fingerprint, whether it was cached, and its config's seed."""
+    weights file, its config's fingerprint (:func:`~detkd.survey.trials.fingerprint`), whether it
+    was cached, and its config's seed."""
     teacher_dir = os.path.join(output, "teacher")
     teacher_file = os.path.join(CONFIG_DIR, "teacher.yaml")
     t_cfg = demo_config(
@@ -263,7 +264,8 @@ def _teacher(
     )
     weights = os.path.join(teacher_dir, "model_final.pth")
     stamp = os.path.join(teacher_dir, "CONFIG_FINGERPRINT")
-    fp = fingerprint(t_cfg) + (f"-{trunks.key}" if trunks.key else "")
+    own = fingerprint(t_cfg)
+    fp = own + (f"-{trunks.key}" if trunks.key else "")
     cached = os.path.isfile(weights) and os.path.isfile(stamp) and open(stamp).read() == fp
     if cached:
         print(f"[demo] teacher: cached ({weights})", flush=True)
@@ -289,7 +291,7 @@ def _teacher(
         run["ms_per_image"] = saved_model_ms(t_cfg)
         with open(stamp, "w") as f:
             f.write(fp)
-    return run, weights, fp, cached, t_cfg.SEED
+    return run, weights, own, cached, t_cfg.SEED
 
 
 def plan_students(
@@ -300,7 +302,7 @@ def plan_students(
     eval_points: int,
     extra_opts: List,
     weights: str,
-    fp: str,
+    teacher_fp: str,
     data: DemoData,
     trunks: Trunks = NO_TRUNKS,
     at=LR_STEPS,
@@ -308,7 +310,8 @@ def plan_students(
     """Every student run of the ``chosen`` experiments (name -> Experiment) on the ``data`` set,
     planned by the survey (:func:`~detkd.survey.trials.plan_trials`): a dict (name, seed) ->
     Trial, the runs read back from a ``run.json`` of the same key, and the trials left to
-    train. ``at``: where the students' learning rate drops, as shares of their schedule."""
+    train. ``teacher_fp`` keys the runs that distil from the teacher, ``trunks``' key every run.
+    ``at``: where the students' learning rate drops, as shares of their schedule."""
     arms = {}
     for name, experiment in chosen.items():
         config = os.path.join(CONFIG_DIR, experiment.config)
@@ -331,4 +334,4 @@ def plan_students(
                 *overrides,
             ],
         )
-    return plan_trials(arms, seeds_of, output, key_suffix=fp)
+    return plan_trials(arms, seeds_of, output, key_suffix=trunks.key, teacher_suffix=teacher_fp)

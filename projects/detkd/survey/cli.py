@@ -141,7 +141,7 @@ def plan_survey(args) -> Survey:
         args.output,
         teacher_run=teacher_run,
         recipes=recipes,
-        key_suffix=teacher_key(cfg),
+        teacher_suffix=teacher_key(cfg),
         description=description,
     )
 

@@ -70,7 +70,9 @@ class Survey:
     """A planned survey: ``arms`` (name -> config without seed, the baseline among them),
     ``baseline_of`` (arm -> its baseline), ``seeds`` per arm, into ``output``; ``teacher_run``:
     the teacher evaluated on the same test set (for the share of the gap closed), or None;
-    ``recipes``: arm -> the config to train for real (the user's schedule), for ``best.yaml``."""
+    ``recipes``: arm -> the config to train for real (the user's schedule), for ``best.yaml``;
+    ``teacher_suffix``: the teacher's fingerprint (:func:`teacher_key`), part of the key of each
+    trial that trains with the teacher (:func:`~detkd.survey.trials.plan_trials`)."""
 
     def __init__(
         self,
@@ -80,13 +82,13 @@ class Survey:
         output: str,
         teacher_run: Optional[Dict] = None,
         recipes: Optional[Dict] = None,
-        key_suffix: str = "",
+        teacher_suffix: str = "",
         description: str = "",
     ):
         self.arms, self.baseline_of, self.seeds = arms, baseline_of, seeds
         self.output = output
         self.teacher_run, self.recipes = teacher_run, recipes or {}
-        self.key_suffix, self.description = key_suffix, description
+        self.teacher_suffix, self.description = teacher_suffix, description
         first = next(iter(arms.values()))
         self.test_set = first.DATASETS.TEST[0]
 
@@ -113,7 +115,10 @@ class Survey:
             self.output, "a survey", "Wait for it, or give this survey another --output."
         ):
             _, runs, pending = plan_trials(
-                self.arms, {n: self.seeds for n in self.arms}, self.output, self.key_suffix
+                self.arms,
+                {n: self.seeds for n in self.arms},
+                self.output,
+                teacher_suffix=self.teacher_suffix,
             )
             if pending:
                 self.write(runs, partial=True)
@@ -223,8 +228,8 @@ def recommendation(best: Optional[str], gains: Dict, output: str) -> str:
 
 def teacher_key(cfg) -> str:
     """Fingerprint of the teacher a config points to (its config file, weights file and
-    overrides, the weights file's size and time): part of every trial's key, so a retrained
-    teacher retrains the trials."""
+    overrides, the weights file's size and time): part of the key of every trial that trains with
+    the teacher, so a retrained teacher retrains those trials (and not the student alone's)."""
     t = cfg.MODEL.DISTILL.TEACHER
     stat = os.stat(t.WEIGHTS) if t.WEIGHTS and os.path.isfile(t.WEIGHTS) else None
     parts = [t.CONFIG_FILE, t.WEIGHTS, list(t.OPTS)]

@@ -84,24 +84,45 @@ def fingerprint(cfg) -> str:
 class Trial(NamedTuple):
     """One run of a survey: the arm ``name`` under ``seed``; ``cfg`` is its whole config (its
     ``SEED`` and ``OUTPUT_DIR`` set), ``key`` fingerprints it (and what it depends on, such as the
-    teacher's weights), ``cache`` is its ``run.json``."""
+    teacher's weights), ``cache`` is its ``run.json``. ``former_key``: the key the same run had
+    when every key joined the teacher's (a run without a teacher; "" for the others): a run saved
+    under it reads back as cached and is saved again under ``key``."""
 
     name: str
     seed: int
     cfg: object
     key: str
     cache: str
+    former_key: str = ""
+
+
+def names_teacher(cfg) -> bool:
+    """Whether ``cfg`` trains with a teacher (its ``MODEL.DISTILL.TEACHER`` names a config or
+    weights): only then do its weights depend on the teacher's."""
+    teacher = cfg.MODEL.get("DISTILL", {}).get("TEACHER", {})
+    return bool(teacher.get("CONFIG_FILE") or teacher.get("WEIGHTS"))
+
+
+def _joined(*parts: str) -> str:
+    return "-".join(p for p in parts if p)
 
 
 def plan_trials(
-    arms: Dict[str, object], seeds_of: Dict[str, int], output: str, key_suffix: str = ""
+    arms: Dict[str, object],
+    seeds_of: Dict[str, int],
+    output: str,
+    key_suffix: str = "",
+    teacher_suffix: str = "",
 ) -> Tuple[Dict[Tuple[str, int], Trial], Dict[Tuple[str, int], Dict], List[Trial]]:
     """Every trial of ``arms`` (name -> config without its seed) under seeds ``0 ..
     seeds_of[name] - 1``, each in ``<output>/<name>/seed<seed>`` (:func:`run_dir_name`): a dict
     (name, seed) -> Trial, the runs read back from a ``run.json`` of the same key, and the trials
     left to train.
-    ``key_suffix`` joins every key (the fingerprint of a teacher or of pretrained weights the
-    configs point to)."""
+    ``teacher_suffix`` (the teacher's fingerprint: the survey's hashes its config and weights
+    file, the demo's its training config) joins the key of every trial whose config names a
+    teacher (:func:`names_teacher`), so a new teacher retrains those and not the student alone;
+    ``key_suffix`` joins every key after it (the fingerprint of pretrained weights all the configs
+    start from)."""
     trials, runs, pending = {}, {}, []
     for name, arm in arms.items():
         for seed in range(seeds_of[name]):
@@ -109,8 +130,14 @@ def plan_trials(
             cfg.defrost()
             cfg.SEED = seed
             cfg.OUTPUT_DIR = os.path.join(output, run_dir_name(name), f"seed{seed}")
-            key = fingerprint(cfg) + (f"-{key_suffix}" if key_suffix else "")
-            trial = Trial(name, seed, cfg, key, os.path.join(cfg.OUTPUT_DIR, "run.json"))
+            own = fingerprint(cfg)
+            with_teacher = _joined(own, teacher_suffix, key_suffix)
+            if names_teacher(cfg):
+                key, former = with_teacher, ""
+            else:
+                key = _joined(own, key_suffix)
+                former = with_teacher if with_teacher != key else ""
+            trial = Trial(name, seed, cfg, key, os.path.join(cfg.OUTPUT_DIR, "run.json"), former)
             trials[name, seed] = trial
             saved = load_run(trial)
             if saved is not None:
@@ -122,12 +149,18 @@ def plan_trials(
 
 
 def load_run(trial: Trial):
-    """The run ``trial`` saved, or None when there is none or it was saved under another key."""
+    """The run ``trial`` saved, or None when there is none or it was saved under another key. A
+    run saved under ``trial.former_key`` is saved again under ``trial.key`` and returned."""
     if not os.path.isfile(trial.cache):
         return None
     with open(trial.cache) as f:
         saved = json.load(f)
-    return saved["run"] if saved.get("key") == trial.key else None
+    if saved.get("key") == trial.key:
+        return saved["run"]
+    if trial.former_key and saved.get("key") == trial.former_key:
+        save_run(trial, saved["run"])
+        return saved["run"]
+    return None
 
 
 def save_run(trial: Trial, run: Dict):
