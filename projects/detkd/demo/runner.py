@@ -20,7 +20,7 @@ from ..survey.backends import LocalBackend
 from ..survey.plots import plot_results
 from ..survey.report import convergence, format_table, paired_gains, regime, schedule_share
 from ..survey.runner import run_trials
-from ..survey.trials import fingerprint, plan_trials, save_run
+from ..survey.trials import fingerprint, names_teacher, plan_trials, save_run
 from .experiments import CONFIG_DIR, diagnosis_experiments, experiments
 from .report import header, plot_gains, row, summarize, write_results
 from .rundirs import fresh_run_dir, output_lock
@@ -315,7 +315,7 @@ def plan_students(
     arms = {}
     for name, experiment in chosen.items():
         config = os.path.join(CONFIG_DIR, experiment.config)
-        uses_teacher = bool(demo_config(config, []).MODEL.DISTILL.TEACHER.CONFIG_FILE)
+        uses_teacher = names_teacher(demo_config(config, []))
         overrides = [*experiment.opts, *extra_opts]  # last: they win over the demo's settings
         arms[name] = demo_config(
             config,
