@@ -90,6 +90,19 @@ def test_rows_carry_their_seed():
     assert r["seed"] == 3 and r["AP"] == 12.0 and set(demo.COLUMNS) <= set(r)
 
 
+def test_a_diverged_run_counts_in_no_mean_of_the_table():
+    """A run the guard stopped saved no model: the table's means are those of the finished runs
+    (params 2 M, not the 1 M a diverged run's 0 would make), and the row says it diverged."""
+    from detkd.survey.training import diverged_run
+
+    rows = {"method": [row(_run(12.0), 0), row(diverged_run("method", 1, ValueError("x")), 1)]}
+    r = rows["method"][1]
+    assert r["diverged"] and math.isnan(r["AP"]) and math.isnan(r["params_M"])
+    table = demo.format_table(rows)
+    assert "| method (1 diverged) | 2 | 12.00 ± 0.00 | 32.00 ± 0.00 |" in table
+    assert "| 2.00 | 5.00 |" in table  # params_M, ms_per_image of the finished run alone
+
+
 def test_pairing_by_seed_with_seeds_missing_and_out_of_order():
     g = demo.paired_gains(_hand_rows(), BASELINE_OF)
     assert list(g) == ["method", "one", "lonely", "unsure"]  # in the rows' order, baselines not

@@ -38,7 +38,8 @@ def row(run: Dict, seed: Optional[int], test_set: str, voc_set: str = "") -> Dic
         "APl": coco.get("APl", nan),
         "VOC_AP50": voc.get("AP50", nan),
         "train_s": run.get("train_seconds", nan),
-        "params_M": run.get("params", nan) / 1e6,
+        # a diverged run saved no model (its ``params`` is 0): its size is unknown, not zero
+        "params_M": nan if run.get("diverged") else run.get("params", nan) / 1e6,
         "ms_per_image": run.get("ms_per_image", nan),
         "diverged": bool(run.get("diverged", False)),
     }
