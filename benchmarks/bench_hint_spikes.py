@@ -142,8 +142,9 @@ def main(argv=None):
     steps = per_iteration(cfg, args.iters)
     term = f"loss_hint_{cfg.MODEL.DISTILL.HINT.STUDENT_FEATURES[0]}"
     print(f"iteration: {term}, its ratio to the detection loss (the guard off)")
+    nan = float("nan")
     for i, r in enumerate(steps):
-        print(f"  {i}: {r.get(term, float('nan')):.4g}, {r.get('balance/' + term, float('nan')):.4g}")
+        print(f"  {i}: {r.get(term, nan):.4g}, {r.get('balance/' + term, nan):.4g}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(teacher=teacher, per_image=images, per_iteration=steps), f, indent=1)
