@@ -34,14 +34,12 @@ def chen_trial_config(output: str, seed: int, teacher: str):
     """The demo's ``chen`` trial config of ``seed`` on the glyphs cached in ``output``."""
     from detkd.demo import cli
     from detkd.demo.experiments import experiments
-    from detkd.demo.runner import Trunks, plan_students
+    from detkd.demo.runner import Trunks, plan_students, trunk_file
     from detkd.demo.training import demo_data
 
     data = demo_data("glyphs")
     root = os.path.join(output, "glyphs")
-    trunks = Trunks(
-        {d: os.path.join(root, f"pretrain_R{d}", "model_final.pth") for d in (18, 34)}, "bench"
-    )
+    trunks = Trunks({d: trunk_file(root, d) for d in (18, 34)}, "bench")
     trials, _, _ = plan_students(
         os.path.join(output, "bench_hint_spikes"),
         {"chen": experiments()["chen"]},

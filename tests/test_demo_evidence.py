@@ -156,6 +156,36 @@ def test_goal_verdicts_by_hand():
     assert demo.goal_verdict("method", g._replace(gains=g.gains[:1])) == "n/a"
 
 
+def test_the_glyphs_goal_is_a_share_of_the_gap_for_every_method():
+    """On the glyphs (issue #32) every method closes 30 % of the gap with its interval above 0;
+    no least gain in AP; the shapes sets keep +2 AP and `all`'s 40 %."""
+    glyphs = demo.demo_data("glyphs")
+    assert demo.goal_for(glyphs) is demo.GLYPHS_GOAL and demo.goal_for() is demo.GOAL
+    g = demo.paired_gains(_hand_rows(), BASELINE_OF)["method"]  # +3, [+1.04, +4.96], 8 % closed
+    assert demo.goal_verdict("method", g, glyphs) == "missed: gap closed < 30 %"
+    assert demo.goal_verdict("all", g, glyphs) == "missed: gap closed < 30 %"
+    assert demo.goal_verdict("method", g._replace(gap_closed=0.30), glyphs) == "met"
+    # under +2 AP meets it where the share and the interval do (the shapes' goal misses it)
+    small = g._replace(gain=1.2, half_width=1.0, gap_closed=0.35)
+    assert demo.goal_verdict("method", small, glyphs) == "met"
+    assert demo.goal_verdict("method", small) == "missed: gain < +2"
+    wide = g._replace(gain=4.0, half_width=5.0, gap_closed=0.45)
+    assert demo.goal_verdict("method", wide, glyphs) == "missed: CI not above 0"
+    note = demo.summarize(_hand_rows(), BASELINE_OF, glyphs)
+    assert (
+        "goal: the interval of the gain above 0, every method closing at least 30 % of the gap."
+        in note
+    )
+    (line,) = [line for line in note.splitlines() if line.startswith("| method | base |")]
+    assert line.startswith("| method | base | 5 |")
+    assert line.endswith("| 8 % | missed: gap closed < 30 % |")
+    assert demo.gains_json({"method": g}, glyphs)["method"]["goal"] == "missed: gap closed < 30 %"
+    assert (
+        "goal: a mean gain of at least +2 AP with its interval above 0, and all closing at least "
+        "40 % of the gap." in demo.summarize(_hand_rows(), BASELINE_OF)
+    )
+
+
 def test_gains_of_two_data_sets_side_by_side():
     """Each method's gain, interval, gap closed and goal on each data set, and where it met the
     goal; a method one data set lacks reads "not run"."""
@@ -378,8 +408,14 @@ def planned(monkeypatch):
 
     def fake_run_demo(output, methods, seeds, teacher_iters, student_iters, **kw):
         calls.append(
-            dict(output=output, methods=methods, seeds=seeds, iters=student_iters, **kw)
-            | dict(teacher_iters=teacher_iters)
+            dict(
+                output=output,
+                methods=methods,
+                seeds=seeds,
+                iters=student_iters,
+                teacher_iters=teacher_iters,
+                **kw,
+            )
         )
         os.makedirs(output, exist_ok=True)  # the results.json a run of the demo leaves behind
         gains = demo.paired_gains(_hand_rows(), BASELINE_OF)

@@ -50,7 +50,16 @@ from ..survey.report import COLUMNS, format_table, mean_ci95, paired_gains, t_qu
 from ..survey.training import ap_curve
 from .cli import main
 from .experiments import CONFIG_DIR, Experiment, experiments, survey_experiments
-from .report import GOAL, compare_datasets, gains_json, goal_verdict, plot_gains, summarize
+from .report import (
+    GLYPHS_GOAL,
+    GOAL,
+    compare_datasets,
+    gains_json,
+    goal_for,
+    goal_verdict,
+    plot_gains,
+    summarize,
+)
 from .rundirs import RUN_MARKER, fresh_run_dir, output_lock
 from .runner import run_demo
 from .training import demo_data
@@ -59,6 +68,7 @@ __all__ = [
     "CONFIG_DIR",
     "COLUMNS",
     "Experiment",
+    "GLYPHS_GOAL",
     "GOAL",
     "LOCK_FILE",
     "RUN_MARKER",
@@ -70,6 +80,7 @@ __all__ = [
     "fresh_run_dir",
     "gain_panels",
     "gains_json",
+    "goal_for",
     "goal_verdict",
     "main",
     "mean_ci95",

@@ -11,10 +11,13 @@ from ..survey import report as figures
 from ..survey.report import Goal, PairedGain
 from .training import SHAPES, DemoData
 
-# the demo's goal (issue "demo gains that stand beyond the seed spread"): every method's mean
-# paired gain at least 2 AP with its 95 % interval above 0, and ``all`` closing at least 40 % of
-# the teacher-baseline gap
+# the demo's goal on the shapes sets (issue "demo gains that stand beyond the seed spread"): every
+# method's mean paired gain at least 2 AP with its 95 % interval above 0, and ``all`` closing at
+# least 40 % of the teacher-baseline gap
 GOAL = Goal(gain=2.0, gap_closed={"all": 0.40})
+# on the glyphs, at the converged regime (issue #32): every method closing at least 30 % of the
+# gap with its interval above 0
+GLYPHS_GOAL = Goal(every_gap_closed=0.30)
 # how results.md names each embedded data set
 DATA_NAMES = {"hard": "hard shapes", "glyphs": "glyphs"}
 
@@ -24,24 +27,35 @@ def row(run: Dict, seed: Optional[int] = None, data: DemoData = SHAPES) -> Dict:
     return figures.row(run, seed, data.val, data.voc_val)
 
 
-def goal_verdict(name: str, g: PairedGain) -> str:
-    """:func:`detkd.survey.report.goal_verdict` against the demo's :data:`GOAL`."""
-    return figures.goal_verdict(name, g, GOAL)
+def goal_for(data: DemoData = SHAPES) -> Goal:
+    """The demo's goal on ``data``: :data:`GLYPHS_GOAL` on the glyphs, :data:`GOAL` on the
+    shapes sets."""
+    return GLYPHS_GOAL if data.kind == "glyphs" else GOAL
 
 
-def summarize(rows: Dict[str, List[Dict]], baseline_of: Dict[str, str]) -> str:
-    """:func:`detkd.survey.report.summarize` with the demo's :data:`GOAL`."""
-    return figures.summarize(rows, baseline_of, GOAL)
+def goal_verdict(name: str, g: PairedGain, data: DemoData = SHAPES) -> str:
+    """:func:`detkd.survey.report.goal_verdict` against the demo's goal on ``data``."""
+    return figures.goal_verdict(name, g, goal_for(data))
 
 
-def gains_json(gains: Dict[str, PairedGain]) -> Dict[str, Dict]:
-    """:func:`detkd.survey.report.gains_json` with the demo's :data:`GOAL`."""
-    return figures.gains_json(gains, GOAL)
+def summarize(
+    rows: Dict[str, List[Dict]], baseline_of: Dict[str, str], data: DemoData = SHAPES
+) -> str:
+    """:func:`detkd.survey.report.summarize` with the demo's goal on ``data``."""
+    return figures.summarize(rows, baseline_of, goal_for(data))
 
 
-def plot_gains(rows: Dict[str, List[Dict]], baseline_of: Dict[str, str], output: str) -> str:
-    """:func:`detkd.survey.plots.plot_gains` with a line at the demo's goal."""
-    return plots.plot_gains(rows, baseline_of, output, GOAL.gain)
+def gains_json(gains: Dict[str, PairedGain], data: DemoData = SHAPES) -> Dict[str, Dict]:
+    """:func:`detkd.survey.report.gains_json` with the demo's goal on ``data``."""
+    return figures.gains_json(gains, goal_for(data))
+
+
+def plot_gains(
+    rows: Dict[str, List[Dict]], baseline_of: Dict[str, str], output: str, data: DemoData = SHAPES
+) -> str:
+    """:func:`detkd.survey.plots.plot_gains` with a line at the demo's goal on ``data`` (its
+    least gain, where it asks one)."""
+    return plots.plot_gains(rows, baseline_of, output, goal_for(data).gain or None)
 
 
 def header(
@@ -80,17 +94,20 @@ def write_results(
     rows: Dict,
     curves: Dict,
     gains: Optional[Dict[str, PairedGain]] = None,
+    data: DemoData = SHAPES,
 ):
     """``results.md`` (``head``, ``table``, then what each experiment is) and ``results.json``
-    (``rows``, ``curves`` and the paired ``gains``) in ``output``. ``experiments``: name ->
-    Experiment."""
+    (``rows``, ``curves`` and the paired ``gains``, judged against the goal on ``data``) in
+    ``output``. ``experiments``: name -> Experiment."""
     methods_doc = "\n".join(
         f"- **{n}**: {e.description} (`configs/demo/{e.config}`)" for n, e in experiments.items()
     )
     with open(os.path.join(output, "results.md"), "w") as f:
         f.write(head + table + "\n\n" + methods_doc + "\n")
     with open(os.path.join(output, "results.json"), "w") as f:
-        json.dump({"rows": rows, "curves": curves, "gains": gains_json(gains or {})}, f, indent=1)
+        json.dump(
+            {"rows": rows, "curves": curves, "gains": gains_json(gains or {}, data)}, f, indent=1
+        )
 
 
 def compare_datasets(gains_of: Dict[str, Dict[str, Dict]]) -> str:

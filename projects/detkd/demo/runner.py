@@ -113,7 +113,7 @@ def run_demo(
             rows[name] = [row(runs[name, seed], seed, data) for seed in range(seeds_of[name])]
             curves[name] = [runs[name, seed]["curve"] for seed in range(seeds_of[name])]
         baseline_of = {n: known[n].baseline for n in methods}
-        table = format_table(rows) + "\n\n" + summarize(rows, baseline_of)
+        table = format_table(rows) + "\n\n" + summarize(rows, baseline_of, data)
         table += "\n\n" + convergence(curves)
         table += "\n\n" + schedule_share(curves, baseline_of)
         head = header(
@@ -129,9 +129,11 @@ def run_demo(
         regime_line = regime(curves, [n for n in methods if not baseline_of[n]])
         head += regime_line + "\n\n"
         gains = paired_gains(rows, baseline_of)
-        write_results(output, head, table, {n: known[n] for n in methods}, rows, curves, gains)
+        write_results(
+            output, head, table, {n: known[n] for n in methods}, rows, curves, gains, data
+        )
         plot_results(rows, curves, output)
-        plot_gains(rows, baseline_of, output)
+        plot_gains(rows, baseline_of, output, data)
         print("\n" + table, flush=True)
         print(f"\n[demo] {data.kind} set. {regime_line}", flush=True)
         print(
@@ -192,6 +194,12 @@ def trunk_for_backbone(weights: str, cfg) -> str:
 NO_TRUNKS = Trunks({}, "")
 
 
+def trunk_file(output: str, depth: int) -> str:
+    """Where the demo caches its ResNet-``depth`` trunk for the data set folder ``output``
+    (``<output>/pretrain_R<depth>/model_final.pth``)."""
+    return os.path.join(output, f"pretrain_R{depth}", "model_final.pth")
+
+
 def _pretrained_trunks(output: str, data: DemoData, iters: int) -> Trunks:
     """The ResNet trunks every run of ``data`` starts from (none unless ``data.pretrained``): one
     per depth among the demo's configs, pretrained on ``data``'s generator
@@ -210,8 +218,8 @@ def _pretrained_trunks(output: str, data: DemoData, iters: int) -> Trunks:
             depths.setdefault(cfg.MODEL.RESNETS.DEPTH, path)
     files, keys = {}, []
     for depth, path in sorted(depths.items()):
-        folder = os.path.join(output, f"pretrain_R{depth}")
-        weights = os.path.join(folder, "model_final.pth")
+        weights = trunk_file(output, depth)
+        folder = os.path.dirname(weights)
         cfg = demo_config(path, [])
         key = hashlib.sha1(
             json.dumps(
