@@ -479,6 +479,21 @@ DIAGNOSIS = {
         "heavy-tailed teacher channels take its loss?",
         _CHEN_HINT_ALONE_T3 + ("MODEL.DISTILL.HINT.NORMALIZE", True),
     ),
+    "chen_hint_norm": (
+        "chen",
+        "Chen's losses whole with the hint on standardized maps (HINT.NORMALIZE): on raw maps a "
+        "few images whose teacher res4 is 10^3-10^4x its median carry the hint and set its "
+        "balanced scale; standardized, a batch's error is bounded: do Chen's losses pay then?",
+        ("MODEL.DISTILL.HINT.NORMALIZE", True),
+    ),
+    "chen_hint_norm_f3": (
+        "chen",
+        "Chen's losses whole with the hint on standardized maps at 3x the detection loss "
+        "(HINT.BALANCE_FACTOR 3.0, the weight that made CWD, PKD, FGD and MGD pay on the "
+        "glyphs): standardized at 1x the hint trains and gains, under 30 % of the gap; does "
+        "more weight pay?",
+        ("MODEL.DISTILL.HINT.NORMALIZE", True, "MODEL.DISTILL.HINT.BALANCE_FACTOR", 3.0),
+    ),
     "cross_head_cwd": (
         "cross_head",
         "the head cross-forward with CWD at its default 3x: the two that pay on the converged "
