@@ -489,7 +489,7 @@ DIAGNOSIS = {
     "chen_hint_norm_f3": (
         "chen",
         "Chen's losses whole with the hint on standardized maps at 3x the detection loss "
-        "(HINT.BALANCE_FACTOR 3.0, the weight that made CWD, PKD, FGD and MGD pay on the "
+        "(HINT.BALANCE_FACTOR 3.0, the weight at which CWD, PKD, FGD and MGD pay on the "
         "glyphs): standardized at 1x the hint trains and gains, under 30 % of the gap; does "
         "more weight pay?",
         ("MODEL.DISTILL.HINT.NORMALIZE", True, "MODEL.DISTILL.HINT.BALANCE_FACTOR", 3.0),

@@ -114,7 +114,7 @@ def compare_datasets(gains_of: Dict[str, Dict[str, Dict]]) -> str:
     """One table of every method's paired gain on each data set (``gains_of``: data set -> the
     ``gains`` of its ``results.json``, as :func:`gains_json` writes them), so that a reader sees
     whether a conclusion drawn on one data set holds on the other. The last column names the data
-    sets on which the method met the goal (:func:`goal_verdict`)."""
+    sets on which the method met that data set's goal (:func:`goal_verdict`)."""
     datasets = list(gains_of)
     methods = list(dict.fromkeys(m for gains in gains_of.values() for m in gains))
     lines = [

@@ -179,7 +179,8 @@ class Goal(NamedTuple):
     """What a method must reach to meet a goal: its paired gain's 95 % interval above 0, a mean
     paired gain of at least ``gain`` AP (0: no more than the interval), every method at least
     ``every_gap_closed`` of the teacher-baseline gap (0: no share asked) and the methods named in
-    ``gap_closed`` at least their share."""
+    ``gap_closed`` at least their share (in place of ``every_gap_closed``). A share asked of a
+    method whose gap is unknown (no teacher, or one not above the baseline) is missed."""
 
     gain: float = 0.0
     gap_closed: Dict[str, float] = {}
@@ -217,7 +218,8 @@ def goal_verdict(name: str, g: PairedGain, goal: Goal) -> str:
         missed.append("CI not above 0")  # across 0, or wholly below it (a loss)
     gap_goal = goal.gap_goal(name)
     if gap_goal is not None and not g.gap_closed >= gap_goal:
-        missed.append(f"gap closed < {100 * gap_goal:.0f} %")
+        unknown = g.gap_closed != g.gap_closed
+        missed.append("gap closed n/a" if unknown else f"gap closed < {100 * gap_goal:.0f} %")
     return "met" if not missed else "missed: " + ", ".join(missed)
 
 
