@@ -48,7 +48,7 @@ class DemoData(NamedTuple):
 
 
 def demo_data(kind: str = "shapes") -> DemoData:
-    """The embedded data set ``kind`` ("shapes", "hard") as the demo uses it."""
+    """The embedded data set ``kind`` ("shapes", "hard", "glyphs") as the demo uses it."""
     train, val, _, voc_val = embedded_datasets(kind)
     return DemoData(
         kind,
