@@ -153,19 +153,22 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
         changed = {k for k in mine if mine[k] != theirs[k]} - {"OUTPUT_DIR"}
         # a variant that changes the backbone starts from the trunk's copy for that backbone
         moved = {"MODEL.WEIGHTS"} if "MODEL.BACKBONE.NAME" in opts[::2] else set()
-        # a key set to its method's own value pins it against a later default: only FGD's, MGD's
-        # and MSSD's NORMALIZE, which the variants on standardized maps set since before it was
-        # on, and MSSD's WEIGHTS, which the variants with its self-distillation off set since
-        # before it shipped off
+        # a key set to its method's own value pins it against a later default: only FGD's, MGD's,
+        # MSSD's and the hint's NORMALIZE, which the variants on standardized maps set since before
+        # it was on, MSSD's WEIGHTS, which the variants with its self-distillation off set since
+        # before it shipped off, and the hint's BALANCE_FACTOR, which chen_hint_norm_f3 set at 3
+        # before it shipped so
         pinned = set(opts[::2]) - changed - moved
-        allowed = {f"MODEL.DISTILL.{m}.NORMALIZE" for m in ("FGD", "MGD", "MSSD")}
-        assert pinned <= allowed | {"MODEL.DISTILL.MSSD.WEIGHTS"}, name
-        # mssd_norm_mask_only measured the setting MSSD ships at since: it is its method, kept by
-        # name for the runs it cached
+        allowed = {f"MODEL.DISTILL.{m}.NORMALIZE" for m in ("FGD", "MGD", "MSSD", "HINT")}
+        allowed |= {"MODEL.DISTILL.MSSD.WEIGHTS", "MODEL.DISTILL.HINT.BALANCE_FACTOR"}
+        assert pinned <= allowed, name
+        # mssd_norm_mask_only and chen_hint_norm_f3 measured the setting their method ships at
+        # since: each is its method, kept by name for the runs it cached
+        shipped_since = ("mssd_norm_mask_only", "chen_hint_norm_f3")
         assert changed == (set(opts[::2]) - pinned) | moved, name
-        assert bool(changed) == (name != "mssd_norm_mask_only"), name
+        assert bool(changed) == (name not in shipped_since), name
         same_key = trials[name, 0].key == trials[method, 0].key
-        assert same_key == (name == "mssd_norm_mask_only"), name
+        assert same_key == (name in shipped_since), name
     assert trials["fgd_t0.1", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 0.1
     assert trials["cwd_t3", 0].cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 3.0
     # CWD ships at 3x; the variants measured at 1x pin its factor there, so their runs stay cached
@@ -248,6 +251,22 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     assert hint.BALANCE.AUTO_TARGET == 3.0 and hint.HINT.BALANCE_FACTOR == 1.0
     assert not hint.HINT.NORMALIZE
     assert trials["chen_hint_norm_t3", 0].cfg.MODEL.DISTILL.HINT.NORMALIZE
+    # Chen's hint ships standardized at 3x; the variants measured before pin the paper's form at
+    # 1x, or its 1x on standardized maps; chen_hint_norm_f3 is the default, pinned
+    for name in ("chen", "cross_head_chen", "all", "chen_hint_norm_f3"):
+        shipped = trials[name, 0].cfg.MODEL.DISTILL.HINT
+        assert shipped.NORMALIZE and shipped.BALANCE_FACTOR == 3.0, name
+    for name in ("chen_paper", "cross_head_chen_paper", "all_paper", "chen_hint_t3"):
+        paper = trials[name, 0].cfg.MODEL.DISTILL.HINT
+        assert not paper.NORMALIZE and paper.BALANCE_FACTOR == 1.0, name
+    for name in ("chen_hint_norm", "chen_hint_norm_t3"):
+        one_x = trials[name, 0].cfg.MODEL.DISTILL.HINT
+        assert one_x.NORMALIZE and one_x.BALANCE_FACTOR == 1.0, name
+    assert trials["cross_head_chen_paper", 0].cfg.MODEL.DISTILL.CROSS_HEAD.ENABLED
+    # the runs cached under chen_hint_norm_f3 are chen's as it ships; chen_paper's are the runs
+    # cached under chen before the switch (the keys at their neutral values, as before they were)
+    assert trials["chen", 0].key == trials["chen_hint_norm_f3", 0].key
+    assert trials["chen_paper", 0].key != trials["chen", 0].key
     # a student from random weights is compared with the baseline from random weights
     assert variants["fgd_scratch"].baseline == "baseline_scratch"
     assert variants["baseline_scratch"].baseline == "" and survey["fgd"].baseline == "baseline"

@@ -171,6 +171,7 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
         ("MODEL.DISTILL.MGD.NORMALIZE", "distill_mgd.yaml", True),
         ("MODEL.DISTILL.MGD.BALANCE_FACTOR", "distill_mgd.yaml", 3.0),
         ("MODEL.DISTILL.HINT.NORMALIZE", "distill_chen.yaml", True),
+        ("MODEL.DISTILL.HINT.BALANCE_FACTOR", "distill_chen.yaml", 5.0),
         ("MODEL.DISTILL.CWD.BALANCE_FACTOR", "distill_cwd.yaml", 3.0),
         ("MODEL.DISTILL.FGD.BALANCE_FACTOR", "distill_fgd.yaml", 3.0),
         ("MODEL.DISTILL.PKD.BALANCE_FACTOR", "distill_pkd.yaml", 5.0),
@@ -179,8 +180,9 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
         *path, last = key.split(".")
         node_of = lambda c: functools.reduce(getattr, path, c)  # noqa: E731
         neutral = NEUTRAL_KEYS[key]
-        # a default shipped off its neutral value (CWD's, PKD's, FGD's factor 3.0; FGD's, MGD's and
-        # MSSD's NORMALIZE True) trains anew; a config at the neutral value finds the cached runs
+        # a default shipped off its neutral value (CWD's, PKD's, FGD's, MGD's and the hint's factor
+        # 3.0; FGD's, MGD's, MSSD's and the hint's NORMALIZE True) trains anew; a config at the
+        # neutral value finds the cached runs
         shipped = {
             "MODEL.DISTILL.CWD.BALANCE_FACTOR": 3.0,
             "MODEL.DISTILL.PKD.BALANCE_FACTOR": 3.0,
@@ -189,6 +191,8 @@ def test_a_key_added_at_its_neutral_value_keeps_every_cached_run():
             "MODEL.DISTILL.FGD.NORMALIZE": True,
             "MODEL.DISTILL.MGD.NORMALIZE": True,
             "MODEL.DISTILL.MSSD.NORMALIZE": True,
+            "MODEL.DISTILL.HINT.NORMALIZE": True,
+            "MODEL.DISTILL.HINT.BALANCE_FACTOR": 3.0,
         }.get(key, neutral)
         assert node_of(cfg)[last] == shipped and type(node_of(cfg)[last]) is type(neutral), key
         default_fingerprint = fingerprint(cfg)

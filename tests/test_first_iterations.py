@@ -77,12 +77,13 @@ def test_every_method_stays_finite_at_any_teacher_scale(method, scale, tmp_path,
     balancer = trainer.model.balancer
     assert balancer.frozen
     # after the window each balanced method's terms stand at its target (its BALANCE_FACTOR times
-    # AUTO_TARGET 1x the detection loss: CWD, PKD, FGD and MGD 3x): the median over the rest of
+    # AUTO_TARGET 1x the detection loss: CWD, PKD, FGD, MGD and the hint 3x): the median over the
+    # rest of
     # the run of (its terms / detection loss)
     assert cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 1.0
     for name in balancer.method_names:
         target = balancer.targets[name]
-        assert target == (3.0 if name in ("cwd", "pkd", "fgd", "mgd") else 1.0), name
+        assert target == (3.0 if name in ("cwd", "pkd", "fgd", "mgd", "hint") else 1.0), name
         ratios = sorted(
             sum(v for k, v in row.items() if k.startswith(f"balance/loss_{name}_"))
             for row in rows[WINDOW:]

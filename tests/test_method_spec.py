@@ -93,10 +93,12 @@ def test_constructed_directly_the_defaults_are_the_declared_ones():
     soft = SoftCEDistiller(targets=["rcn"])
     assert (soft.mu, soft.temperature, soft.background_weight, soft.weight) == (0.5, 1.0, 1.5, 1.0)
     assert soft.teacher_needs == frozenset({"rcn"})
-    # the hint on raw maps, as the paper; NORMALIZE standardizes both maps first
-    assert not HintDistiller(student_channels=[4], teacher_channels=[4]).hints["res4"].normalize
-    hint = HintDistiller(student_channels=[4], teacher_channels=[4], normalize=True)
-    assert hint.hints["res4"].normalize
+    # the hint on standardized maps by default (docs/METHODS.md); normalize=False, the paper's
+    # raw maps
+    assert HintDistiller(student_channels=[4], teacher_channels=[4]).hints["res4"].normalize
+    hint = HintDistiller(student_channels=[4], teacher_channels=[4], normalize=False)
+    assert not hint.hints["res4"].normalize
+    assert HintDistiller.balance_factor == 3.0
     with pytest.raises(TypeError, match=r"PKDDistiller has no parameter \['wieght'\]"):
         PKDDistiller(in_features=["p3"], student_channels=[4], teacher_channels=[4], wieght=1.0)
 

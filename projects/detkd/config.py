@@ -51,7 +51,8 @@ def add_detkd_config(cfg):
     _C.MODEL.DISTILL.BALANCE.HIGH = 10.0
     # automatic balance: over the first AUTO_ITERS iterations measure each method's terms against
     # the detection loss, then fix one scale per method so that its ratio is its BALANCE_FACTOR
-    # times AUTO_TARGET (each method's block has a BALANCE_FACTOR: 1.0; CWD, PKD, FGD, MGD 3.0).
+    # times AUTO_TARGET (each method's block has a BALANCE_FACTOR: 1.0; CWD, PKD, FGD, MGD, the
+    # hint 3.0).
     # 1.0: the size of the detection loss (FGD's authors' advice); at their published weights on
     # the demo (raw maps), FGD, MGD, MSSD and the head cross-forward start at 0.6-3x, PKD at ~15x
     # and CWD at ~60x, and at 800-pixel COCO inputs with another teacher Chen's hint ~500x, MGD

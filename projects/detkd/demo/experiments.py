@@ -121,6 +121,12 @@ _MSSD_SD_OFF = ("MODEL.DISTILL.MSSD.WEIGHTS", [0.0, 0.0, 0.0, 0.0])
 _MSSD_MASK_OFF = ("MODEL.DISTILL.MSSD.MASK_WEIGHTS", [0.0, 0.0, 0.0, 0.0])
 _MSSD_ADAPT = ("MODEL.DISTILL.MSSD.ADAPT", True)
 
+# Chen's hint at its former default, the paper's form at 1x the detection loss, and its 1x on
+# standardized maps: the variants measured before the hint shipped standardized at 3x pin what
+# they measured, so they train, and are cached, as measured
+_CHEN_PAPER = ("MODEL.DISTILL.HINT.NORMALIZE", False, "MODEL.DISTILL.HINT.BALANCE_FACTOR", 1.0)
+_HINT_1X = ("MODEL.DISTILL.HINT.BALANCE_FACTOR", 1.0)
+
 # Chen's hint alone (its output terms off) balanced to 3x the detection loss
 _CHEN_HINT_ALONE_T3 = (
     "MODEL.DISTILL.SOFT_CE.ENABLED",
@@ -134,9 +140,9 @@ _CHEN_HINT_ALONE_T3 = (
 # The diagnosis of the methods' misses (DEMO.md, *Diagnosis*): each variant is a survey method's
 # config with one change, in one key or a few (or one change on top of another variant's:
 # fgd_norm_no_bg is fgd_norm without its background term; a CWD or PKD variant measured at the
-# method's former 1x pins its BALANCE_FACTOR at 1.0, an FGD or MGD variant the paper's form at 1x
-# or its 1x, an MSSD variant its form (raw or standardized maps) and its self-distillation's weight,
-# so it trains, and is cached, as measured),
+# method's former 1x pins its BALANCE_FACTOR at 1.0, an FGD, MGD or Chen variant the paper's form
+# at 1x or its 1x, an MSSD variant its form (raw or standardized maps) and its self-distillation's
+# weight, so it trains, and is cached, as measured),
 # answering one hypothesis, paired with the method's baseline under the same seeds. name ->
 # (survey method or baseline, what it changes and why, KEY VALUE overrides[, the experiment it is
 # compared with when not the method's baseline]). Run by name, beside its method and baseline:
@@ -284,8 +290,9 @@ DIAGNOSIS = {
     "all_paper": (
         "all",
         "`all` at its former defaults, FGD's and MSSD's paper forms (FGD at 1x): what the all "
-        "rows of DEMO.md's tables before the two switches measured",
-        _FGD_PAPER + _MSSD_PAPER,
+        "rows of DEMO.md's tables before the switches measured (Chen's hint as the paper's form "
+        "at 1x too)",
+        _FGD_PAPER + _MSSD_PAPER + _CHEN_PAPER,
     ),
     "mssd_mask_only": (
         "mssd",
@@ -460,6 +467,19 @@ DIAGNOSIS = {
         "BALANCE_FACTOR 1.0): what the mgd rows of DEMO.md's tables before the switch measured",
         _MGD_PAPER,
     ),
+    "chen_paper": (
+        "chen",
+        "Chen's losses at their former default, the hint as the paper's form at 1x the detection "
+        "loss (HINT.NORMALIZE False, HINT.BALANCE_FACTOR 1.0): what the chen rows of DEMO.md's "
+        "tables before the switch measured",
+        _CHEN_PAPER,
+    ),
+    "cross_head_chen_paper": (
+        "cross_head_chen",
+        "the head cross-forward with Chen's losses, the hint as the paper's form at 1x: what the "
+        "cross_head_chen rows of DEMO.md's tables before the switch measured",
+        _CHEN_PAPER,
+    ),
     "chen_no_hint": (
         "chen",
         "Chen's output terms alone, soft CE and bounded regression, without the hint (which of "
@@ -470,28 +490,28 @@ DIAGNOSIS = {
         "chen",
         "Chen's hint alone balanced to 3x the detection loss, soft CE and bounded regression off "
         "(does the hint pay at the weight that made CWD and PKD pay on the glyphs?)",
-        _CHEN_HINT_ALONE_T3,
+        _CHEN_HINT_ALONE_T3 + _CHEN_PAPER,
     ),
     "chen_hint_norm_t3": (
         "chen",
         "Chen's hint alone on standardized maps (HINT.NORMALIZE) balanced to 3x the detection "
         "loss: does the hint on raw maps miss, as FGD's and MGD's paper forms do, because a few "
         "heavy-tailed teacher channels take its loss?",
-        _CHEN_HINT_ALONE_T3 + ("MODEL.DISTILL.HINT.NORMALIZE", True),
+        _CHEN_HINT_ALONE_T3 + ("MODEL.DISTILL.HINT.NORMALIZE", True) + _HINT_1X,
     ),
     "chen_hint_norm": (
         "chen",
         "Chen's losses whole with the hint on standardized maps (HINT.NORMALIZE): on raw maps a "
         "few images whose teacher res4 is 10^3-10^4x its median carry the hint and set its "
         "balanced scale; standardized, a batch's error is bounded: do Chen's losses pay then?",
-        ("MODEL.DISTILL.HINT.NORMALIZE", True),
+        ("MODEL.DISTILL.HINT.NORMALIZE", True) + _HINT_1X,
     ),
     "chen_hint_norm_f3": (
         "chen",
         "Chen's losses whole with the hint on standardized maps at 3x the detection loss "
         "(HINT.BALANCE_FACTOR 3.0, the weight at which CWD, PKD, FGD and MGD pay on the "
         "glyphs): standardized at 1x the hint trains and gains, under 30 % of the gap; does "
-        "more weight pay?",
+        "more weight pay? (Chen's default since, pinned: the runs measured under this name)",
         ("MODEL.DISTILL.HINT.NORMALIZE", True, "MODEL.DISTILL.HINT.BALANCE_FACTOR", 3.0),
     ),
     "cross_head_cwd": (
