@@ -7,10 +7,11 @@ first; ``--output`` is that command's output directory):
 * **per image**: the mean square of the teacher's backbone map (``--feature``, ``res4`` as
   ``configs/demo/distill_chen.yaml`` hints it) over the first ``--images`` training images, and
   its quantiles: a heavy tail means a few images put the hint's squared error far above the rest;
-* **per iteration**: the demo's ``chen`` trial of ``--seed`` (its config exactly as the demo
-  trains it, seeded) for ``--iters`` iterations with the runaway guard off, each iteration's hint
-  terms and their ratio to the detection loss read from the ``EventStorage``: spikes on the
-  batches holding those images, and the scale the automatic balance fixes after its window.
+* **per iteration**: the demo's ``chen_paper`` trial of ``--seed`` (Chen's losses in the paper's
+  form, the hint on raw maps at 1x, exactly as the demo trains it, seeded) for ``--iters``
+  iterations with the runaway guard off, each iteration's hint terms and their ratio to the
+  detection loss read from the ``EventStorage``: spikes on the batches holding those images, and
+  the scale the automatic balance fixes after its window.
 
     .venv/bin/python benchmarks/bench_hint_spikes.py --output output/g6 [--teacher FILE] \
         [--seed 1] [--iters 40] [--images 300] [--json OUT.json]
@@ -33,7 +34,7 @@ sys.path.insert(0, os.path.join(ROOT, "projects"))
 def chen_trial_config(output: str, seed: int, teacher: str):
     """The demo's ``chen`` trial config of ``seed`` on the glyphs cached in ``output``."""
     from detkd.demo import cli
-    from detkd.demo.experiments import experiments
+    from detkd.demo.experiments import diagnosis_experiments
     from detkd.demo.runner import Trunks, plan_students, trunk_file
     from detkd.demo.training import demo_data
 
@@ -42,7 +43,8 @@ def chen_trial_config(output: str, seed: int, teacher: str):
     trunks = Trunks({d: trunk_file(root, d) for d in (18, 34)}, "bench")
     trials, _, _ = plan_students(
         os.path.join(output, "bench_hint_spikes"),
-        {"chen": experiments()["chen"]},
+        # the hint on raw maps at 1x, the paper's form (Chen's default is the hint standardized)
+        {"chen": diagnosis_experiments()["chen_paper"]},
         {"chen": seed + 1},
         cli.STUDENT_ITERS["glyphs"],
         4,

@@ -238,9 +238,13 @@ def test_balance_factor_key_in_the_model_and_its_refusal(distill_cfg):
     pkd = distill_cfg("configs/demo/distill_pkd.yaml", *opts)
     assert pkd.MODEL.DISTILL.PKD.BALANCE_FACTOR == 3.0  # PKD's shipped default too
     assert build_model(pkd).balancer.targets == {"pkd": 0.75}
-    for config, name in (("distill_fgd.yaml", "fgd"), ("distill_mgd.yaml", "mgd")):
+    for config, block, name in (
+        ("distill_fgd.yaml", "FGD", "fgd"),
+        ("distill_mgd.yaml", "MGD", "mgd"),
+        ("distill_chen.yaml", "HINT", "hint"),
+    ):
         shipped = distill_cfg(f"configs/demo/{config}", *opts)
-        assert shipped.MODEL.DISTILL[name.upper()].BALANCE_FACTOR == 3.0  # FGD's and MGD's too
+        assert shipped.MODEL.DISTILL[block].BALANCE_FACTOR == 3.0  # FGD's, MGD's, the hint's too
         assert build_model(shipped).balancer.targets == {name: 0.75}
     own = distill_cfg(
         "configs/demo/distill_cwd.yaml", *opts, "MODEL.DISTILL.CWD.BALANCE_FACTOR", 12.0

@@ -13,6 +13,7 @@ from detkd import load_config
 from detkd.demo import CONFIG_DIR, experiments, survey_experiments
 from detkd.demo.experiments import config_description
 from detkd.distillers import registered_distillers
+from detkd.survey.trials import fingerprint
 
 
 def _detkd_methods():
@@ -256,7 +257,7 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     for name in ("chen", "cross_head_chen", "all", "chen_hint_norm_f3"):
         shipped = trials[name, 0].cfg.MODEL.DISTILL.HINT
         assert shipped.NORMALIZE and shipped.BALANCE_FACTOR == 3.0, name
-    for name in ("chen_paper", "cross_head_chen_paper", "all_paper", "chen_hint_t3"):
+    for name in ("chen_paper", "cross_head_chen_paper", "all_paper", "all_no_mssd", "chen_hint_t3"):
         paper = trials[name, 0].cfg.MODEL.DISTILL.HINT
         assert not paper.NORMALIZE and paper.BALANCE_FACTOR == 1.0, name
     for name in ("chen_hint_norm", "chen_hint_norm_t3"):
@@ -267,6 +268,11 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     # cached under chen before the switch (the keys at their neutral values, as before they were)
     assert trials["chen", 0].key == trials["chen_hint_norm_f3", 0].key
     assert trials["chen_paper", 0].key != trials["chen", 0].key
+    before = trials["chen", 0].cfg.clone()  # Chen's config before the hint's two keys were set
+    before.defrost()
+    for key in ("NORMALIZE", "BALANCE_FACTOR"):
+        del before.MODEL.DISTILL.HINT[key]
+    assert fingerprint(trials["chen_paper", 0].cfg) == fingerprint(before)
     # a student from random weights is compared with the baseline from random weights
     assert variants["fgd_scratch"].baseline == "baseline_scratch"
     assert variants["baseline_scratch"].baseline == "" and survey["fgd"].baseline == "baseline"

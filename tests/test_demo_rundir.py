@@ -227,8 +227,10 @@ def test_a_method_that_is_off_leaves_its_balance_factor_out():
     before.defrost()
     for block in ("CWD", "PKD", "FGD", "MGD"):
         del before.MODEL.DISTILL[block]["BALANCE_FACTOR"]
-    # FGD and MGD ship on standardized maps; the runs cached before had them off
+    # FGD, MGD and the hint ship on standardized maps; the runs cached before had them off
     before.MODEL.DISTILL.FGD.NORMALIZE = before.MODEL.DISTILL.MGD.NORMALIZE = False
+    before.MODEL.DISTILL.HINT.NORMALIZE = False
+    del before.MODEL.DISTILL.HINT["BALANCE_FACTOR"]
     assert baseline.MODEL.DISTILL.PKD.BALANCE_FACTOR == 3.0
     assert baseline.MODEL.DISTILL.FGD.NORMALIZE and baseline.MODEL.DISTILL.MGD.NORMALIZE
     assert fingerprint(baseline) == fingerprint(before) == fp("student.yaml")

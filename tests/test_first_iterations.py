@@ -78,8 +78,7 @@ def test_every_method_stays_finite_at_any_teacher_scale(method, scale, tmp_path,
     assert balancer.frozen
     # after the window each balanced method's terms stand at its target (its BALANCE_FACTOR times
     # AUTO_TARGET 1x the detection loss: CWD, PKD, FGD, MGD and the hint 3x): the median over the
-    # rest of
-    # the run of (its terms / detection loss)
+    # rest of the run of (its terms / detection loss)
     assert cfg.MODEL.DISTILL.BALANCE.AUTO_TARGET == 1.0
     for name in balancer.method_names:
         target = balancer.targets[name]
@@ -155,7 +154,8 @@ def test_the_schedule_by_hand():
 
 
 def test_every_method_obeys_the_schedule_in_the_model(distill_cfg):
-    # at the raw weights (the tests' random teacher puts the hint at ~10^5x: the guard is off)
+    # at the raw weights (the guard is off: on raw maps the tests' random teacher puts the hint at
+    # ~10^5x the detection loss)
     opts = ["MODEL.DISTILL.BALANCE.AUTO", False, "MODEL.DISTILL.GUARD.ITERS", 0]
     opts += ["MODEL.DISTILL.SCHEDULE.WARMUP_ITERS", 4]
     cfg = distill_cfg("configs/demo/distill_chen.yaml", *opts)

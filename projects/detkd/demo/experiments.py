@@ -394,7 +394,7 @@ DIAGNOSIS = {
         "loses against its PAFPN baseline?)",
         # MSSD's weights as `all` carried them when measured: off, they train nothing, and keep
         # the runs cached
-        _FGD_PAPER + _MSSD_SD + ("MODEL.DISTILL.MSSD.ENABLED", False),
+        _FGD_PAPER + _MSSD_SD + _CHEN_PAPER + ("MODEL.DISTILL.MSSD.ENABLED", False),
     ),
     "cwd_t0.1": (
         "cwd",

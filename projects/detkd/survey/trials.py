@@ -17,9 +17,9 @@ RUN_VERSION = 3
 # Config keys added after runs were cached, each with the value at which training is what it was
 # before the key existed: at that value the key is left out of the fingerprint, so that adding it
 # does not train every cached run again (at any other value it counts as every key does). The
-# neutral value is not always the default: FGD's, MGD's and MSSD's NORMALIZE ship True. In the
-# block of a method that is off they are left out at any value: a new default there (FGD's, MGD's
-# and MSSD's NORMALIZE True) changes no run that does not train the method.
+# neutral value is not always the default: FGD's, MGD's, MSSD's and the hint's NORMALIZE ship True.
+# In the block of a method that is off they are left out at any value: a new default there (FGD's,
+# MGD's, MSSD's and the hint's NORMALIZE True) changes no run that does not train the method.
 NEUTRAL_KEYS = {
     "MODEL.DISTILL.MSSD.ADAPT": False,
     "MODEL.DISTILL.MSSD.NORMALIZE": False,
@@ -27,8 +27,8 @@ NEUTRAL_KEYS = {
     "MODEL.DISTILL.MGD.NORMALIZE": False,
     "MODEL.DISTILL.HINT.NORMALIZE": False,
     # each method the automatic balance scales (1.0: scaled to AUTO_TARGET alone, as a config
-    # without the key trains; a default other than 1.0, CWD's, PKD's, FGD's and MGD's 3.0,
-    # retrains the runs with that method on, as it should)
+    # without the key trains; a default other than 1.0, CWD's, PKD's, FGD's, MGD's and the
+    # hint's 3.0, retrains the runs with that method on, as it should)
     **{
         f"MODEL.DISTILL.{block}.BALANCE_FACTOR": 1.0
         for block in ("CROSS_HEAD", "CWD", "FGD", "HINT", "MGD", "MSSD", "PKD")
