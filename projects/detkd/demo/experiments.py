@@ -101,13 +101,23 @@ def survey_experiments(config_dir: str = CONFIG_DIR) -> Dict[str, Experiment]:
     return {name: experiment for _, name, experiment in sorted(found, key=lambda f: f[:2])}
 
 
-# FGD's and MGD's former defaults, the paper's form at 1x the detection loss, and their 1x on
-# standardized maps: the variants measured before both shipped standardized at 3x pin what they
-# measured, so they train, and are cached, as measured
-_FGD_PAPER = ("MODEL.DISTILL.FGD.NORMALIZE", False, "MODEL.DISTILL.FGD.BALANCE_FACTOR", 1.0)
-_FGD_1X = ("MODEL.DISTILL.FGD.BALANCE_FACTOR", 1.0)
-_MGD_PAPER = ("MODEL.DISTILL.MGD.NORMALIZE", False, "MODEL.DISTILL.MGD.BALANCE_FACTOR", 1.0)
-_MGD_1X = ("MODEL.DISTILL.MGD.BALANCE_FACTOR", 1.0)
+def _one_x(block: str) -> tuple:
+    """A method's block at 1x the detection loss (``BALANCE_FACTOR 1.0``), as KEY VALUE opts."""
+    return (f"MODEL.DISTILL.{block}.BALANCE_FACTOR", 1.0)
+
+
+def _paper_form(block: str) -> tuple:
+    """A method's block in its paper's form, raw maps at 1x (``NORMALIZE False``,
+    ``BALANCE_FACTOR 1.0``), as KEY VALUE opts."""
+    return (f"MODEL.DISTILL.{block}.NORMALIZE", False) + _one_x(block)
+
+
+# FGD's, MGD's and Chen's hint's former defaults, the paper's form at 1x the detection loss, and
+# their 1x on standardized maps: the variants measured before each shipped standardized at 3x pin
+# what they measured, so they train, and are cached, as measured
+_FGD_PAPER, _FGD_1X = _paper_form("FGD"), _one_x("FGD")
+_MGD_PAPER, _MGD_1X = _paper_form("MGD"), _one_x("MGD")
+_CHEN_PAPER, _HINT_1X = _paper_form("HINT"), _one_x("HINT")
 # MSSD's self-distillation at the weight the demo measures it with (0.1 per level; MSSD's default
 # is 0, the term off): the variants with both terms, or the self-distillation alone, pin it, so
 # they train, and are cached, as measured
@@ -120,12 +130,6 @@ _MSSD_NORM = ("MODEL.DISTILL.MSSD.NORMALIZE", True) + _MSSD_SD
 _MSSD_SD_OFF = ("MODEL.DISTILL.MSSD.WEIGHTS", [0.0, 0.0, 0.0, 0.0])
 _MSSD_MASK_OFF = ("MODEL.DISTILL.MSSD.MASK_WEIGHTS", [0.0, 0.0, 0.0, 0.0])
 _MSSD_ADAPT = ("MODEL.DISTILL.MSSD.ADAPT", True)
-
-# Chen's hint at its former default, the paper's form at 1x the detection loss, and its 1x on
-# standardized maps: the variants measured before the hint shipped standardized at 3x pin what
-# they measured, so they train, and are cached, as measured
-_CHEN_PAPER = ("MODEL.DISTILL.HINT.NORMALIZE", False, "MODEL.DISTILL.HINT.BALANCE_FACTOR", 1.0)
-_HINT_1X = ("MODEL.DISTILL.HINT.BALANCE_FACTOR", 1.0)
 
 # Chen's hint alone (its output terms off) balanced to 3x the detection loss
 _CHEN_HINT_ALONE_T3 = (
