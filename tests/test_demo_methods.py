@@ -215,7 +215,7 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     assert trials["mssd_norm", 0].cfg.MODEL.DISTILL.MSSD.WEIGHTS == [0.1] * 4
     # the variants on standardized maps, the rest pinned to the paper's form
     standardized = ["mssd_norm", "mssd_norm_mask_only", "mssd_norm_sd_only"]
-    standardized += ["mssd_norm_adapt", "mssd_norm_adapt_sd_only"]
+    standardized += ["mssd_norm_adapt", "mssd_norm_adapt_sd_only", "mssd_stop600"]
     for name in standardized:
         mssd = trials[name, 0].cfg.MODEL.DISTILL.MSSD
         assert mssd.NORMALIZE and mssd.ADAPT == ("adapt" in name), name
@@ -224,6 +224,10 @@ def test_diagnosis_variants_change_only_their_own_keys(tmp_path):
     assert mssd.WEIGHTS == [0.0] * 4 and mssd.MASK_WEIGHTS == [1.0] * 4
     mssd = trials["mssd_norm_adapt", 0].cfg.MODEL.DISTILL.MSSD
     assert mssd.WEIGHTS == [0.1] * 4 and mssd.MASK_WEIGHTS == [1.0] * 4
+    # MSSD as it ships, stopped at a quarter of the glyphs students' schedule
+    stopped = trials["mssd_stop600", 0].cfg.MODEL.DISTILL
+    assert stopped.MSSD.WEIGHTS == [0.0] * 4 and stopped.MSSD.MASK_WEIGHTS == [1.0] * 4
+    assert stopped.SCHEDULE.STOP_ITER == 600 and stopped.SCHEDULE.WARMUP_ITERS == 0
     for name in ("mssd_norm_sd_only", "mssd_norm_adapt_sd_only"):
         mssd = trials[name, 0].cfg.MODEL.DISTILL.MSSD
         assert mssd.WEIGHTS == [0.1] * 4 and mssd.MASK_WEIGHTS == [0.0] * 4, name

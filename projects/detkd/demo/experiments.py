@@ -130,6 +130,8 @@ _MSSD_NORM = ("MODEL.DISTILL.MSSD.NORMALIZE", True) + _MSSD_SD
 _MSSD_SD_OFF = ("MODEL.DISTILL.MSSD.WEIGHTS", [0.0, 0.0, 0.0, 0.0])
 _MSSD_MASK_OFF = ("MODEL.DISTILL.MSSD.MASK_WEIGHTS", [0.0, 0.0, 0.0, 0.0])
 _MSSD_ADAPT = ("MODEL.DISTILL.MSSD.ADAPT", True)
+# MSSD as it ships, pinned: standardized, its self-distillation off
+_MSSD_SHIPPED = ("MODEL.DISTILL.MSSD.NORMALIZE", True) + _MSSD_SD_OFF
 
 # Chen's hint alone (its output terms off) balanced to 3x the detection loss
 _CHEN_HINT_ALONE_T3 = (
@@ -284,6 +286,14 @@ DIAGNOSIS = {
         "mssd_norm_adapt with its self-distillation alone (Gaussian mask term off): the "
         "adaptation layer against the self-distillation's whole cost",
         _MSSD_NORM + _MSSD_ADAPT + _MSSD_MASK_OFF,
+    ),
+    "mssd_stop600": (
+        "mssd",
+        "MSSD as it ships (its Gaussian mask term alone) stopped at iteration 600, a quarter of "
+        "the glyphs students' schedule: on the glyphs it leads its PAFPN student at 600 "
+        "iterations and trails it from 1200 on; does the student keep the lead, or end level, "
+        "when it trains on without the term?",
+        _MSSD_SHIPPED + ("MODEL.DISTILL.SCHEDULE.STOP_ITER", 600),
     ),
     "mssd_paper": (
         "mssd",
