@@ -436,6 +436,23 @@ def planned(monkeypatch):
     return calls
 
 
+def test_cli_spells_the_output_one_way(planned, tmp_path, monkeypatch):
+    """The run cache's keys hold the trunks' paths under --output: spelled relative, with ./ or
+    a trailing slash, or absolute, one folder is one cache (an absolute spelling once cleared a
+    relatively spelled cache's teacher as stale); a folder outside the working directory stays
+    absolute."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for spelling in ("out/g", "./out/g/", str(work / "out" / "g"), "../work/out/g"):
+        cli.main(["--output", spelling, "--dataset", "hard", "--methods", "baseline"])
+    assert [c["output"] for c in planned] == [os.path.join("out", "g", "hard")] * 4
+    planned.clear()
+    cli.main(["--output", str(tmp_path / "elsewhere"), "--methods", "baseline"])
+    assert [c["output"] for c in planned] == [str(tmp_path / "elsewhere")]
+    assert cli.cache_path(".") == "."
+
+
 def test_cli_dataset_and_full_mode(planned, tmp_path):
     out = str(tmp_path / "demo")
     known = demo.experiments()

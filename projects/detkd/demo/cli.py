@@ -41,6 +41,17 @@ def _shares(text: str):
     return shares
 
 
+def cache_path(output: str) -> str:
+    """``--output`` as the run cache spells it: relative to the working directory where it lies
+    under it, else absolute. A run's cache key holds the paths of the pretrained trunks it starts
+    from, which lie under ``--output``; so ``output/g``, ``./output/g/`` and ``$PWD/output/g``
+    must name one cache, not three (the demo clears a run whose key differs as stale)."""
+    absolute = os.path.abspath(output)
+    relative = os.path.relpath(absolute)
+    outside = relative == os.pardir or relative.startswith(os.pardir + os.sep)
+    return absolute if outside else relative
+
+
 def plan(args, known):
     """What ``args`` run: a list of (dataset, output folder, seeds: method -> count). The shapes
     data goes into ``--output`` itself (where ``make demo`` always wrote), another set into
@@ -153,6 +164,7 @@ def main(argv=None):
     if args.quick:
         args.teacher_iters, args.student_iters, args.seeds, args.survey_seeds = 4, 4, 1, 1
         args.pretrain_iters = 2
+    args.output = cache_path(args.output)
     setup_logger(name="detectron2")
     setup_logger(name="detkd")
     planned = plan(args, known)
