@@ -265,7 +265,7 @@ DIAGNOSIS = {
         "MSSD on standardized maps with its Gaussian mask term alone (self-distillation off): "
         "which of its two terms costs on the glyphs? The runs that made it MSSD's default (cached "
         "apart)",
-        _MSSD_NORM + _MSSD_SD_OFF,
+        _MSSD_SHIPPED,
     ),
     "mssd_norm_sd_only": (
         "mssd",
