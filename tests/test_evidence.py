@@ -1,5 +1,6 @@
 """The demo pipeline, the visualize command and the benchmarks' helpers, on tiny schedules."""
 
+import json
 import os
 
 import pytest
@@ -48,6 +49,26 @@ def test_demo_pipeline_writes_table_and_plots(tmp_path):
     )
     assert os.path.getmtime(tmp_path / "teacher" / "model_final.pth") == mtime
     assert os.path.getmtime(cached_run) == run_mtime and len(rows["fgd"]) == 2
+
+
+def test_demo_without_a_distilling_method_trains_no_teacher(tmp_path):
+    # MSSD distils the student into itself: a survey of it and its baseline reads no teacher, so
+    # the demo neither trains one nor reports a teacher row or a share of its gap
+    rows = demo.run_demo(
+        str(tmp_path),
+        ["baseline_pafpn", "mssd"],
+        seeds=2,
+        teacher_iters=2,
+        student_iters=2,
+        eval_points=1,
+        extra_opts=TINY,
+    )
+    assert set(rows) == {"baseline_pafpn", "mssd"} and len(rows["mssd"]) == 2
+    assert not (tmp_path / "teacher").exists()
+    text = (tmp_path / "results.md").read_text()
+    assert "no teacher (no method distils from one)" in text and "| teacher |" not in text
+    gain = json.loads((tmp_path / "results.json").read_text())["gains"]["mssd"]
+    assert gain["n"] == 2 and gain["gap_closed"] != gain["gap_closed"]  # NaN: no gap to close
 
 
 def test_visualize_writes_every_picture(tmp_path, distill_cfg):

@@ -64,22 +64,27 @@ def header(
     jobs: int,
     threads: int,
     minutes: float,
-    teacher_cached: bool,
+    teacher_cached: Optional[bool],
     timing_threads: int,
     data: DemoData = SHAPES,
 ) -> str:
-    """The opening of ``results.md``: data, schedules, parallelism, evaluators."""
+    """The opening of ``results.md``: data, schedules, parallelism, evaluators.
+    ``teacher_cached``: None where no method distils from a teacher (none was trained)."""
     what = (
         "Embedded shapes data"
         if data.kind == "shapes"
         else f"Embedded {DATA_NAMES.get(data.kind, data.kind)} data ({data.num_classes} classes, "
         f"{data.train})"
     )
+    if teacher_cached is None:
+        teacher, how = "no teacher (no method distils from one)", ""
+    else:
+        teacher = f"teacher {teacher_iters} iterations"
+        how = f" (teacher {'cached' if teacher_cached else 'trained'})"
     return (
-        f"# detkd demo results\n\n{what}; teacher {teacher_iters} iterations, "
+        f"# detkd demo results\n\n{what}; {teacher}, "
         f"students {student_iters} iterations; {jobs} run(s) at a time with {threads} "
-        f"thread(s) each (train_s is measured so), {minutes:.1f} min in all (teacher "
-        f"{'cached' if teacher_cached else 'trained'}).\n"
+        f"thread(s) each (train_s is measured so), {minutes:.1f} min in all{how}.\n"
         f"AP columns: COCOEvaluator on {data.val}; VOC_AP50: PascalVOCDetectionEvaluator "
         f"on {data.voc_val}; ms_per_image: batch-1 inference, median, timed after "
         f"training with {timing_threads} thread(s) and nothing beside it.\n\n"

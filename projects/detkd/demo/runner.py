@@ -73,12 +73,16 @@ def run_demo(
         os.makedirs(output, exist_ok=True)
         start = time.perf_counter()
         trunks = _pretrained_trunks(output, data, pretrain_iters)
-        teacher_run, weights, teacher_fp, cached, teacher_seed = _teacher(
-            output, teacher_iters, extra_opts, data, trunks
-        )
+        chosen = {m: known[m] for m in methods}
+        if any(distils_from_teacher(e) for e in chosen.values()):
+            teacher_run, weights, teacher_fp, cached, teacher_seed = _teacher(
+                output, teacher_iters, extra_opts, data, trunks
+            )
+        else:  # MSSD and the baselines alone: no run reads a teacher, so none is trained
+            teacher_run = weights = teacher_fp = teacher_seed = cached = None
         trials, runs, pending = plan_students(
             output,
-            {m: known[m] for m in methods},
+            chosen,
             seeds_of,
             student_iters,
             eval_points,
@@ -107,7 +111,7 @@ def run_demo(
                 run.update(ms_per_image=saved_model_ms(trial.cfg), ms_timed_alone=True)
                 save_run(trial, run)
 
-        rows = {"teacher": [row(teacher_run, teacher_seed, data)]}
+        rows = {"teacher": [row(teacher_run, teacher_seed, data)]} if teacher_run else {}
         curves = {}
         for name in methods:
             rows[name] = [row(runs[name, seed], seed, data) for seed in range(seeds_of[name])]
@@ -302,6 +306,12 @@ def _teacher(
     return run, weights, own, cached, t_cfg.SEED
 
 
+def distils_from_teacher(experiment) -> bool:
+    """Whether the demo ``experiment``'s runs read the teacher (its config names one): only then
+    does the demo train or evaluate a teacher for it."""
+    return names_teacher(demo_config(os.path.join(CONFIG_DIR, experiment.config), []))
+
+
 def plan_students(
     output: str,
     chosen: Dict,
@@ -323,7 +333,7 @@ def plan_students(
     arms = {}
     for name, experiment in chosen.items():
         config = os.path.join(CONFIG_DIR, experiment.config)
-        uses_teacher = names_teacher(demo_config(config, []))
+        uses_teacher = distils_from_teacher(experiment)
         overrides = [*experiment.opts, *extra_opts]  # last: they win over the demo's settings
         arms[name] = demo_config(
             config,
