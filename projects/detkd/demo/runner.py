@@ -61,7 +61,9 @@ def run_demo(
     of the teacher's and the students' depths are pretrained first, ``pretrain_iters`` iterations
     each (:mod:`detkd.demo.pretrain`), cached like the teacher. ``student_lr_steps``: where the
     students' learning rate drops, as shares of their schedule (the teacher's: ``LR_STEPS``).
-    Returns the table's rows: name -> one per seed, each with its ``seed``."""
+    The teacher is trained, or its cache evaluated, only where a chosen method distils from it
+    (:func:`distils_from_teacher`); without one the table has no teacher row. Returns the
+    table's rows: name -> one per seed, each with its ``seed``."""
     with output_lock(output):
         if jobs < 1:
             raise ValueError(f"run_demo: jobs must be >= 1, got {jobs}")
