@@ -65,13 +65,14 @@ def test_directory_the_demo_did_not_make_is_refused(tmp_path):
 def test_demo_retrains_a_stale_run_from_a_clean_directory(tmp_path):
     """A run.json of another config (so the run is trained again) beside a stale metrics.json: the
     AP curve the demo reports, and the metrics.json it leaves, hold only the new run's points; the
-    teacher, of another fingerprint, is retrained in a clean directory too."""
+    teacher, of another fingerprint, is retrained in a clean directory too (a method that distils
+    from it is chosen: without one the demo trains no teacher)."""
     run, teacher = tmp_path / "baseline" / "seed0", tmp_path / "teacher"
     _stale_run(run, owned_by="run.json")
     _stale_run(teacher, owned_by="CONFIG_FINGERPRINT")
     demo.run_demo(
         str(tmp_path),
-        ["baseline"],
+        ["baseline", "chen"],
         seeds=1,
         teacher_iters=1,
         student_iters=2,
